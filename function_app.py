@@ -1,0 +1,9 @@
+"""The Functions app: builds the app and registers the blueprints. Nothing else runs at import."""
+
+import azure.functions as func
+
+from functions import resync, timers
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+for blueprint in (resync.bp, timers.bp):
+    app.register_functions(blueprint)

@@ -1,0 +1,33 @@
+"""Timers: periodic drift correction (a full, level-based reconcile)."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared import deps, engine, errors, scope
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+
+# "%NAME%" makes the host read the schedule from an app setting (NCRONTAB, six fields, UTC).
+PERIODIC_RESYNC_SCHEDULE = "%PERIODIC_RESYNC_SCHEDULE%"
+
+
+@bp.function_name("periodic_resync")
+@bp.timer_trigger(arg_name="timer", schedule=PERIODIC_RESYNC_SCHEDULE, run_on_startup=False, use_monitor=True)
+@bp.retry(strategy="exponential_backoff", max_retry_count="3", minimum_interval="00:00:10", maximum_interval="00:05:00")
+def periodic_resync(timer: func.TimerRequest) -> None:
+    try:
+        dependencies = deps.dependencies()
+    except errors.InvalidSettings as error:
+        log.error("settings invalid", extra={"settings": [name for name, _ in error.problems]})
+        return
+    report = engine.reconcile(scope.Scope(dependencies.settings.kube.cluster_name), dependencies)
+    log.info("periodic resync finished", extra={"counts": report.counts, "past_due": timer.past_due})
+    if report.failed and report.retryable:
+        # Only transient failures go back to the runtime's retry policy; permanent ones are in the report.
+        raise errors.RetryableError("periodic resync hit transient failures; retrying")
+    if report.failed:
+        log.error("periodic resync failed", extra={"errors": [c.get("message") for c in report.to_json()["errors"]]})

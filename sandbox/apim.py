@@ -1,0 +1,260 @@
+"""Emulator of the ARM API Management REST API (2024-05-01) for what aks-apim-sync calls.
+
+Held to Microsoft's spec and examples (tests/fixtures/apim): resource shapes, ETag header, If-Match
+(412), ARM error bodies, 404s, $top/$skip paging with nextLink, long-running PUTs answered with
+Azure-AsyncOperation/Location and Retry-After, server-side defaults, bearer token required (401).
+APIM's own rules are enforced: backend PUT needs protocol and url; ids are 1-80 characters.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+import uuid
+from typing import Any
+
+from sandbox.httpbase import JsonServer, Request, Response
+from sandbox.tls import TlsFiles
+
+API_VERSION = "2024-05-01"
+PAGE_SIZE = 100
+_SERVICE = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ApiManagement/service/(?P<svc>[^/]+)"
+_ENTITY_ID = re.compile(r"^[^*#&+:<>?/%\\]{1,80}$")
+
+
+def arm_error(status: int, code: str, message: str, **headers: str) -> Response:
+    return Response(status, {"error": {"code": code, "message": message, "details": []}}, dict(headers))
+
+
+class ApimEmulator(JsonServer):
+    def __init__(self, *, tls: TlsFiles, token: str, subscription_id: str, resource_group: str, service_name: str) -> None:
+        super().__init__(tls=tls, token=token, name="apim")
+        self.subscription_id, self.resource_group, self.service_name = subscription_id, resource_group, service_name
+        self.service_id = (
+            f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}/providers/Microsoft.ApiManagement/service/{service_name}"
+        )
+        self._etags = itertools.count(1)
+        self.backends: dict[str, dict[str, Any]] = {}
+        self.named_values: dict[str, dict[str, Any]] = {}
+        self.operations: dict[str, dict[str, Any]] = {}
+        self.service = self._initial_service()
+        self.route("GET", _SERVICE, self._get_service)
+        self.route("GET", _SERVICE + r"/backends", self._list_backends)
+        for method in ("GET", "HEAD", "PUT", "PATCH", "DELETE"):
+            self.route(method, _SERVICE + r"/backends/(?P<id>[^/]+)", self._backend)
+        self.route("GET", _SERVICE + r"/namedValues", self._list_named_values)
+        for method in ("GET", "PUT", "DELETE"):
+            self.route(method, _SERVICE + r"/namedValues/(?P<id>[^/]+)", self._named_value)
+        self.route("GET", r"/subscriptions/[^/]+/providers/Microsoft\.ApiManagement/locations/[^/]+/operationsStatuses/(?P<op>[^/]+)", self._operation)
+        self.route("GET", r"/operationResults/(?P<op>[^/]+)", self._operation_result)
+
+    # -- state the tests and the sandbox change directly -------------------------------------------------
+
+    def _initial_service(self) -> dict[str, Any]:
+        return {
+            "id": self.service_id,
+            "name": self.service_name,
+            "type": "Microsoft.ApiManagement/service",
+            "location": "West Europe",
+            "etag": self._new_etag(),
+            "sku": {"name": "Developer", "capacity": 1},
+            "properties": {
+                "publisherEmail": "platform@contoso.example",
+                "publisherName": "Contoso",
+                "provisioningState": "Succeeded",
+                "targetProvisioningState": "",
+                "gatewayUrl": f"https://{self.service_name}.azure-api.net",
+                "publicIPAddresses": ["20.0.0.1"],
+                "privateIPAddresses": None,
+                "additionalLocations": None,
+                "virtualNetworkType": "None",
+                "platformVersion": "stv2",
+                "publicNetworkAccess": "Enabled",
+            },
+        }
+
+    def reset(self) -> None:
+        with self.lock:
+            self.backends.clear()
+            self.named_values.clear()
+            self.operations.clear()
+            self.faults.clear()
+            self.log.clear()
+            self.latency_seconds = 0.0
+            self.service = self._initial_service()
+
+    def put_backend_directly(self, backend_id: str, properties: dict[str, Any]) -> None:
+        """Seed a backend as if someone else had created it (portal, another tool)."""
+        with self.lock:
+            self.backends[backend_id] = self._stored_backend(backend_id, properties)
+
+    def _new_etag(self) -> str:
+        return f'"AAAAAAA{next(self._etags):05d}="'
+
+    # -- resources -----------------------------------------------------------------------------------------
+
+    def _check(self, request: Request, match: re.Match[str]) -> Response | None:
+        version = request.query.get("api-version")
+        if not version:
+            return arm_error(400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests.")
+        if version != API_VERSION:
+            return arm_error(400, "InvalidApiVersionParameter", f"The api-version '{version}' is invalid. The supported versions are '{API_VERSION}'.")
+        if (match["sub"], match["rg"].lower(), match["svc"].lower()) != (
+            self.subscription_id,
+            self.resource_group.lower(),
+            self.service_name.lower(),
+        ):
+            return arm_error(404, "ResourceNotFound", f"The Resource 'Microsoft.ApiManagement/service/{match['svc']}' was not found.")
+        return None
+
+    def not_found(self, request: Request) -> Response:
+        return arm_error(404, "NotFound", f"No route for {request.method} {request.path}")
+
+    def unauthorized(self) -> Response:
+        return arm_error(
+            401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing or invalid.",
+            **{"WWW-Authenticate": 'Bearer authorization_uri="https://login.microsoftonline.com/common"'},
+        )
+
+    def _get_service(self, request: Request, match: re.Match[str]) -> Response:
+        return self._check(request, match) or Response(200, copy.deepcopy(self.service), {"ETag": self.service["etag"]})
+
+    def _paged(self, request: Request, items: list[dict[str, Any]]) -> Response:
+        skip = int(request.query.get("$skip") or 0)
+        top = min(int(request.query.get("$top") or PAGE_SIZE), PAGE_SIZE)
+        page = items[skip : skip + top]
+        body: dict[str, Any] = {"value": page, "count": len(items)}
+        if skip + top < len(items):
+            body["nextLink"] = f"{self.url}{request.path}?api-version={API_VERSION}&$top={top}&$skip={skip + top}"
+        return Response(200, body)
+
+    # -- backends ------------------------------------------------------------------------------------------
+
+    def _stored_backend(self, backend_id: str, properties: dict[str, Any]) -> dict[str, Any]:
+        stored = copy.deepcopy(properties)
+        stored.setdefault("type", "Single")  # server default, never sent by aks-apim-sync
+        stored.setdefault("tls", {"validateCertificateChain": True, "validateCertificateName": True})
+        return {
+            "id": f"{self.service_id}/backends/{backend_id}",
+            "type": "Microsoft.ApiManagement/service/backends",
+            "name": backend_id,
+            "properties": stored,
+            "_etag": self._new_etag(),
+        }
+
+    @staticmethod
+    def _public(entity: dict[str, Any]) -> dict[str, Any]:
+        return {k: copy.deepcopy(v) for k, v in entity.items() if not k.startswith("_")}
+
+    def _list_backends(self, request: Request, match: re.Match[str]) -> Response:
+        return self._check(request, match) or self._paged(request, [self._public(b) for _, b in sorted(self.backends.items())])
+
+    def _backend(self, request: Request, match: re.Match[str]) -> Response:
+        problem = self._check(request, match)
+        if problem:
+            return problem
+        backend_id = match["id"]
+        existing = self.backends.get(backend_id)
+        if_match = request.headers.get("if-match")
+        if request.method in ("GET", "HEAD"):
+            if existing is None:
+                return arm_error(404, "ResourceNotFound", "Backend not found.")
+            return Response(200, self._public(existing) if request.method == "GET" else None, {"ETag": existing["_etag"]})
+        if request.method in ("PATCH", "DELETE") and not if_match:
+            return arm_error(400, "InvalidRequest", "If-Match header is required.")
+        if if_match and if_match != "*" and (existing is None or existing["_etag"] != if_match):
+            if existing is None and request.method == "DELETE":
+                return arm_error(404, "ResourceNotFound", "Backend not found.")
+            return arm_error(412, "PreconditionFailed", "The entity has been modified since it was last retrieved.")
+        if request.method == "DELETE":
+            if existing is None:
+                return arm_error(404, "ResourceNotFound", "Backend not found.")
+            del self.backends[backend_id]
+            return Response(200)
+        if not _ENTITY_ID.match(backend_id):
+            return arm_error(400, "ValidationError", "Backend identifier is not valid.")
+        body = request.json() or {}
+        properties = body.get("properties") if isinstance(body, dict) else None
+        if not isinstance(properties, dict):
+            return arm_error(400, "ValidationError", "'properties' is required.")
+        if request.method == "PATCH":
+            if existing is None:
+                return arm_error(404, "ResourceNotFound", "Backend not found.")
+            properties = {**existing["properties"], **properties}
+        missing = [name for name in ("url", "protocol") if not properties.get(name)]
+        if missing:
+            return arm_error(400, "ValidationError", f"One or more fields contain incorrect values: '{missing[0]}' is required.")
+        if properties["protocol"] not in ("http", "soap"):
+            return arm_error(400, "ValidationError", "Backend protocol must be 'http' or 'soap'.")
+        stored = self._stored_backend(backend_id, properties)
+        self.backends[backend_id] = stored
+        return Response(200 if existing else 201, self._public(stored), {"ETag": stored["_etag"]})
+
+    # -- named values (a long-running PUT, as in the SDK's begin_create_or_update) -------------------------
+
+    def _list_named_values(self, request: Request, match: re.Match[str]) -> Response:
+        values = [self._public_named_value(v) for _, v in sorted(self.named_values.items())]
+        return self._check(request, match) or self._paged(request, values)
+
+    @staticmethod
+    def _public_named_value(entity: dict[str, Any]) -> dict[str, Any]:
+        shown = ApimEmulator._public(entity)
+        if shown["properties"].get("secret"):
+            shown["properties"].pop("value", None)  # secret values are never returned by GET
+        return shown
+
+    def _named_value(self, request: Request, match: re.Match[str]) -> Response:
+        problem = self._check(request, match)
+        if problem:
+            return problem
+        value_id = match["id"]
+        existing = self.named_values.get(value_id)
+        if request.method == "GET":
+            if existing is None:
+                return arm_error(404, "ResourceNotFound", "Named value not found.")
+            return Response(200, self._public_named_value(existing), {"ETag": existing["_etag"]})
+        if request.method == "DELETE":
+            if existing is None:
+                return arm_error(404, "ResourceNotFound", "Named value not found.")
+            del self.named_values[value_id]
+            return Response(200)
+        properties = (request.json() or {}).get("properties") or {}
+        if not properties.get("displayName"):
+            return arm_error(400, "ValidationError", "'displayName' is required.")
+        entity = {
+            "id": f"{self.service_id}/namedValues/{value_id}",
+            "type": "Microsoft.ApiManagement/service/namedValues",
+            "name": value_id,
+            "properties": {"tags": [], "secret": False, **properties},
+            "_etag": self._new_etag(),
+        }
+        operation = str(uuid.uuid4())
+        self.operations[operation] = {"polls_left": 1, "result": entity, "target": ("namedValues", value_id)}
+        status_url = (
+            f"{self.url}/subscriptions/{self.subscription_id}/providers/Microsoft.ApiManagement/locations/westeurope/"
+            f"operationsStatuses/{operation}?api-version={API_VERSION}"
+        )
+        headers = {
+            "Azure-AsyncOperation": status_url,
+            "Location": f"{self.url}/operationResults/{operation}?api-version={API_VERSION}",
+            "Retry-After": "0",
+        }
+        return Response(202, None, headers)
+
+    def _operation(self, request: Request, match: re.Match[str]) -> Response:
+        operation = self.operations.get(match["op"])
+        if operation is None:
+            return arm_error(404, "NotFound", "Operation not found.")
+        if operation["polls_left"] > 0:
+            operation["polls_left"] -= 1
+            return Response(200, {"id": match["op"], "status": "InProgress"}, {"Retry-After": "0"})
+        kind, entity_id = operation["target"]
+        getattr(self, "named_values" if kind == "namedValues" else kind)[entity_id] = operation["result"]
+        return Response(200, {"id": match["op"], "status": "Succeeded"})
+
+    def _operation_result(self, request: Request, match: re.Match[str]) -> Response:
+        operation = self.operations.get(match["op"])
+        if operation is None or operation["polls_left"] > 0:
+            return Response(202, None, {"Retry-After": "0", "Location": f"{self.url}{request.path}?api-version={API_VERSION}"})
+        return Response(200, self._public_named_value(operation["result"]))

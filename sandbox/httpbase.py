@@ -1,0 +1,185 @@
+"""A small threaded HTTPS JSON server shared by both emulators: routing, bearer check, request log, faults."""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from sandbox.tls import TlsFiles
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    stream: Iterator[bytes] | None = None
+
+
+@dataclass
+class Fault:
+    """Answer the next `times` matching requests with `status` instead of serving them."""
+
+    status: int
+    method: str | None = None
+    path_contains: str = ""
+    times: int = 1
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    method: str
+    path: str
+    status: int
+
+    @property
+    def is_write(self) -> bool:
+        return self.method not in ("GET", "HEAD")
+
+
+Handler = Callable[[Request, re.Match[str]], Response]
+
+
+class JsonServer:
+    def __init__(self, *, tls: TlsFiles, token: str, name: str) -> None:
+        self.token, self.name = token, name
+        self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self.faults: list[Fault] = []
+        self.latency_seconds = 0.0
+        self.log: list[LoggedRequest] = []
+        self.lock = threading.RLock()
+        server = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _serve(self) -> None:
+                server._serve(self)
+
+            do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = do_HEAD = _serve
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.daemon_threads = True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tls.server_cert), str(tls.server_key))
+        self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"{name}-emulator", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def start(self) -> JsonServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def route(self, method: str, pattern: str, handler: Handler) -> None:
+        self.routes.append((method, re.compile(pattern + r"$"), handler))
+
+    def inject(self, fault: Fault) -> None:
+        with self.lock:
+            self.faults.append(fault)
+
+    def writes(self) -> list[LoggedRequest]:
+        with self.lock:
+            return [r for r in self.log if r.is_write]
+
+    def clear_log(self) -> None:
+        with self.lock:
+            self.log.clear()
+
+    def unauthorized(self) -> Response:
+        raise NotImplementedError
+
+    def not_found(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    def _take_fault(self, request: Request) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if (fault.method in (None, request.method)) and fault.path_contains in request.path:
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self.faults.remove(fault)
+                    return fault
+        return None
+
+    def _dispatch(self, request: Request) -> Response:
+        if request.headers.get("authorization") != f"Bearer {self.token}":
+            return self.unauthorized()
+        fault = self._take_fault(request)
+        if fault is not None:
+            return Response(fault.status, fault.body, dict(fault.headers))
+        for method, pattern, handler in self.routes:
+            match = pattern.match(request.path)
+            if match and method == request.method:
+                with self.lock:
+                    return handler(request, match)
+        return self.not_found(request)
+
+    def _serve(self, http: BaseHTTPRequestHandler) -> None:
+        parts = urlsplit(http.path)
+        length = int(http.headers.get("Content-Length") or 0)
+        body = http.rfile.read(length) if length else b""
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        headers = {k.lower(): v for k, v in http.headers.items()}
+        request = Request(http.command, parts.path, query, headers, body)
+        if self.latency_seconds:
+            time.sleep(self.latency_seconds)
+        try:
+            response = self._dispatch(request)
+        except Exception as exc:  # noqa: BLE001 - an emulator bug must show as a 500, not a hung client
+            response = Response(500, {"error": {"code": "EmulatorError", "message": repr(exc)}})
+        with self.lock:
+            self.log.append(LoggedRequest(request.method, http.path, response.status))
+        http.send_response(response.status)
+        for name, value in response.headers.items():
+            http.send_header(name, value)
+        if response.stream is not None:
+            http.send_header("Content-Type", "application/json")
+            http.send_header("Transfer-Encoding", "chunked")
+            http.end_headers()
+            try:
+                for chunk in response.stream:
+                    http.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    http.wfile.flush()
+                http.wfile.write(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+                http.close_connection = True
+            return
+        payload = b"" if response.body is None else json.dumps(response.body).encode()
+        if payload:
+            http.send_header("Content-Type", "application/json; charset=utf-8")
+        http.send_header("Content-Length", str(len(payload)))
+        http.end_headers()
+        if http.command != "HEAD":
+            http.wfile.write(payload)

@@ -1,0 +1,102 @@
+"""Start both emulators on loopback and describe them as the app settings aks-apim-sync reads."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandbox.apim import ApimEmulator
+from sandbox.kube import KubeEmulator
+from sandbox.tls import TlsFiles, make_tls_files
+
+SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
+RESOURCE_GROUP = "rg-sandbox"
+SERVICE_NAME = "apim-sandbox"
+CLUSTER_NAME = "aks-sandbox"
+OWNER_ID = "sandbox-owner"
+
+
+@dataclass
+class World:
+    directory: Path
+    tls: TlsFiles
+    apim: ApimEmulator
+    kube: KubeEmulator
+    kubeconfig: Path
+    token: str
+
+    def settings(self) -> dict[str, str]:
+        """The app settings that point aks-apim-sync at this world."""
+        return {
+            "APIM_SUBSCRIPTION_ID": SUBSCRIPTION_ID,
+            "APIM_RESOURCE_GROUP": RESOURCE_GROUP,
+            "APIM_SERVICE_NAME": SERVICE_NAME,
+            "ARM_ENDPOINT": self.apim.url,
+            "ARM_CA_BUNDLE": str(self.tls.ca_cert),
+            "SANDBOX_TOKEN": self.token,
+            "CLUSTER_NAME": CLUSTER_NAME,
+            "OWNER_ID": OWNER_ID,
+            "ANNOTATION_PREFIX": "apim-sync.io",
+            "NAMESPACES": "",
+            "SYNC_POLICY": "sync",
+            "DEFAULT_MODE": "ingress",
+            "KUBECONFIG": str(self.kubeconfig),
+            "PUBLIC_AUTH_HEADER": "X-Apim-Backend-Token",
+            "PUBLIC_AUTH_NAMED_VALUE": "aks-backend-token",
+            "MAX_RETRY_WAIT_SECONDS": "5",
+            "PERIODIC_RESYNC_SCHEDULE": "0 */5 * * * *",
+        }
+
+    def write_env_file(self) -> Path:
+        path = self.directory / "sandbox.env"
+        path.write_text("".join(f"{k}={v}\n" for k, v in self.settings().items()))
+        return path
+
+    def reset(self) -> None:
+        self.apim.reset()
+        self.kube.reset()
+
+    def stop(self) -> None:
+        self.apim.stop()
+        self.kube.stop()
+
+
+def _kubeconfig(path: Path, server: str, ca: Path, token: str) -> None:
+    ca_data = base64.b64encode(ca.read_bytes()).decode()
+    path.write_text(
+        f"""apiVersion: v1
+kind: Config
+clusters:
+- name: {CLUSTER_NAME}
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca_data}
+users:
+- name: sandbox
+  user:
+    token: {token}
+contexts:
+- name: {CLUSTER_NAME}
+  context:
+    cluster: {CLUSTER_NAME}
+    user: sandbox
+current-context: {CLUSTER_NAME}
+"""
+    )
+
+
+def start_world(directory: Path | None = None) -> World:
+    directory = directory or Path(tempfile.mkdtemp(prefix="aks-apim-sync-sandbox-"))
+    tls = make_tls_files(directory / "tls")
+    token = "sandbox-" + secrets.token_hex(8)
+    apim = ApimEmulator(
+        tls=tls, token=token, subscription_id=SUBSCRIPTION_ID, resource_group=RESOURCE_GROUP, service_name=SERVICE_NAME
+    ).start()
+    kube = KubeEmulator(tls=tls, token=token).start()
+    assert isinstance(apim, ApimEmulator) and isinstance(kube, KubeEmulator)
+    kubeconfig = directory / "kubeconfig"
+    _kubeconfig(kubeconfig, kube.url, tls.ca_cert, token)
+    return World(directory=directory, tls=tls, apim=apim, kube=kube, kubeconfig=kubeconfig, token=token)

@@ -1,0 +1,58 @@
+"""`python -m shared plan|sync`: the same engine from a terminal.
+
+plan prints what sync would do (like `terraform plan`); sync applies it. --json prints the report as JSON.
+Exit status: 0 done, 1 some change or read failed, 2 bad settings or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+
+def load_env_file(path: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, _, value = line.partition("=")
+                values[key.strip()] = value.strip().strip('"')
+    return values
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shared", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("command", choices=["plan", "sync"])
+    parser.add_argument("--namespace", help="only this namespace")
+    parser.add_argument("--service", help="only this Service (needs --namespace)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--allow-mass-delete", action="store_true", help="switch the delete cap off for this run")
+    parser.add_argument("--env-file", help="read settings from this dotenv file (as written by `python -m sandbox serve`)")
+    args = parser.parse_args(argv)
+
+    from shared import deps, engine, errors, scope, settings
+
+    environ = {**os.environ, **(load_env_file(args.env_file) if args.env_file else {})}
+    try:
+        dependencies = deps.build_dependencies(settings.load_settings(environ))
+    except errors.InvalidSettings as error:
+        print(str(error), file=sys.stderr)
+        return 2
+    params = {k: v for k, v in (("namespace", args.namespace), ("service", args.service)) if v}
+    request = scope.parse_resync_request(params, b"", cluster=dependencies.settings.kube.cluster_name)
+    if isinstance(request, scope.BadRequest):
+        print(f"{request.field}: {request.message}", file=sys.stderr)
+        return 2
+    report = engine.reconcile(
+        request.scope, dependencies, dry_run=args.command == "plan", allow_mass_delete=args.allow_mass_delete
+    )
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.to_text())
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Values shared by the pure core and the adapters: ids, references, backend projections, reasons.
+
+Pure: frozen dataclasses and enums only. Nothing here performs I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import NewType
+from urllib.parse import urlsplit, urlunsplit
+
+BackendId = NewType("BackendId", str)
+OwnerId = NewType("OwnerId", str)
+
+
+class Mode(StrEnum):
+    """How APIM reaches the Service (the three options of the Azure guidance)."""
+
+    PUBLIC = "public"
+    INGRESS = "ingress"
+    INTERNAL = "internal"
+
+
+class ReconcilePolicy(StrEnum):
+    """Per-Service policy, ASO's vocabulary."""
+
+    MANAGE = "manage"
+    SKIP = "skip"
+    DETACH_ON_DELETE = "detach-on-delete"
+
+
+class SyncPolicy(StrEnum):
+    """Deployment-wide policy, external-dns's vocabulary."""
+
+    SYNC = "sync"
+    UPSERT_ONLY = "upsert-only"
+    CREATE_ONLY = "create-only"
+
+
+class Reason(StrEnum):
+    """CamelCase reasons used in reports and logs."""
+
+    CREATED = "Created"
+    UPDATED = "Updated"
+    DELETED = "Deleted"
+    UNCHANGED = "Unchanged"
+    SOURCE_GONE = "SourceGone"
+    ADDRESS_PENDING = "AddressPending"
+    INVALID_ANNOTATION = "InvalidAnnotation"
+    DUPLICATE_BACKEND_ID = "DuplicateBackendId"
+    OWNED_BY_OTHER = "OwnedByOther"
+    RECONCILE_SKIPPED = "ReconcileSkipped"
+    DETACHED = "DetachedOnDelete"
+    HELD = "HeldWhileSourceBroken"
+    POLICY_UPSERT_ONLY = "PolicyUpsertOnly"
+    POLICY_CREATE_ONLY = "PolicyCreateOnly"
+    DELETE_CAP_REACHED = "DeleteCapReached"
+    SOURCE_READ_FAILED = "SourceReadFailed"
+    SINK_READ_FAILED = "SinkReadFailed"
+
+
+@dataclass(frozen=True, order=True)
+class ServiceRef:
+    cluster: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.cluster}/{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class OwnerMark:
+    """Proof that this deployment created a backend, carried in the backend's description."""
+
+    owner: OwnerId
+    source: ServiceRef
+    policy: ReconcilePolicy = ReconcilePolicy.MANAGE
+
+
+HeaderValues = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def normalise_url(url: str) -> str:
+    """Case of scheme and host, default ports and a bare trailing slash never cause a write."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    default_port = {"http": 80, "https": 443}.get(scheme)
+    netloc = host if port in (None, default_port) else f"{host}:{port}"
+    path = parts.path.rstrip("/")
+    return urlunsplit((scheme, netloc, path, parts.query, ""))
+
+
+def normalise_headers(headers: Mapping[str, object] | None) -> HeaderValues:
+    """Header names are case-insensitive and value order has no meaning to APIM."""
+    pairs: dict[str, set[str]] = {}
+    for name, values in (headers or {}).items():
+        listed = values if isinstance(values, list | tuple) else [values]
+        pairs.setdefault(name.lower(), set()).update(str(v) for v in listed)
+    return tuple(sorted((name, tuple(sorted(values))) for name, values in pairs.items() if values))
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """The curated projection of an APIM backend that aks-apim-sync manages and compares.
+
+    Everything else on the backend (tls, proxy, circuit breaker, certificate ids set by rotation...) is
+    preserved on update and never compared.
+    """
+
+    url: str
+    description: str
+    title: str = ""
+    protocol: str = "http"
+    headers: HeaderValues = ()
+
+    def normalised(self) -> BackendSpec:
+        return BackendSpec(
+            url=normalise_url(self.url),
+            description=self.description.strip(),
+            title=(self.title or "").strip(),
+            protocol=self.protocol.lower(),
+            headers=normalise_headers(dict(self.headers)),
+        )
+
+    def as_fields(self) -> dict[str, object]:
+        return {
+            "url": self.url,
+            "protocol": self.protocol,
+            "title": self.title,
+            "description": self.description,
+            "credentials.header": {name: list(values) for name, values in self.headers},
+        }
+
+
+@dataclass(frozen=True)
+class DesiredBackend:
+    id: BackendId
+    source: ServiceRef
+    spec: BackendSpec
+    policy: ReconcilePolicy = ReconcilePolicy.MANAGE
+
+
+@dataclass(frozen=True)
+class ObservedBackend:
+    id: BackendId
+    spec: BackendSpec
+    mark: OwnerMark | None = None
+    etag: str | None = None
+    raw_properties: Mapping[str, object] = field(default_factory=dict, compare=False, hash=False)
+    """Every property APIM returned, so that an update preserves what we do not manage."""
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    port: int
+    name: str = ""
+    protocol: str = "TCP"
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    """What the Kubernetes source reports of one Service, already reduced to the fields we use."""
+
+    namespace: str
+    name: str
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    type: str = "ClusterIP"
+    ports: tuple[ServicePort, ...] = ()
+    load_balancer_addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IngressRoute:
+    """One networking.k8s.io/v1 Ingress rule path that routes to a Service."""
+
+    namespace: str
+    ingress_name: str
+    host: str
+    path: str
+    service_name: str
+    service_port: str
+    tls: bool

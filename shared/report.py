@@ -1,0 +1,214 @@
+"""The report: what a run planned, did, refused, left pending and could not do. JSON and text.
+
+Pure. Shaped after Terraform's JSON plan (format_version; readers ignore unknown properties) and
+Kubernetes conditions (CamelCase reason, human message). Secrets never reach it: changes list the
+managed projection only, and error texts come from our own error classes, which truncate remote text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.annotations import Invalid, Pending, Skipped
+from shared.model import BackendId, Reason
+from shared.plan import BackendChange, BackendPlan, CreateBackend, DeleteBackend, DesiredSet, UpdateBackend
+from shared.scope import Scope
+
+FORMAT_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What apply did with one change."""
+
+    status: str
+    """applied | failed | refused (re-read showed the plan no longer holds) | noop (re-read showed nothing to do)."""
+    reason: str | None = None
+    message: str | None = None
+    retryable: bool = False
+    retry_after_seconds: float | None = None
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class RunError:
+    reason: str
+    message: str
+    retryable: bool
+    retry_after_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    scope: Scope
+    dry_run: bool
+    changes: tuple[dict[str, Any], ...] = ()
+    refusals: tuple[dict[str, Any], ...] = ()
+    pending: tuple[dict[str, Any], ...] = ()
+    errors: tuple[dict[str, Any], ...] = ()
+    unchanged: int = 0
+    run_errors: tuple[RunError, ...] = ()
+    notes: tuple[str, ...] = ()
+    duration_ms: int = 0
+    requests: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.run_errors) or any(c["outcome"] == "failed" for c in self.changes)
+
+    @property
+    def retryable(self) -> bool:
+        """True when every failure is transient, so a later attempt of the whole run can succeed."""
+        failures = [*self.run_errors, *(c for c in self.changes if c["outcome"] == "failed")]
+        return bool(failures) and all(f.retryable if isinstance(f, RunError) else f["retryable"] for f in failures)
+
+    @property
+    def retry_after_seconds(self) -> float | None:
+        waits = [e.retry_after_seconds for e in self.run_errors if e.retry_after_seconds]
+        waits += [c["retry_after_seconds"] for c in self.changes if c.get("retry_after_seconds")]
+        return max(waits) if waits else None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts = {"create": 0, "update": 0, "delete": 0}
+        for change in self.changes:
+            counts[change["action"]] += 1
+        failed = sum(1 for c in self.changes if c["outcome"] == "failed")
+        return {
+            **counts,
+            "unchanged": self.unchanged,
+            "refused": len(self.refusals),
+            "pending": len(self.pending),
+            "invalid": len(self.errors),
+            "failed": failed,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "dry_run": self.dry_run,
+            "scope": self.scope.to_json(),
+            "changes": [{k: v for k, v in c.items() if k != "retry_after_seconds"} for c in self.changes],
+            "refusals": list(self.refusals),
+            "pending": list(self.pending),
+            "errors": [*self.errors, *({"reason": e.reason, "message": e.message} for e in self.run_errors)],
+            "notes": list(self.notes),
+            "counts": self.counts,
+            "duration_ms": self.duration_ms,
+            "requests": dict(self.requests),
+        }
+
+    def to_text(self) -> str:
+        symbol = {"create": "+", "update": "~", "delete": "-"}
+        lines = [f"aks-apim-sync {'plan (dry run)' if self.dry_run else 'sync'}: {_scope_text(self.scope)}"]
+        for c in self.changes:
+            suffix = "" if c["outcome"] in ("planned", "applied") else f"  [{c['outcome']}: {c.get('message') or ''}]"
+            lines.append(f"  {symbol[c['action']]} backend {c['id']}  ({c['source']}){suffix}")
+            for name, (before, after) in c.get("diff", {}).items():
+                lines.append(f"      {name}: {_short(before)} -> {_short(after)}")
+        for r in self.refusals:
+            lines.append(f"  ! backend {r['id']} refused ({r['reason']}): {r['message']}")
+        for p in self.pending:
+            lines.append(f"  … {p['object']} pending ({p['reason']}): {p['message']}")
+        for e in self.errors:
+            lines.append(f"  x {e['object']} {e['field']} ({e['reason']}): {e['message']}")
+        for e in self.run_errors:
+            lines.append(f"  x run failed ({e.reason}): {e.message}")
+        counts = self.counts
+        lines.append(
+            "  {create} to create, {update} to update, {delete} to delete, {unchanged} unchanged, {refused} refused, "
+            "{pending} pending, {invalid} invalid, {failed} failed".format(**counts)
+        )
+        if not self.changes and not self.run_errors:
+            lines.append("  No changes. APIM matches the cluster.")
+        return "\n".join(lines)
+
+
+def _scope_text(scope: Scope) -> str:
+    return "/".join(p for p in (scope.cluster, scope.namespace, scope.service) if p)
+
+
+def _short(value: object) -> str:
+    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
+def _change_entry(change: BackendChange, outcome: Outcome | None, dry_run: bool) -> dict[str, Any]:
+    if isinstance(change, CreateBackend):
+        action, source, reason = "create", change.desired.source, Reason.CREATED
+        diff = {name: [None, value] for name, value in change.desired.spec.as_fields().items() if value}
+    elif isinstance(change, UpdateBackend):
+        action, source, reason = "update", change.desired.source, Reason.UPDATED
+        diff = {d.field: [d.before, d.after] for d in change.diff}
+    else:
+        action, source, reason = "delete", change.source, Reason.SOURCE_GONE
+        diff = {}
+    entry: dict[str, Any] = {
+        "action": action,
+        "kind": "backend",
+        "id": change.id,
+        "source": str(source),
+        "reason": reason.value,
+        "diff": diff,
+        "outcome": "planned" if dry_run or outcome is None else outcome.status,
+    }
+    if outcome is not None and outcome.status != "applied":
+        entry.update(error_reason=outcome.reason, message=outcome.message, retryable=outcome.retryable)
+        entry["retry_after_seconds"] = outcome.retry_after_seconds
+    if outcome is not None and outcome.attempts > 1:
+        entry["attempts"] = outcome.attempts
+    return entry
+
+
+def _refusal_entry(backend_id: BackendId, reason: str, message: str, source: object) -> dict[str, Any]:
+    return {"kind": "backend", "id": backend_id, "reason": reason, "message": message, "source": str(source or "")}
+
+
+def build_report(
+    *,
+    scope: Scope,
+    dry_run: bool,
+    plan: BackendPlan | None,
+    desired: DesiredSet | None,
+    outcomes: Mapping[BackendId, Outcome] | None = None,
+    run_errors: Sequence[RunError] = (),
+    duration_ms: int = 0,
+    requests: Mapping[str, int] | None = None,
+) -> Report:
+    outcomes = outcomes or {}
+    changes: list[dict[str, Any]] = []
+    refusals: list[dict[str, Any]] = []
+    for change in plan.changes if plan else ():
+        outcome = outcomes.get(change.id)
+        if outcome is not None and outcome.status == "refused":
+            refusals.append(_refusal_entry(change.id, outcome.reason or "", outcome.message or "", ""))
+        elif outcome is None or outcome.status != "noop":
+            changes.append(_change_entry(change, outcome, dry_run))
+    for refusal in plan.refusals if plan else ():
+        refusals.append(_refusal_entry(refusal.id, refusal.reason.value, refusal.message, refusal.source))
+    pending: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for problem in desired.problems if desired else ():
+        if isinstance(problem, Pending):
+            pending.append({"object": str(problem.source), "reason": problem.reason.value, "message": problem.message})
+        elif isinstance(problem, Invalid):
+            errors.append(
+                {"object": str(problem.source), "field": problem.field, "reason": problem.reason.value, "message": problem.message}
+            )
+        elif isinstance(problem, Skipped):
+            pending.append({"object": str(problem.source), "reason": problem.reason.value, "message": "reconcile-policy is skip"})
+    return Report(
+        scope=scope,
+        dry_run=dry_run,
+        changes=tuple(changes),
+        refusals=tuple(refusals),
+        pending=tuple(pending),
+        errors=tuple(errors),
+        unchanged=len(plan.unchanged) if plan else 0,
+        run_errors=tuple(run_errors),
+        notes=plan.notes if plan else (),
+        duration_ms=duration_ms,
+        requests=dict(requests or {}),
+    )

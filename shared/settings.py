@@ -1,0 +1,236 @@
+"""Read and validate the app settings (environment variables) into one typed configuration.
+
+Pure: takes a mapping, returns frozen dataclasses or raises InvalidSettings naming every bad setting at
+once. Values of settings are never put into an error message (some are secrets).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from shared.errors import InvalidSettings
+from shared.model import Mode, OwnerId, SyncPolicy
+
+T = TypeVar("T")
+
+AKS_SERVER_SCOPE = "6dae42f8-4368-4678-94ff-3960e28e3630/.default"
+DEFAULT_ANNOTATION_PREFIX = "apim-sync.io"
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_OWNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_NAMED_VALUE = re.compile(r"^[A-Za-z0-9._-]{1,256}$")
+
+
+@dataclass(frozen=True)
+class ApimSettings:
+    subscription_id: str
+    """Azure subscription that holds the APIM instance."""
+    resource_group: str
+    """Resource group of the APIM instance."""
+    service_name: str
+    """Name of the APIM instance."""
+    arm_endpoint: str
+    """Azure Resource Manager endpoint, e.g. https://management.azure.com (sovereign clouds differ)."""
+    arm_scope: str
+    """Token scope for ARM; defaults to <ARM_ENDPOINT>/.default."""
+
+
+@dataclass(frozen=True)
+class KubeSettings:
+    cluster_name: str
+    """Name of the AKS cluster; part of every default backend id and owner mark."""
+    namespaces: tuple[str, ...]
+    """Namespaces to watch; empty means all."""
+    kubeconfig: str | None
+    """Path of a kubeconfig file (local runs, sandbox)."""
+    api_server: str | None
+    """AKS API server URL, used with an Entra token when no kubeconfig is given."""
+    ca_cert: str | None
+    """PEM of the cluster CA (or a path to it) for api_server."""
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    owner_id: OwnerId
+    """Owner id written into every object this deployment creates; unique per deployment."""
+    annotation_prefix: str
+    """Annotation prefix, e.g. apim-sync.io (apim-sync.io/expose)."""
+    default_mode: Mode
+    """Mode of a Service without the mode annotation."""
+    policy: SyncPolicy
+    """sync | upsert-only | create-only; required, as in external-dns v0.22, because sync deletes."""
+    max_deletes_per_run: int
+    """Deletes above this count AND above max_delete_fraction of owned backends are refused."""
+    max_delete_fraction: float
+    """See max_deletes_per_run."""
+    allow_mass_delete: bool
+    """Switch the delete cap off."""
+    apply_concurrency: int
+    """Changes applied at once."""
+    max_attempts: int
+    """Attempts per remote call for transient faults (429, 5xx, timeouts, 409/412)."""
+    max_retry_wait_seconds: float
+    """Longest single wait between attempts, whatever Retry-After says."""
+
+
+@dataclass(frozen=True)
+class PublicAuthSettings:
+    header_name: str | None
+    """Header APIM adds to calls to public-mode backends (Option 1)."""
+    named_value: str | None
+    """APIM named value whose {{reference}} is the header's value; the secret stays in APIM."""
+
+
+@dataclass(frozen=True)
+class CredentialSettings:
+    sandbox_token: str | None
+    """Static bearer token for the sandbox emulators; refused unless ARM_ENDPOINT is loopback."""
+    arm_ca_bundle: str | None
+    """Extra CA bundle file for ARM TLS (the sandbox's self-signed CA)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    apim: ApimSettings
+    kube: KubeSettings
+    sync: SyncSettings
+    public_auth: PublicAuthSettings
+    credentials: CredentialSettings
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Reader:
+    """Collects every problem instead of stopping at the first."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[tuple[str, str]] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        return value.strip() if value is not None and value.strip() else None
+
+    def required(self, name: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            self.problems.append((name, "missing"))
+            return ""
+        return value
+
+    def parsed(self, name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except ValueError:
+            self.problems.append((name, f"expected {expected}"))
+            return default
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ValueError(text)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise ValueError(text)
+    return value
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    r = _Reader(environ)
+    arm_endpoint = (r.raw("ARM_ENDPOINT") or "https://management.azure.com").rstrip("/")
+    if urlsplit(arm_endpoint).scheme != "https":
+        r.problems.append(("ARM_ENDPOINT", "must be an https URL"))
+    apim = ApimSettings(
+        subscription_id=r.required("APIM_SUBSCRIPTION_ID"),
+        resource_group=r.required("APIM_RESOURCE_GROUP"),
+        service_name=r.required("APIM_SERVICE_NAME"),
+        arm_endpoint=arm_endpoint,
+        arm_scope=r.raw("ARM_SCOPE") or f"{arm_endpoint}/.default",
+    )
+
+    namespaces = tuple(ns.strip() for ns in (r.raw("NAMESPACES") or "").split(",") if ns.strip() not in ("", "*"))
+    for ns in namespaces:
+        if not _DNS_SUBDOMAIN.match(ns):
+            r.problems.append(("NAMESPACES", "each entry must be a namespace name"))
+            break
+    kubeconfig, api_server, ca_cert = r.raw("KUBECONFIG"), r.raw("AKS_API_SERVER"), r.raw("AKS_CA_CERT")
+    if kubeconfig is None and (api_server is None or ca_cert is None):
+        r.problems.append(("KUBECONFIG", "missing, and AKS_API_SERVER + AKS_CA_CERT are not both set"))
+    kube = KubeSettings(
+        cluster_name=r.required("CLUSTER_NAME"),
+        namespaces=namespaces,
+        kubeconfig=kubeconfig,
+        api_server=api_server,
+        ca_cert=ca_cert,
+    )
+
+    owner = r.required("OWNER_ID")
+    if owner and not _OWNER_ID.match(owner):
+        r.problems.append(("OWNER_ID", "1-63 characters: letters, digits, '.', '_', '-'"))
+    prefix = r.raw("ANNOTATION_PREFIX") or DEFAULT_ANNOTATION_PREFIX
+    if not _DNS_SUBDOMAIN.match(prefix):
+        r.problems.append(("ANNOTATION_PREFIX", "must be a DNS subdomain such as apim-sync.io"))
+    policy_text = r.required("SYNC_POLICY")
+    policy = SyncPolicy.UPSERT_ONLY
+    if policy_text:
+        policy = r.parsed("SYNC_POLICY", SyncPolicy.UPSERT_ONLY, SyncPolicy, "sync, upsert-only or create-only")
+    sync = SyncSettings(
+        owner_id=OwnerId(owner),
+        annotation_prefix=prefix,
+        default_mode=r.parsed("DEFAULT_MODE", Mode.INGRESS, Mode, "public, ingress or internal"),
+        policy=policy,
+        max_deletes_per_run=r.parsed("MAX_DELETES_PER_RUN", 10, _positive_int, "a positive whole number"),
+        max_delete_fraction=r.parsed("MAX_DELETE_FRACTION", 0.5, _fraction, "a number in (0, 1]"),
+        allow_mass_delete=r.parsed("ALLOW_MASS_DELETE", False, _bool, "true or false"),
+        apply_concurrency=r.parsed("APPLY_CONCURRENCY", 4, _positive_int, "a positive whole number"),
+        max_attempts=r.parsed("MAX_ATTEMPTS", 5, _positive_int, "a positive whole number"),
+        max_retry_wait_seconds=r.parsed("MAX_RETRY_WAIT_SECONDS", 20.0, float, "a number of seconds"),
+    )
+
+    header, named_value = r.raw("PUBLIC_AUTH_HEADER"), r.raw("PUBLIC_AUTH_NAMED_VALUE")
+    if (header is None) != (named_value is None):
+        r.problems.append(("PUBLIC_AUTH_NAMED_VALUE", "set PUBLIC_AUTH_HEADER and PUBLIC_AUTH_NAMED_VALUE together"))
+    if header is not None and not _HEADER_NAME.match(header):
+        r.problems.append(("PUBLIC_AUTH_HEADER", "not a valid HTTP header name"))
+    if named_value is not None and not _NAMED_VALUE.match(named_value):
+        r.problems.append(("PUBLIC_AUTH_NAMED_VALUE", "not a valid APIM named value id"))
+    public_auth = PublicAuthSettings(header_name=header, named_value=named_value)
+
+    sandbox_token = r.raw("SANDBOX_TOKEN")
+    if sandbox_token is not None and not is_loopback_url(arm_endpoint):
+        r.problems.append(("SANDBOX_TOKEN", "only allowed with a loopback ARM_ENDPOINT"))
+    credentials = CredentialSettings(sandbox_token=sandbox_token, arm_ca_bundle=r.raw("ARM_CA_BUNDLE"))
+
+    if r.problems:
+        raise InvalidSettings(r.problems)
+    return Settings(apim=apim, kube=kube, sync=sync, public_auth=public_auth, credentials=credentials)
