@@ -12,9 +12,7 @@ from shared.report import Report
 
 
 def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(
-        json.dumps(body, indent=2), status_code=status, mimetype="application/json", headers=headers or {}
-    )
+    return func.HttpResponse(json.dumps(body, indent=2), status_code=status, mimetype="application/json", headers=headers or {})
 
 
 def report_response(report: Report) -> func.HttpResponse:

@@ -9,7 +9,7 @@ import azure.functions as func
 from functions._http import json_response, report_response, settings_error_response
 from shared import deps, engine, errors, scope
 
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)
 
 

@@ -8,7 +8,7 @@ import azure.functions as func
 
 from shared import deps, engine, errors, scope
 
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)
 
 # "%NAME%" makes the host read the schedule from an app setting (NCRONTAB, six fields, UTC).

@@ -53,7 +53,11 @@ def seed(world: World) -> None:
                         "host": "api.contoso.example",
                         "http": {
                             "paths": [
-                                {"path": "/catalog", "pathType": "Prefix", "backend": {"service": {"name": "catalog", "port": {"number": 80}}}}
+                                {
+                                    "path": "/catalog",
+                                    "pathType": "Prefix",
+                                    "backend": {"service": {"name": "catalog", "port": {"number": 80}}},
+                                }
                             ]
                         },
                     }
@@ -63,7 +67,9 @@ def seed(world: World) -> None:
     )
     kube.apply(_service("search", "shop", {"apim-sync.io/mode": "public"}, ip=None))
     kube.apply(_service("broken", "shop", {"apim-sync.io/mode": "public", "apim-sync.io/port": "grpc"}, ip="20.50.1.11"))
-    kube.apply(_service("payments", "shop", {"apim-sync.io/mode": "public", "apim-sync.io/backend-id": "payments"}, ip="20.50.1.12"))
+    kube.apply(
+        _service("payments", "shop", {"apim-sync.io/mode": "public", "apim-sync.io/backend-id": "payments"}, ip="20.50.1.12")
+    )
     world.apim.put_backend_directly(
         "payments", {"url": "https://payments.legacy.example", "protocol": "http", "description": "Created by hand in the portal"}
     )

@@ -32,7 +32,8 @@ class ApimEmulator(JsonServer):
         super().__init__(tls=tls, token=token, name="apim")
         self.subscription_id, self.resource_group, self.service_name = subscription_id, resource_group, service_name
         self.service_id = (
-            f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}/providers/Microsoft.ApiManagement/service/{service_name}"
+            f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
+            f"/providers/Microsoft.ApiManagement/service/{service_name}"
         )
         self._etags = itertools.count(1)
         self.backends: dict[str, dict[str, Any]] = {}
@@ -46,7 +47,11 @@ class ApimEmulator(JsonServer):
         self.route("GET", _SERVICE + r"/namedValues", self._list_named_values)
         for method in ("GET", "PUT", "DELETE"):
             self.route(method, _SERVICE + r"/namedValues/(?P<id>[^/]+)", self._named_value)
-        self.route("GET", r"/subscriptions/[^/]+/providers/Microsoft\.ApiManagement/locations/[^/]+/operationsStatuses/(?P<op>[^/]+)", self._operation)
+        self.route(
+            "GET",
+            r"/subscriptions/[^/]+/providers/Microsoft\.ApiManagement/locations/[^/]+/operationsStatuses/(?P<op>[^/]+)",
+            self._operation,
+        )
         self.route("GET", r"/operationResults/(?P<op>[^/]+)", self._operation_result)
 
     # -- state the tests and the sandbox change directly -------------------------------------------------
@@ -97,15 +102,23 @@ class ApimEmulator(JsonServer):
     def _check(self, request: Request, match: re.Match[str]) -> Response | None:
         version = request.query.get("api-version")
         if not version:
-            return arm_error(400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests.")
+            return arm_error(
+                400, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests."
+            )
         if version != API_VERSION:
-            return arm_error(400, "InvalidApiVersionParameter", f"The api-version '{version}' is invalid. The supported versions are '{API_VERSION}'.")
+            return arm_error(
+                400,
+                "InvalidApiVersionParameter",
+                f"The api-version '{version}' is invalid. The supported versions are '{API_VERSION}'.",
+            )
         if (match["sub"], match["rg"].lower(), match["svc"].lower()) != (
             self.subscription_id,
             self.resource_group.lower(),
             self.service_name.lower(),
         ):
-            return arm_error(404, "ResourceNotFound", f"The Resource 'Microsoft.ApiManagement/service/{match['svc']}' was not found.")
+            return arm_error(
+                404, "ResourceNotFound", f"The Resource 'Microsoft.ApiManagement/service/{match['svc']}' was not found."
+            )
         return None
 
     def not_found(self, request: Request) -> Response:
@@ -113,7 +126,9 @@ class ApimEmulator(JsonServer):
 
     def unauthorized(self) -> Response:
         return arm_error(
-            401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing or invalid.",
+            401,
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing or invalid.",
             **{"WWW-Authenticate": 'Bearer authorization_uri="https://login.microsoftonline.com/common"'},
         )
 

@@ -208,7 +208,11 @@ class KubeEmulator(JsonServer):
             spec = obj.setdefault("spec", {})
             spec.setdefault("type", "ClusterIP")
             spec.setdefault("sessionAffinity", "None")
-            spec.setdefault("clusterIP", (existing or {}).get("spec", {}).get("clusterIP") or f"10.0.{len(self.objects) // 250}.{len(self.objects) % 250 + 1}")
+            spec.setdefault(
+                "clusterIP",
+                (existing or {}).get("spec", {}).get("clusterIP")
+                or f"10.0.{len(self.objects) // 250}.{len(self.objects) % 250 + 1}",
+            )
             for port in spec.get("ports") or []:
                 port.setdefault("protocol", "TCP")
                 port.setdefault("targetPort", port.get("port"))
@@ -225,7 +229,11 @@ class KubeEmulator(JsonServer):
             namespace, name = groups.get("ns"), groups.get("name")
             subresource = request.path.endswith("/status")
             if verb == "list":
-                return self._watch(kind, namespace, request) if request.query.get("watch") in ("1", "true") else self._list(kind, namespace, request)
+                return (
+                    self._watch(kind, namespace, request)
+                    if request.query.get("watch") in ("1", "true")
+                    else self._list(kind, namespace, request)
+                )
             assert namespace is not None
             if verb == "create":
                 return self._create(kind, namespace, request)
@@ -239,7 +247,16 @@ class KubeEmulator(JsonServer):
             if verb == "delete":
                 del self.objects[key]
                 self._record("DELETED", kind, self._bump(copy.deepcopy(existing)))
-                return Response(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": name, "kind": kind.plural, "uid": existing["metadata"]["uid"]}})
+                return Response(
+                    200,
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Success",
+                        "details": {"name": name, "kind": kind.plural, "uid": existing["metadata"]["uid"]},
+                    },
+                )
             body = request.json()
             if verb == "patch":
                 content_type = request.headers.get("content-type", "")
@@ -251,7 +268,10 @@ class KubeEmulator(JsonServer):
                 return status(400, "BadRequest", "the body must be an object")
             wanted_rv = (body.get("metadata") or {}).get("resourceVersion")
             if (verb == "put" or wanted_rv) and wanted_rv != existing["metadata"]["resourceVersion"]:
-                message = f'Operation cannot be fulfilled on {kind.plural} "{name}": the object has been modified; please apply your changes to the latest version and try again'
+                message = (
+                    f'Operation cannot be fulfilled on {kind.plural} "{name}": the object has been modified; '
+                    "please apply your changes to the latest version and try again"
+                )
                 return status(409, "Conflict", message, name=name, kind=kind.plural)
             if subresource:
                 updated = copy.deepcopy(existing)
@@ -332,7 +352,8 @@ class KubeEmulator(JsonServer):
                     events = [
                         (rv, event, obj)
                         for rv, event, plural, obj in self.history
-                        if rv > last_seen and plural == kind.plural
+                        if rv > last_seen
+                        and plural == kind.plural
                         and namespace in (None, obj["metadata"]["namespace"])
                         and _label_selector_matches(labels, obj["metadata"].get("labels") or {})
                     ]

@@ -42,7 +42,8 @@ class _CountRequests(SansIOHTTPPolicy):  # type: ignore[type-arg]
 
 
 def _retry_after(exc: HttpResponseError) -> float | None:
-    header = exc.response.headers.get("Retry-After") if exc.response is not None else None
+    response: Any = exc.response
+    header = response.headers.get("Retry-After") if response is not None else None
     try:
         return float(header) if header is not None else None
     except ValueError:
@@ -78,7 +79,7 @@ def _translated(what: str) -> Iterator[None]:
         yield
     except errors.SyncError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every client-library error is translated here, once
+    except Exception as exc:
         raise translate(exc, what) from exc
 
 
@@ -145,7 +146,7 @@ class ApimSink:
         with _translated("list backends"):
             for item in self._client.backend.list_by_service(*self._where):
                 raw = item.serialize(keep_readonly=True)
-                observed = observed_from_json(item.name, raw.get("properties", {}), etag=None)
+                observed = observed_from_json(item.name or "", raw.get("properties", {}), etag=None)
                 found[observed.id] = observed
         return found
 
@@ -153,9 +154,11 @@ class ApimSink:
         def raw_with_etag(pipeline_response: Any, _model: Any, headers: dict[str, str]) -> tuple[dict[str, Any], str]:
             return pipeline_response.http_response.json(), headers.get("ETag", "")
 
+        body: dict[str, Any]
+        etag: str
         try:
             with _translated(f"backend {backend_id}"):
-                body, etag = self._client.backend.get(*self._where, backend_id, cls=raw_with_etag)
+                body, etag = self._client.backend.get(*self._where, backend_id, cls=raw_with_etag)  # type: ignore[misc]
         except errors.RemoteRejected as exc:
             if isinstance(exc.__cause__, ResourceNotFoundError):
                 return None
@@ -176,4 +179,3 @@ class ApimSink:
         except errors.RemoteRejected as exc:
             if not isinstance(exc.__cause__, ResourceNotFoundError):
                 raise
-

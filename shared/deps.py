@@ -11,10 +11,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from shared.counters import RequestCounter
 from shared.engine import Dependencies
 from shared.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 _lock = threading.Lock()
 _cached: Dependencies | None = None
@@ -26,6 +30,7 @@ def build_dependencies(settings: Settings, *, sleep: Callable[[float], None] = t
     from shared.kube_source import KubeSource, api_client_for
 
     counter = RequestCounter()
+    arm_credential: TokenCredential
     if settings.credentials.sandbox_token:
         arm_credential = credentials.SandboxCredential(settings.credentials.sandbox_token, endpoint=settings.apim.arm_endpoint)
         kube_token = None

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from shared import annotations, plan
+from shared import discovery, plan
 from shared.apply import BackendWriter, apply_plan
 from shared.counters import RequestCounter
 from shared.errors import SyncError
@@ -45,8 +45,8 @@ class Dependencies:
     monotonic: Callable[[], float] = time.monotonic
 
 
-def annotation_context(settings: Settings) -> annotations.AnnotationContext:
-    return annotations.AnnotationContext(
+def annotation_context(settings: Settings) -> discovery.AnnotationContext:
+    return discovery.AnnotationContext(
         cluster=settings.kube.cluster_name,
         owner=settings.sync.owner_id,
         prefix=settings.sync.annotation_prefix,
@@ -79,7 +79,7 @@ def reconcile(scope: Scope, deps: Dependencies, *, dry_run: bool = False, allow_
         return finish(plan=None, desired=None, run_errors=[_run_error(Reason.SINK_READ_FAILED, error)])
 
     context = annotation_context(deps.settings)
-    outcomes = [annotations.backend_for(service, routes, context) for service in services]
+    outcomes = [discovery.backend_for(service, routes, context) for service in services]
     desired = plan.collect_desired(o for o in outcomes if o is not None)
     backend_plan = plan.plan_backends(desired, observed, owner=sync.owner_id, scope=scope)
     backend_plan = plan.apply_sync_policy(backend_plan, sync.policy)
@@ -92,7 +92,9 @@ def reconcile(scope: Scope, deps: Dependencies, *, dry_run: bool = False, allow_
     if dry_run or not backend_plan.changes:
         return finish(plan=backend_plan, desired=desired)
 
-    def decide_again(backend_id: BackendId, fresh: ObservedBackend | None) -> plan.BackendChange | plan.Refusal | BackendId | None:
+    def decide_again(
+        backend_id: BackendId, fresh: ObservedBackend | None
+    ) -> plan.BackendChange | plan.Refusal | BackendId | None:
         verdict = plan.decide(
             backend_id, desired.backends.get(backend_id), fresh, owner=sync.owner_id, scope=scope, held=desired.held
         )

@@ -57,14 +57,15 @@ def _translated(what: str) -> Iterator[None]:
         yield
     except errors.SyncError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every client-library error is translated here, once
+    except Exception as exc:
         raise translate(exc, what) from exc
 
 
 def api_client_for(settings: KubeSettings, token: RefreshingToken | None) -> client.ApiClient:
     """A kubeconfig for local runs and the sandbox; otherwise the AKS server URL, CA and an Entra token."""
     if settings.kubeconfig:
-        return config.new_client_from_config(config_file=settings.kubeconfig)
+        loaded: client.ApiClient = config.new_client_from_config(config_file=settings.kubeconfig)  # type: ignore[no-untyped-call]
+        return loaded
     assert settings.api_server and settings.ca_cert and token is not None
     configuration = client.Configuration(host=settings.api_server)
     if settings.ca_cert.lstrip().startswith("-----BEGIN"):
@@ -79,7 +80,7 @@ def api_client_for(settings: KubeSettings, token: RefreshingToken | None) -> cli
     def refresh(c: client.Configuration) -> None:
         c.api_key["authorization"] = token.value()
 
-    configuration.refresh_api_key_hook = refresh
+    configuration.refresh_api_key_hook = refresh  # type: ignore[assignment]
     return client.ApiClient(configuration)
 
 
@@ -127,9 +128,9 @@ def ingress_routes(item: dict[str, Any]) -> list[IngressRoute]:
 class KubeSource:
     def __init__(self, api_client: client.ApiClient, settings: KubeSettings, *, counter: RequestCounter) -> None:
         self._settings = settings
-        self._core = client.CoreV1Api(api_client)
-        self._networking = client.NetworkingV1Api(api_client)
-        rest = api_client.rest_client
+        self._core = client.CoreV1Api(api_client)  # type: ignore[no-untyped-call]
+        self._networking = client.NetworkingV1Api(api_client)  # type: ignore[no-untyped-call]
+        rest: Any = api_client.rest_client
         original = rest.request
 
         def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
@@ -145,7 +146,9 @@ class KubeSource:
             return [scope.namespace]
         return list(self._settings.namespaces) or [None]
 
-    def _pages(self, list_in: Callable[..., Any], list_all: Callable[..., Any], namespace: str | None) -> Iterator[dict[str, Any]]:
+    def _pages(
+        self, list_in: Callable[..., Any], list_all: Callable[..., Any], namespace: str | None
+    ) -> Iterator[dict[str, Any]]:
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"limit": PAGE_SIZE, "_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
@@ -183,7 +186,7 @@ class KubeSource:
             if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
                 return []
             raise
-        return [service_view(json.loads(response.data))]
+        return [service_view(json.loads(response.data))]  # type: ignore[attr-defined]
 
     def list_ingress_routes(self, scope: Scope) -> list[IngressRoute]:
         routes: list[IngressRoute] = []

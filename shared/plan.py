@@ -26,15 +26,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from shared.annotations import Invalid, Pending, ServiceOutcome, Skipped
+from shared.discovery import Invalid, Pending, ServiceOutcome, Skipped
 from shared.model import (
     BackendId,
     BackendSpec,
     DesiredBackend,
     ObservedBackend,
     OwnerId,
-    ReconcilePolicy,
     Reason,
+    ReconcilePolicy,
     ServiceRef,
     SyncPolicy,
 )
@@ -164,7 +164,9 @@ def decide(
         return CreateBackend(desired)
     if not is_owned(observed.mark, owner):
         who = f"owner '{observed.mark.owner}'" if observed.mark else "no owner mark"
-        return Refusal(backend_id, Reason.OWNED_BY_OTHER, f"a backend with this id exists with {who}; not overwritten", desired.source)
+        return Refusal(
+            backend_id, Reason.OWNED_BY_OTHER, f"a backend with this id exists with {who}; not overwritten", desired.source
+        )
     diff = diff_specs(desired.spec, observed.spec)
     return UpdateBackend(desired, observed, diff) if diff else backend_id
 
@@ -209,6 +211,7 @@ def _refuse(change: BackendChange, reason: Reason, message: str) -> Refusal:
 def apply_sync_policy(plan: BackendPlan, policy: SyncPolicy) -> BackendPlan:
     if policy is SyncPolicy.SYNC:
         return plan
+    dropped: list[BackendChange]
     if policy is SyncPolicy.UPSERT_ONLY:
         dropped = [c for c in plan.changes if isinstance(c, DeleteBackend)]
         reason, why = Reason.POLICY_UPSERT_ONLY, "SYNC_POLICY upsert-only never deletes"

@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.annotations import Invalid, Pending, Skipped
+from shared.discovery import Invalid, Pending, Skipped
 from shared.model import BackendId, Reason
-from shared.plan import BackendChange, BackendPlan, CreateBackend, DeleteBackend, DesiredSet, UpdateBackend
+from shared.plan import BackendChange, BackendPlan, CreateBackend, DesiredSet, UpdateBackend
 from shared.scope import Scope
 
 FORMAT_VERSION = "1"
@@ -61,8 +61,10 @@ class Report:
     @property
     def retryable(self) -> bool:
         """True when every failure is transient, so a later attempt of the whole run can succeed."""
-        failures = [*self.run_errors, *(c for c in self.changes if c["outcome"] == "failed")]
-        return bool(failures) and all(f.retryable if isinstance(f, RunError) else f["retryable"] for f in failures)
+        failed_changes = [c for c in self.changes if c["outcome"] == "failed"]
+        if not self.run_errors and not failed_changes:
+            return False
+        return all(e.retryable for e in self.run_errors) and all(c["retryable"] for c in failed_changes)
 
     @property
     def retry_after_seconds(self) -> float | None:
@@ -114,8 +116,8 @@ class Report:
             lines.append(f"  … {p['object']} pending ({p['reason']}): {p['message']}")
         for e in self.errors:
             lines.append(f"  x {e['object']} {e['field']} ({e['reason']}): {e['message']}")
-        for e in self.run_errors:
-            lines.append(f"  x run failed ({e.reason}): {e.message}")
+        for run_error in self.run_errors:
+            lines.append(f"  x run failed ({run_error.reason}): {run_error.message}")
         counts = self.counts
         lines.append(
             "  {create} to create, {update} to update, {delete} to delete, {unchanged} unchanged, {refused} refused, "
@@ -195,7 +197,12 @@ def build_report(
             pending.append({"object": str(problem.source), "reason": problem.reason.value, "message": problem.message})
         elif isinstance(problem, Invalid):
             errors.append(
-                {"object": str(problem.source), "field": problem.field, "reason": problem.reason.value, "message": problem.message}
+                {
+                    "object": str(problem.source),
+                    "field": problem.field,
+                    "reason": problem.reason.value,
+                    "message": problem.message,
+                }
             )
         elif isinstance(problem, Skipped):
             pending.append({"object": str(problem.source), "reason": problem.reason.value, "message": "reconcile-policy is skip"})

@@ -19,12 +19,11 @@ T = TypeVar("T")
 def backoff_seconds(error: RetryableError, attempt: int, *, max_wait_seconds: float) -> float:
     if error.retry_after_seconds is not None:
         return min(error.retry_after_seconds, max_wait_seconds)
-    return min(max_wait_seconds, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+    exponential: float = 0.5 * 2 ** (attempt - 1)
+    return min(max_wait_seconds, exponential) * random.uniform(0.5, 1.0)
 
 
-def call_with_retries(
-    call: Callable[[], T], *, attempts: int, max_wait_seconds: float, sleep: Callable[[float], None]
-) -> T:
+def call_with_retries(call: Callable[[], T], *, attempts: int, max_wait_seconds: float, sleep: Callable[[float], None]) -> T:
     for attempt in range(1, attempts + 1):
         try:
             return call()

@@ -97,5 +97,9 @@ def parse_resync_request(params: Mapping[str, str], body: bytes, *, cluster: str
             return BadRequest(name, "must be a Kubernetes object name (DNS label)")
     if service is not None and namespace is None:
         return BadRequest("service", "needs namespace as well")
-    scope = Scope(cluster, namespace=namespace if isinstance(namespace, str) else None, service=service if isinstance(service, str) else None)
+    scope = Scope(
+        cluster,
+        namespace=namespace if isinstance(namespace, str) else None,
+        service=service if isinstance(service, str) else None,
+    )
     return ResyncRequest(scope=scope, dry_run=flags["dryRun"], allow_mass_delete=flags["allowMassDelete"])

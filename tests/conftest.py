@@ -100,4 +100,9 @@ def ingress(name: str, namespace: str, host: str, service_name: str, *, path: st
     }
     if tls:
         spec["tls"] = [{"hosts": [host], "secretName": f"{name}-tls"}]
-    return {"kind": "Ingress", "apiVersion": "networking.k8s.io/v1", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    return {
+        "kind": "Ingress",
+        "apiVersion": "networking.k8s.io/v1",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }

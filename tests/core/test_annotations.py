@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.annotations import AnnotationContext, Invalid, Pending, Skipped, backend_for
+from shared.discovery import AnnotationContext, Invalid, Pending, Skipped, backend_for
 from shared.kube_source import ingress_routes, service_view
 from shared.model import DesiredBackend, IngressRoute, Mode, OwnerId, Reason
 from tests.conftest import ingress, service
@@ -47,7 +47,9 @@ def test_public_backend_carries_the_named_value_header_as_the_option_1_credentia
 
 def test_https_is_chosen_for_port_443_and_can_be_set_explicitly() -> None:
     assert url_of(service("a", ports=[{"name": "tls", "port": 443}])) == "https://52.0.0.10"
-    assert url_of(service("b", annotations={"apim-sync.io/protocol": "https"}, ports=[{"port": 8443}])) == "https://52.0.0.10:8443"
+    assert (
+        url_of(service("b", annotations={"apim-sync.io/protocol": "https"}, ports=[{"port": 8443}])) == "https://52.0.0.10:8443"
+    )
 
 
 def test_named_port_and_base_path_annotations_shape_the_url() -> None:
@@ -65,7 +67,9 @@ def test_internal_mode_uses_the_internal_load_balancer_ip() -> None:
 
 def test_internal_mode_without_an_internal_load_balancer_is_invalid() -> None:
     result = outcome_for(service("ledger", mode="internal"))
-    assert isinstance(result, Invalid) and result.field == "apim-sync.io/mode" and "azure-load-balancer-internal" in result.message
+    assert (
+        isinstance(result, Invalid) and result.field == "apim-sync.io/mode" and "azure-load-balancer-internal" in result.message
+    )
 
 
 def test_ingress_mode_uses_the_host_and_path_of_the_rule_that_routes_to_the_service() -> None:

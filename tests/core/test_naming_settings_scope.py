@@ -55,7 +55,9 @@ def test_settings_load_with_safe_defaults() -> None:
 
 def test_every_missing_or_invalid_setting_is_named_at_once_without_its_value() -> None:
     with pytest.raises(InvalidSettings) as caught:
-        load_settings({"SYNC_POLICY": "delete-everything", "MAX_DELETES_PER_RUN": "-1", "OWNER_ID": "x", "SANDBOX_TOKEN": "s3cret"})
+        load_settings(
+            {"SYNC_POLICY": "delete-everything", "MAX_DELETES_PER_RUN": "-1", "OWNER_ID": "x", "SANDBOX_TOKEN": "s3cret"}
+        )
     named = {name for name, _ in caught.value.problems}
     assert named == {
         "APIM_SUBSCRIPTION_ID",
@@ -81,7 +83,9 @@ def test_sandbox_token_is_refused_against_a_real_arm_endpoint() -> None:
 
 
 def test_aks_connection_can_be_server_and_ca_instead_of_kubeconfig() -> None:
-    loaded = load_settings({**{k: v for k, v in GOOD.items() if k != "KUBECONFIG"}, "AKS_API_SERVER": "https://aks:443", "AKS_CA_CERT": "/ca.pem"})
+    loaded = load_settings(
+        {**{k: v for k, v in GOOD.items() if k != "KUBECONFIG"}, "AKS_API_SERVER": "https://aks:443", "AKS_CA_CERT": "/ca.pem"}
+    )
     assert loaded.kube.kubeconfig is None and loaded.kube.api_server == "https://aks:443"
 
 

@@ -29,7 +29,9 @@ def urls(world: World) -> dict[str, str]:
 
 def foreign_backend(world: World, backend_id: str, owner: str = "someone-else") -> None:
     mark = OwnerMark(OwnerId(owner), ServiceRef("other-aks", "shop", "orders"))
-    world.apim.put_backend_directly(backend_id, {"url": "http://keep.me", "protocol": "http", "description": ownership.render_mark(mark)})
+    world.apim.put_backend_directly(
+        backend_id, {"url": "http://keep.me", "protocol": "http", "description": ownership.render_mark(mark)}
+    )
 
 
 def test_first_run_creates_backends_for_every_mode(world: World, make_deps: Any) -> None:
@@ -56,7 +58,16 @@ def test_second_run_makes_zero_writes(world: World, make_deps: Any) -> None:
     world.kube.clear_log()
     report = engine.reconcile(EVERYTHING, deps)
     assert world.apim.writes() == [] and world.kube.writes() == []
-    assert report.counts == {"create": 0, "update": 0, "delete": 0, "unchanged": 2, "refused": 0, "pending": 0, "invalid": 0, "failed": 0}
+    assert report.counts == {
+        "create": 0,
+        "update": 0,
+        "delete": 0,
+        "unchanged": 2,
+        "refused": 0,
+        "pending": 0,
+        "invalid": 0,
+        "failed": 0,
+    }
     assert report.requests == {"arm": 1, "arm.read": 1, "kubernetes": 2, "kubernetes.read": 2}
 
 
@@ -91,7 +102,11 @@ def test_updates_carry_if_match_and_a_412_is_re_read_and_re_planned(world: World
 
 def test_429_waits_for_retry_after_then_succeeds(world: World, make_deps: Any, sleeps: RecordedSleeps) -> None:
     world.kube.apply(service("orders"))
-    world.apim.inject(Fault(429, method="PUT", headers={"Retry-After": "3"}, body={"error": {"code": "TooManyRequests", "message": "slow down"}}))
+    world.apim.inject(
+        Fault(
+            429, method="PUT", headers={"Retry-After": "3"}, body={"error": {"code": "TooManyRequests", "message": "slow down"}}
+        )
+    )
     report = engine.reconcile(EVERYTHING, make_deps())
     assert backend_id("orders") in world.apim.backends and not report.failed
     assert sleeps == [3.0]
@@ -126,7 +141,12 @@ def test_one_broken_service_does_not_block_the_others_and_keeps_its_backend(worl
     report = engine.reconcile(EVERYTHING, deps)
     assert set(world.apim.backends) == {backend_id("orders"), backend_id("payments"), backend_id("catalog")}
     assert report.to_json()["errors"] == [
-        {"object": "shop/orders", "field": "apim-sync.io/port", "reason": "InvalidAnnotation", "message": "'not-a-port' is not a port of the Service"}
+        {
+            "object": "shop/orders",
+            "field": "apim-sync.io/port",
+            "reason": "InvalidAnnotation",
+            "message": "'not-a-port' is not a port of the Service",
+        }
     ]
 
 

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared import ownership
-from shared.annotations import Invalid, Pending
+from shared.discovery import Invalid, Pending
 from shared.model import (
     BackendId,
     BackendSpec,
@@ -14,8 +14,8 @@ from shared.model import (
     ObservedBackend,
     OwnerId,
     OwnerMark,
-    ReconcilePolicy,
     Reason,
+    ReconcilePolicy,
     ServiceRef,
     SyncPolicy,
 )
@@ -75,7 +75,11 @@ def test_second_round_with_nothing_changed_plans_nothing() -> None:
 
 def test_url_change_plans_one_update_listing_the_field() -> None:
     plan = plan_of([desired("a", url="http://10.0.0.9")], [observed("a")])
-    assert plan.changes == (UpdateBackend(desired("a", url="http://10.0.0.9"), observed("a"), (FieldChange("url", "http://10.0.0.1", "http://10.0.0.9"),)),)
+    assert plan.changes == (
+        UpdateBackend(
+            desired("a", url="http://10.0.0.9"), observed("a"), (FieldChange("url", "http://10.0.0.1", "http://10.0.0.9"),)
+        ),
+    )
 
 
 def test_case_default_port_and_trailing_slash_do_not_cause_an_update() -> None:
@@ -85,9 +89,13 @@ def test_case_default_port_and_trailing_slash_do_not_cause_an_update() -> None:
 
 def test_header_name_case_and_value_order_do_not_cause_an_update() -> None:
     want = desired("a")
-    want = DesiredBackend(want.id, want.source, BackendSpec(want.spec.url, want.spec.description, headers=(("X-Token", ("b", "a")),)))
+    want = DesiredBackend(
+        want.id, want.source, BackendSpec(want.spec.url, want.spec.description, headers=(("X-Token", ("b", "a")),))
+    )
     seen = observed("a")
-    seen = ObservedBackend(seen.id, BackendSpec(seen.spec.url, seen.spec.description, headers=(("x-token", ("a", "b")),)), seen.mark)
+    seen = ObservedBackend(
+        seen.id, BackendSpec(seen.spec.url, seen.spec.description, headers=(("x-token", ("a", "b")),)), seen.mark
+    )
     assert plan_of([want], [seen]).changes == ()
 
 
@@ -137,7 +145,10 @@ def test_two_services_wanting_one_id_are_both_invalid_and_neither_is_created() -
     two = DesiredBackend(BackendId("shared"), ref("b"), desired("b").spec)
     result = collect_desired([one, two])
     assert result.backends == {}
-    assert {(p.source.name, p.reason) for p in result.problems} == {("a", Reason.DUPLICATE_BACKEND_ID), ("b", Reason.DUPLICATE_BACKEND_ID)}
+    assert {(p.source.name, p.reason) for p in result.problems} == {
+        ("a", Reason.DUPLICATE_BACKEND_ID),
+        ("b", Reason.DUPLICATE_BACKEND_ID),
+    }
 
 
 def test_upsert_only_turns_deletes_into_refusals() -> None:
@@ -147,7 +158,9 @@ def test_upsert_only_turns_deletes_into_refusals() -> None:
 
 
 def test_create_only_keeps_only_creates() -> None:
-    plan = apply_sync_policy(plan_of([desired("b"), desired("c", url="http://1.1.1.1")], [observed("a"), observed("c")]), SyncPolicy.CREATE_ONLY)
+    plan = apply_sync_policy(
+        plan_of([desired("b"), desired("c", url="http://1.1.1.1")], [observed("a"), observed("c")]), SyncPolicy.CREATE_ONLY
+    )
     assert [type(c) for c in plan.changes] == [CreateBackend]
     assert {r.reason for r in plan.refusals} == {Reason.POLICY_CREATE_ONLY}
 
@@ -188,7 +201,9 @@ urls = st.sampled_from(["http://10.0.0.1", "http://10.0.0.2", "https://x.example
     wanted=st.dictionaries(names, urls),
     seen=st.dictionaries(names, st.tuples(urls, st.sampled_from(["team-a", "team-b", None]))),
 )
-def test_applying_a_plan_then_planning_again_yields_nothing(wanted: dict[str, str], seen: dict[str, tuple[str, str | None]]) -> None:
+def test_applying_a_plan_then_planning_again_yields_nothing(
+    wanted: dict[str, str], seen: dict[str, tuple[str, str | None]]
+) -> None:
     observed_now = {BackendId(n): observed(n, url=u, owner=o) for n, (u, o) in seen.items()}
     desired_list = [desired(n, url=u) for n, u in wanted.items()]
     plan = plan_backends(collect_desired(desired_list), observed_now, owner=OWNER, scope=EVERYTHING)

@@ -20,8 +20,8 @@ from shared.model import (
     Mode,
     OwnerId,
     OwnerMark,
-    ReconcilePolicy,
     Reason,
+    ReconcilePolicy,
     ServicePort,
     ServiceRef,
     ServiceView,
@@ -177,7 +177,7 @@ def _url(service: ServiceView, routes: Sequence[IngressRoute], mode: Mode, key: 
     if service.type != "LoadBalancer":
         raise _Problem(key.mode, f"{mode.value} mode needs a Service of type LoadBalancer, not {service.type}")
     if mode is Mode.INTERNAL and not internal:
-        raise _Problem(key.mode, f"internal mode needs the annotation {INTERNAL_LB_ANNOTATION}: \"true\"")
+        raise _Problem(key.mode, f'internal mode needs the annotation {INTERNAL_LB_ANNOTATION}: "true"')
     if mode is Mode.PUBLIC and internal:
         raise _Problem(key.mode, "public mode on an internal load balancer; use mode internal")
     port = _port(service, key)
