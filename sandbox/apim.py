@@ -255,7 +255,8 @@ class ApimEmulator(JsonServer):
             "Location": f"{self.url}/operationResults/{operation}?api-version={API_VERSION}",
             "Retry-After": "0",
         }
-        return Response(202, None, headers)
+        # As recorded from real APIM: the first answer carries the entity and the polling headers.
+        return Response(200 if existing else 201, self._public_named_value(entity), headers)
 
     def _operation(self, request: Request, match: re.Match[str]) -> Response:
         operation = self.operations.get(match["op"])

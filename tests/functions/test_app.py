@@ -127,7 +127,8 @@ def test_bad_request_is_400_naming_the_field(app_settings: World) -> None:
     assert json.loads(response.get_body()) == {"error": "BadRequest", "field": "dryRun", "message": "must be true or false"}
 
 
-def test_failed_changes_are_500_with_the_report_and_retry_after(app_settings: World) -> None:
+def test_failed_changes_are_500_with_the_report_and_retry_after(app_settings: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_ATTEMPTS", "1")
     app_settings.kube.apply(service("orders"))
     app_settings.apim.inject(Fault(503, method="PUT", times=99, headers={"Retry-After": "7"}))
     response = post()

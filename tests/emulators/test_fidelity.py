@@ -1,0 +1,201 @@
+"""The emulators answer as Microsoft's and Kubernetes' published specs and examples say (tests/fixtures).
+
+Driven by the real SDK clients where the project uses them, and by raw HTTP where the wire shape matters.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from azure.mgmt.apimanagement import ApiManagementClient
+from azure.mgmt.apimanagement.models import NamedValueCreateContract
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from sandbox.world import RESOURCE_GROUP, SERVICE_NAME, SUBSCRIPTION_ID, World
+from shared.credentials import SandboxCredential
+from tests.conftest import service
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+
+
+def example(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def arm(world: World, method: str, path: str, *, token: bool = True, **kwargs: Any) -> requests.Response:
+    headers = {"Authorization": f"Bearer {world.token}"} if token else {}
+    headers.update(kwargs.pop("headers", {}))
+    url = f"{world.apim.url}{world.apim.service_id}{path}"
+    return requests.request(method, url, headers=headers, verify=str(world.tls.ca_cert), timeout=10, **kwargs)
+
+
+def sdk(world: World) -> ApiManagementClient:
+    credential = SandboxCredential(world.token, endpoint=world.apim.url)
+    return ApiManagementClient(
+        credential,
+        SUBSCRIPTION_ID,
+        base_url=world.apim.url,
+        credential_scopes=[f"{world.apim.url}/.default"],
+        connection_verify=str(world.tls.ca_cert),
+        polling_interval=0,
+    )
+
+
+def kube(world: World) -> client.CoreV1Api:
+    return client.CoreV1Api(config.new_client_from_config(config_file=str(world.kubeconfig)))
+
+
+V = {"api-version": "2024-05-01"}
+
+
+def test_backend_get_has_the_shape_of_the_published_example(world: World) -> None:
+    published = example("apim/ApiManagementGetBackend.json")["responses"]["200"]["body"]
+    assert (
+        arm(
+            world, "PUT", "/backends/sfbackend", params=V, json={"properties": {"url": "http://x", "protocol": "http"}}
+        ).status_code
+        == 201
+    )
+    response = arm(world, "GET", "/backends/sfbackend", params=V)
+    assert response.status_code == 200 and response.headers["ETag"]
+    body = response.json()
+    assert set(published) == set(body)
+    assert body["id"].endswith("/providers/Microsoft.ApiManagement/service/apim-sandbox/backends/sfbackend")
+    assert body["type"] == published["type"]
+
+
+def test_backend_list_has_the_shape_of_the_published_example_and_pages_with_next_link(world: World) -> None:
+    published = example("apim/ApiManagementListBackends.json")["responses"]["200"]["body"]
+    for i in range(250):
+        world.apim.put_backend_directly(f"b{i:03}", {"url": "http://x", "protocol": "http"})
+    first = arm(world, "GET", "/backends", params=V).json()
+    assert set(published) <= set(first) and len(first["value"]) == 100 and "$skip=100" in first["nextLink"]
+    names = [b.name for b in sdk(world).backend.list_by_service(RESOURCE_GROUP, SERVICE_NAME)]
+    assert len(names) == 250 and names == sorted(names)
+
+
+def test_service_resource_has_the_address_fields_of_the_published_example(world: World) -> None:
+    published = example("apim/ApiManagementServiceGetService.json")["responses"]["200"]["body"]
+    body = arm(world, "GET", "", params=V).json()
+    assert {"id", "name", "type", "location", "etag", "properties"} <= set(published) & set(body)
+    assert {"publicIPAddresses", "privateIPAddresses", "provisioningState"} <= set(body["properties"])
+    assert sdk(world).api_management_service.get(RESOURCE_GROUP, SERVICE_NAME).public_ip_addresses == ["20.0.0.1"]
+
+
+def test_requests_without_a_bearer_token_get_401_with_an_arm_error(world: World) -> None:
+    response = arm(world, "GET", "/backends", params=V, token=False)
+    assert response.status_code == 401 and response.json()["error"]["code"] == "AuthenticationFailed"
+
+
+def test_missing_api_version_is_an_arm_400(world: World) -> None:
+    response = arm(world, "GET", "/backends")
+    assert response.status_code == 400
+    assert set(response.json()["error"]) == {"code", "message", "details"}
+
+
+def test_backend_put_without_protocol_is_rejected_as_apim_does(world: World) -> None:
+    response = arm(world, "PUT", "/backends/x", params=V, json={"properties": {"url": "http://x"}})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "ValidationError"
+
+
+def test_stale_if_match_is_412_and_delete_needs_if_match(world: World) -> None:
+    world.apim.put_backend_directly("x", {"url": "http://x", "protocol": "http"})
+    body = {"properties": {"url": "http://y", "protocol": "http"}}
+    stale = arm(world, "PUT", "/backends/x", params=V, json=body, headers={"If-Match": '"old"'})
+    assert stale.status_code == 412 and stale.json()["error"]["code"] == "PreconditionFailed"
+    assert arm(world, "DELETE", "/backends/x", params=V).status_code == 400
+    assert arm(world, "DELETE", "/backends/missing", params=V, headers={"If-Match": "*"}).status_code == 404
+
+
+def test_named_value_put_is_long_running_and_the_sdk_polls_it_to_the_end(world: World) -> None:
+    poller = sdk(world).named_value.begin_create_or_update(
+        RESOURCE_GROUP,
+        SERVICE_NAME,
+        "aks-backend-token",
+        NamedValueCreateContract(display_name="aks-backend-token", value="v", secret=True),
+    )
+    result = poller.result()
+    assert result.display_name == "aks-backend-token" and result.value is None  # secrets are never returned
+    statuses = [r.status for r in world.apim.log if "operationsStatuses" in r.path]
+    assert statuses == [200, 200]
+
+
+def test_kubernetes_404_is_the_status_object_of_the_api_conventions(world: World) -> None:
+    published = example("kubernetes/status-404-notfound.json")
+    response = requests.get(
+        f"{world.kube.url}/api/v1/namespaces/shop/services/grafana",
+        headers={"Authorization": f"Bearer {world.token}"},
+        verify=str(world.tls.ca_cert),
+        timeout=10,
+    )
+    body = response.json()
+    assert response.status_code == 404 and set(body) == set(published)
+    assert {k: body[k] for k in ("kind", "apiVersion", "status", "reason", "code")} == {
+        k: published[k] for k in ("kind", "apiVersion", "status", "reason", "code")
+    }
+    assert body["message"] == 'services "grafana" not found'
+
+
+def test_kubernetes_list_pages_with_limit_and_continue(world: World) -> None:
+    for i in range(7):
+        world.kube.apply(service(f"s{i}"))
+    page = kube(world).list_namespaced_service("shop", limit=3)
+    assert len(page.items) == 3 and page.metadata._continue and page.metadata.remaining_item_count == 4
+    rest = kube(world).list_namespaced_service("shop", limit=10, _continue=page.metadata._continue)
+    assert [s.metadata.name for s in rest.items] == ["s3", "s4", "s5", "s6"] and not rest.metadata._continue
+
+
+def test_kubernetes_update_with_a_stale_resource_version_is_409_conflict(world: World) -> None:
+    world.kube.apply(service("orders"))
+    api = kube(world)
+    current = api.read_namespaced_service("orders", "shop")
+    current.metadata.labels = {"team": "a"}
+    api.replace_namespaced_service("orders", "shop", current)
+    current.metadata.labels = {"team": "b"}
+    with pytest.raises(ApiException) as caught:
+        api.replace_namespaced_service("orders", "shop", current)
+    assert caught.value.status == 409 and json.loads(caught.value.body)["reason"] == "Conflict"
+
+
+def test_kubernetes_merge_patch_changes_only_what_it_names(world: World) -> None:
+    world.kube.apply(service("orders", annotations={"keep": "me"}))
+    kube(world).patch_namespaced_service("orders", "shop", {"metadata": {"annotations": {"added": "yes"}}})
+    annotations = world.kube.get("Service", "shop", "orders")["metadata"]["annotations"]  # type: ignore[index]
+    assert annotations["keep"] == "me" and annotations["added"] == "yes"
+
+
+def test_kubernetes_watch_streams_changes_and_bookmarks(world: World) -> None:
+    listed = kube(world).list_namespaced_service("shop")
+    world.kube.apply(service("orders"))
+    events = []
+    for event in watch.Watch().stream(
+        kube(world).list_namespaced_service,
+        "shop",
+        resource_version=listed.metadata.resource_version,
+        allow_watch_bookmarks=True,
+        timeout_seconds=2,
+    ):
+        events.append(event["type"])
+        if "BOOKMARK" in events:
+            break
+    assert events[0] == "ADDED" and "BOOKMARK" in events
+
+
+def test_kubernetes_watch_from_a_compacted_version_is_410_gone(world: World) -> None:
+    world.kube.apply(service("orders"))
+    old = world.kube.get("Service", "shop", "orders")["metadata"]["resourceVersion"]  # type: ignore[index]
+    world.kube.compact()
+    response = requests.get(
+        f"{world.kube.url}/api/v1/namespaces/shop/services",
+        params={"watch": "1", "resourceVersion": old},
+        headers={"Authorization": f"Bearer {world.token}"},
+        verify=str(world.tls.ca_cert),
+        timeout=10,
+    )
+    event = json.loads(response.text.splitlines()[0])
+    assert event["type"] == "ERROR" and event["object"]["code"] == 410 and event["object"]["reason"] == "Expired"
