@@ -30,9 +30,8 @@ def service(i: int) -> dict[str, object]:
 
 
 def main(sizes: list[int]) -> None:
-    print(
-        f"{'services':>8} {'create s':>9} {'noop s':>7} {'ARM reads':>9} {'ARM writes':>10} {'K8s reads':>9} {'K8s writes':>10} {'peak RSS MB':>11}"
-    )
+    header = ("services", 8), ("create s", 9), ("noop s", 7), ("ARM reads", 9), ("ARM writes", 10), ("K8s reads", 9)
+    print(" ".join(f"{name:>{width}}" for name, width in header), f"{'K8s writes':>10} {'peak RSS MB':>11}")
     for size in sizes:
         world = start_world()
         try:
