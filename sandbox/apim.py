@@ -12,6 +12,7 @@ import copy
 import itertools
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sandbox.httpbase import JsonServer, Request, Response
@@ -135,10 +136,12 @@ class ApimEmulator(JsonServer):
     def _get_service(self, request: Request, match: re.Match[str]) -> Response:
         return self._check(request, match) or Response(200, copy.deepcopy(self.service), {"ETag": self.service["etag"]})
 
-    def _paged(self, request: Request, items: list[dict[str, Any]]) -> Response:
+    def _paged(
+        self, request: Request, items: list[dict[str, Any]], shown: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> Response:
         skip = int(request.query.get("$skip") or 0)
         top = min(int(request.query.get("$top") or PAGE_SIZE), PAGE_SIZE)
-        page = items[skip : skip + top]
+        page = [shown(item) for item in items[skip : skip + top]]
         body: dict[str, Any] = {"value": page, "count": len(items)}
         if skip + top < len(items):
             body["nextLink"] = f"{self.url}{request.path}?api-version={API_VERSION}&$top={top}&$skip={skip + top}"
@@ -163,7 +166,7 @@ class ApimEmulator(JsonServer):
         return {k: copy.deepcopy(v) for k, v in entity.items() if not k.startswith("_")}
 
     def _list_backends(self, request: Request, match: re.Match[str]) -> Response:
-        return self._check(request, match) or self._paged(request, [self._public(b) for _, b in sorted(self.backends.items())])
+        return self._check(request, match) or self._paged(request, [b for _, b in sorted(self.backends.items())], self._public)
 
     def _backend(self, request: Request, match: re.Match[str]) -> Response:
         problem = self._check(request, match)
@@ -209,8 +212,8 @@ class ApimEmulator(JsonServer):
     # -- named values (a long-running PUT, as in the SDK's begin_create_or_update) -------------------------
 
     def _list_named_values(self, request: Request, match: re.Match[str]) -> Response:
-        values = [self._public_named_value(v) for _, v in sorted(self.named_values.items())]
-        return self._check(request, match) or self._paged(request, values)
+        values = [v for _, v in sorted(self.named_values.items())]
+        return self._check(request, match) or self._paged(request, values, self._public_named_value)
 
     @staticmethod
     def _public_named_value(entity: dict[str, Any]) -> dict[str, Any]:
