@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from azure.core.credentials import TokenCredential
@@ -73,14 +72,8 @@ def translate(exc: Exception, what: str) -> errors.SyncError:
     return errors.RemoteRejected(detail)
 
 
-@contextmanager
-def _translated(what: str) -> Iterator[None]:
-    try:
-        yield
-    except errors.SyncError:
-        raise
-    except Exception as exc:
-        raise translate(exc, what) from exc
+def _translated(what: str) -> AbstractContextManager[None]:
+    return errors.translating(translate, what)
 
 
 def observed_from_json(backend_id: str, properties: dict[str, Any], etag: str | None) -> ObservedBackend:

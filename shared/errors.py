@@ -18,7 +18,8 @@ as the cause. Error classes are defined here and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 REMOTE_TEXT_LIMIT = 256
 
@@ -88,3 +89,14 @@ class AccessDenied(PermanentError):
 
 class RemoteRejected(PermanentError):
     reason = "RemoteRejected"
+
+
+@contextmanager
+def translating(translate: Callable[[Exception, str], SyncError], what: str) -> Iterator[None]:
+    """Turn any client-library error raised inside the block into ours, chaining the original as the cause."""
+    try:
+        yield
+    except SyncError:
+        raise
+    except Exception as exc:
+        raise translate(exc, what) from exc

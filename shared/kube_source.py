@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import urllib3
@@ -51,14 +51,8 @@ def translate(exc: Exception, what: str) -> errors.SyncError:
     return errors.RemoteRejected(f"{what}: {type(exc).__name__}")
 
 
-@contextmanager
-def _translated(what: str) -> Iterator[None]:
-    try:
-        yield
-    except errors.SyncError:
-        raise
-    except Exception as exc:
-        raise translate(exc, what) from exc
+def _translated(what: str) -> AbstractContextManager[None]:
+    return errors.translating(translate, what)
 
 
 def api_client_for(settings: KubeSettings, token: RefreshingToken | None) -> client.ApiClient:
