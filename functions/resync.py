@@ -1,4 +1,7 @@
-"""POST /api/resync: reconcile now, for the whole cluster, a namespace or one Service; ?dryRun=true plans only."""
+"""POST /api/resync: reconcile now, for the whole cluster, a namespace or one Service; ?dryRun=true plans only.
+
+?scope=allowlist runs only the allow-list step, ?scope=backends only the backends; both by default.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import logging
 import azure.functions as func
 
 from functions._http import json_response, report_response, settings_error_response
-from shared import deps, engine, errors, scope
+from shared import deps, errors, scope, sync
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)
@@ -24,6 +27,12 @@ def resync(req: func.HttpRequest) -> func.HttpResponse:
     parsed = scope.parse_resync_request(dict(req.params), req.get_body(), cluster=dependencies.settings.kube.cluster_name)
     if isinstance(parsed, scope.BadRequest):
         return json_response(parsed.to_json(), status=400)
-    report = engine.reconcile(parsed.scope, dependencies, dry_run=parsed.dry_run, allow_mass_delete=parsed.allow_mass_delete)
+    report = sync.run(
+        parsed.scope,
+        dependencies,
+        steps=sync.Steps(parsed.steps),
+        dry_run=parsed.dry_run,
+        allow_mass_delete=parsed.allow_mass_delete,
+    )
     log.info("resync finished", extra={"counts": report.counts, "dry_run": report.dry_run, "scope": report.scope.kind})
     return report_response(report)

@@ -6,7 +6,7 @@ import logging
 
 import azure.functions as func
 
-from shared import deps, engine, errors, scope
+from shared import deps, errors, scope, sync
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def periodic_resync(timer: func.TimerRequest) -> None:
     except errors.InvalidSettings as error:
         log.error("settings invalid", extra={"settings": [name for name, _ in error.problems]})
         return
-    report = engine.reconcile(scope.Scope(dependencies.settings.kube.cluster_name), dependencies)
+    report = sync.run(scope.Scope(dependencies.settings.kube.cluster_name), dependencies)
     log.info("periodic resync finished", extra={"counts": report.counts, "past_due": timer.past_due})
     if report.failed and report.retryable:
         # Only transient failures go back to the runtime's retry policy; permanent ones are in the report.

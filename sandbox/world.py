@@ -17,6 +17,10 @@ RESOURCE_GROUP = "rg-sandbox"
 SERVICE_NAME = "apim-sandbox"
 CLUSTER_NAME = "aks-sandbox"
 OWNER_ID = "sandbox-owner"
+AKS_RESOURCE_ID = (
+    f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/{RESOURCE_GROUP}"
+    f"/providers/Microsoft.ContainerService/managedClusters/{CLUSTER_NAME}"
+)
 
 
 @dataclass
@@ -38,6 +42,7 @@ class World:
             "ARM_CA_BUNDLE": str(self.tls.ca_cert),
             "SANDBOX_TOKEN": self.token,
             "CLUSTER_NAME": CLUSTER_NAME,
+            "AKS_RESOURCE_ID": AKS_RESOURCE_ID,
             "OWNER_ID": OWNER_ID,
             "ANNOTATION_PREFIX": "apim-sync.io",
             "NAMESPACES": "",

@@ -158,6 +158,16 @@ class ApimSink:
             raise
         return observed_from_json(backend_id, body.get("properties", {}), etag=etag)
 
+    def get_service(self) -> dict[str, Any]:
+        """The APIM service resource as ARM returns it (addresses, VNet type, SKU, provisioning state)."""
+
+        def raw(pipeline_response: Any, _model: Any, _headers: dict[str, str]) -> dict[str, Any]:
+            body: dict[str, Any] = pipeline_response.http_response.json()
+            return body
+
+        with _translated(f"APIM service {self._settings.service_name}"):
+            return self._client.api_management_service.get(*self._where, cls=raw)  # type: ignore[return-value]
+
     def put_backend(self, desired: DesiredBackend, *, base: ObservedBackend | None) -> None:
         body = io.BytesIO(json.dumps(body_for(desired, base)).encode())
         with _translated(f"backend {desired.id}"):

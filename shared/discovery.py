@@ -76,6 +76,19 @@ def is_exposed(annotations: Mapping[str, str], prefix: str) -> bool:
     return annotations.get(f"{prefix}/expose", "").strip().lower() == "true"
 
 
+def managed_mode(service: ServiceView, ctx: AnnotationContext) -> Mode | None:
+    """The mode of a Service this deployment manages; None when it is not exposed, skipped or its mode is invalid."""
+    key = _Keys(ctx.prefix)
+    if not is_exposed(service.annotations, ctx.prefix):
+        return None
+    try:
+        if _enum(service.annotations, key.policy, ReconcilePolicy, ReconcilePolicy.MANAGE) is ReconcilePolicy.SKIP:
+            return None
+        return _enum(service.annotations, key.mode, Mode, ctx.default_mode)
+    except _Problem:
+        return None
+
+
 def backend_for(service: ServiceView, routes: Sequence[IngressRoute], ctx: AnnotationContext) -> ServiceOutcome | None:
     """The outcome for one Service; None when the Service does not ask to be exposed."""
     ref = ServiceRef(ctx.cluster, service.namespace, service.name)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
-from shared import discovery, plan
+from shared import discovery, naming, plan
 from shared.apply import BackendWriter, apply_plan
 from shared.counters import RequestCounter
 from shared.errors import SyncError
-from shared.model import BackendId, IngressRoute, ObservedBackend, Reason, ServiceView
+from shared.model import BackendId, IngressView, ObservedBackend, Reason, ServiceRef, ServiceView
 from shared.report import Report, RunError, build_report
 from shared.retry import call_with_retries
 from shared.scope import Scope
@@ -28,11 +29,22 @@ T = TypeVar("T")
 class Source(Protocol):
     def list_services(self, scope: Scope) -> list[ServiceView]: ...
 
-    def list_ingress_routes(self, scope: Scope) -> list[IngressRoute]: ...
+    def list_ingresses(self, scope: Scope) -> list[IngressView]: ...
+
+    def get_service(self, namespace: str, name: str) -> ServiceView | None: ...
+
+    def get_ingress(self, namespace: str, name: str) -> IngressView | None: ...
+
+    def patch(self, kind: str, namespace: str, name: str, body: dict[str, Any]) -> None: ...
 
 
 class Sink(BackendWriter, Protocol):
     def list_backends(self) -> dict[BackendId, ObservedBackend]: ...
+
+    def get_service(self) -> dict[str, Any]: ...
+
+
+ClusterView = tuple[list[ServiceView], list[IngressView]]
 
 
 @dataclass(frozen=True)
@@ -56,7 +68,18 @@ def annotation_context(settings: Settings) -> discovery.AnnotationContext:
     )
 
 
-def reconcile(scope: Scope, deps: Dependencies, *, dry_run: bool = False, allow_mass_delete: bool = False) -> Report:
+def reconcile(
+    scope: Scope,
+    deps: Dependencies,
+    *,
+    dry_run: bool = False,
+    allow_mass_delete: bool = False,
+    backend_hints: frozenset[BackendId] = frozenset(),
+    cluster: ClusterView | None = None,
+) -> Report:
+    """Reconcile what the scope covers. `backend_hints` are further backend ids worth a look (an event's
+    record of the ids a Service used before it changed); they only widen what is read, never what is owned.
+    """
     started, requests_before = deps.monotonic(), deps.counter.snapshot()
     sync = deps.settings.sync
 
@@ -65,22 +88,19 @@ def reconcile(scope: Scope, deps: Dependencies, *, dry_run: bool = False, allow_
         requests = RequestCounter.delta(requests_before, deps.counter.snapshot())
         return build_report(scope=scope, dry_run=dry_run, duration_ms=duration_ms, requests=requests, **parts)  # type: ignore[arg-type]
 
-    def read(call: Callable[[], T]) -> T:
-        return call_with_retries(call, attempts=sync.max_attempts, max_wait_seconds=sync.max_retry_wait_seconds, sleep=deps.sleep)
-
+    context = annotation_context(deps.settings)
     try:
-        services = read(lambda: deps.source.list_services(scope))
-        routes = read(lambda: deps.source.list_ingress_routes(scope)) if services else []
+        services, ingresses = cluster if cluster is not None else read_cluster(scope, deps)
     except SyncError as error:
         return finish(plan=None, desired=None, run_errors=[_run_error(Reason.SOURCE_READ_FAILED, error)])
+    routes = [route for ingress in ingresses for route in ingress.routes]
+    outcomes = [discovery.backend_for(service, routes, context) for service in services]
+    desired = plan.collect_desired(o for o in outcomes if o is not None)
     try:
-        observed = read(deps.sink.list_backends)
+        observed = _observe(scope, desired, backend_hints, deps)
     except SyncError as error:
         return finish(plan=None, desired=None, run_errors=[_run_error(Reason.SINK_READ_FAILED, error)])
 
-    context = annotation_context(deps.settings)
-    outcomes = [discovery.backend_for(service, routes, context) for service in services]
-    desired = plan.collect_desired(o for o in outcomes if o is not None)
     backend_plan = plan.plan_backends(desired, observed, owner=sync.owner_id, scope=scope)
     backend_plan = plan.apply_sync_policy(backend_plan, sync.policy)
     backend_plan = plan.cap_deletes(
@@ -113,6 +133,46 @@ def reconcile(scope: Scope, deps: Dependencies, *, dry_run: bool = False, allow_
         sleep=deps.sleep,
     )
     return finish(plan=backend_plan, desired=desired, outcomes=applied)
+
+
+def read_cluster(scope: Scope, deps: Dependencies) -> ClusterView:
+    """Services in scope, and the Ingresses of the same scope when any Service is exposed (else none are needed)."""
+    prefix = deps.settings.sync.annotation_prefix
+    services = with_retries(deps, lambda: deps.source.list_services(scope))
+    exposed = any(discovery.is_exposed(s.annotations, prefix) for s in services)
+    ingresses = with_retries(deps, lambda: deps.source.list_ingresses(scope)) if exposed else []
+    return services, ingresses
+
+
+def failed_report(scope: Scope, error: SyncError, *, reason: Reason = Reason.SINK_READ_FAILED, dry_run: bool = False) -> Report:
+    return build_report(scope=scope, dry_run=dry_run, plan=None, desired=None, run_errors=[_run_error(reason, error)])
+
+
+def with_retries(deps: Dependencies, call: Callable[[], T]) -> T:
+    sync = deps.settings.sync
+    return call_with_retries(call, attempts=sync.max_attempts, max_wait_seconds=sync.max_retry_wait_seconds, sleep=deps.sleep)
+
+
+def _observe(
+    scope: Scope,
+    desired: plan.DesiredSet,
+    hints: frozenset[BackendId],
+    deps: Dependencies,
+) -> dict[BackendId, ObservedBackend]:
+    """The backends the plan must see. One Service costs a GET per candidate id, never a list of all
+    backends: its default id, the id it asks for now, and the ids the event says it used before.
+    A backend renamed without a hint is found by the next cluster-wide run.
+    """
+    if scope.kind != "service":
+        return with_retries(deps, deps.sink.list_backends)
+    assert scope.namespace is not None and scope.service is not None
+    candidates = {naming.backend_id_for(ServiceRef(scope.cluster, scope.namespace, scope.service)), *desired.backends, *hints}
+    found: dict[BackendId, ObservedBackend] = {}
+    for backend_id in sorted(candidates):
+        observed = with_retries(deps, partial(deps.sink.get_backend, backend_id))
+        if observed is not None:
+            found[backend_id] = observed
+    return found
 
 
 def _run_error(reason: Reason, error: SyncError) -> RunError:

@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from shared import errors
 from shared.counters import RequestCounter
 from shared.credentials import RefreshingToken
-from shared.model import IngressRoute, ServicePort, ServiceView
+from shared.model import IngressRoute, IngressView, ServicePort, ServiceView
 from shared.scope import Scope
 from shared.settings import KubeSettings
 
@@ -91,6 +91,20 @@ def service_view(item: dict[str, Any]) -> ServiceView:
             for p in spec.get("ports") or []
         ),
         load_balancer_addresses=tuple(a.get("ip") or a.get("hostname") for a in ingress if a.get("ip") or a.get("hostname")),
+        resource_version=metadata.get("resourceVersion") or "",
+        load_balancer_source_ranges=tuple(spec.get("loadBalancerSourceRanges") or ()),
+        external_traffic_policy=spec.get("externalTrafficPolicy") or "",
+    )
+
+
+def ingress_view(item: dict[str, Any]) -> IngressView:
+    metadata = item.get("metadata") or {}
+    return IngressView(
+        namespace=metadata.get("namespace", ""),
+        name=metadata.get("name", ""),
+        annotations=dict(metadata.get("annotations") or {}),
+        resource_version=metadata.get("resourceVersion") or "",
+        routes=tuple(ingress_routes(item)),
     )
 
 
@@ -168,8 +182,8 @@ class KubeSource:
                     views.append(service_view(item))
         return views
 
-    def _get_service(self, namespace: str, name: str) -> list[ServiceView]:
-        if self._settings.namespaces and namespace not in self._settings.namespaces:
+    def _get_service(self, namespace: str, name: str, *, check_scope: bool = True) -> list[ServiceView]:
+        if check_scope and self._settings.namespaces and namespace not in self._settings.namespaces:
             return []
         try:
             with _translated(f"Service {namespace}/{name}"):
@@ -183,11 +197,43 @@ class KubeSource:
         return [service_view(json.loads(response.data))]  # type: ignore[attr-defined]
 
     def list_ingress_routes(self, scope: Scope) -> list[IngressRoute]:
-        routes: list[IngressRoute] = []
+        return [route for ingress in self.list_ingresses(scope) for route in ingress.routes]
+
+    def list_ingresses(self, scope: Scope) -> list[IngressView]:
+        views: list[IngressView] = []
         for namespace in self._namespaces(scope):
             with _translated(f"list Ingresses in {namespace or 'all namespaces'}"):
                 for item in self._pages(
                     self._networking.list_namespaced_ingress, self._networking.list_ingress_for_all_namespaces, namespace
                 ):
-                    routes.extend(ingress_routes(item))
-        return routes
+                    views.append(ingress_view(item))
+        return views
+
+    def get_service(self, namespace: str, name: str) -> ServiceView | None:
+        found = self._get_service(namespace, name, check_scope=False)
+        return found[0] if found else None
+
+    def get_ingress(self, namespace: str, name: str) -> IngressView | None:
+        try:
+            with _translated(f"Ingress {namespace}/{name}"):
+                response = self._networking.read_namespaced_ingress(
+                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
+        except errors.RemoteRejected as exc:
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
+                return None
+            raise
+        return ingress_view(json.loads(response.data))  # type: ignore[attr-defined]
+
+    def patch(self, kind: str, namespace: str, name: str, body: dict[str, Any]) -> None:
+        """A JSON merge patch; a metadata.resourceVersion in the body makes a concurrent edit a 409."""
+        patchers = {"Ingress": self._networking.patch_namespaced_ingress, "Service": self._core.patch_namespaced_service}
+        with _translated(f"{kind} {namespace}/{name}"):
+            patchers[kind](
+                name,
+                namespace,
+                body,
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )

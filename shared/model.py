@@ -51,6 +51,7 @@ class Reason(StrEnum):
     INVALID_ANNOTATION = "InvalidAnnotation"
     DUPLICATE_BACKEND_ID = "DuplicateBackendId"
     OWNED_BY_OTHER = "OwnedByOther"
+    CLAIMED_BY_OTHER_SERVICE = "ClaimedByOtherService"
     RECONCILE_SKIPPED = "ReconcileSkipped"
     DETACHED = "DetachedOnDelete"
     HELD = "HeldWhileSourceBroken"
@@ -178,6 +179,9 @@ class ServiceView:
     type: str = "ClusterIP"
     ports: tuple[ServicePort, ...] = ()
     load_balancer_addresses: tuple[str, ...] = ()
+    resource_version: str = ""
+    load_balancer_source_ranges: tuple[str, ...] = ()
+    external_traffic_policy: str = ""
 
 
 @dataclass(frozen=True)
@@ -191,3 +195,18 @@ class IngressRoute:
     service_name: str
     service_port: str
     tls: bool
+
+
+@dataclass(frozen=True)
+class IngressView:
+    """One Ingress: its annotations (for the allow-list) and the rules that route to Services."""
+
+    namespace: str
+    name: str
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    resource_version: str = ""
+    routes: tuple[IngressRoute, ...] = ()
+
+    @property
+    def service_names(self) -> frozenset[str]:
+        return frozenset(route.service_name for route in self.routes)

@@ -14,6 +14,8 @@ How one backend id is decided (first matching row wins):
     -                  ours                              delete (SourceGone)
     yes                absent                            create
     yes                not ours                          refused (OwnedByOther), never overwritten
+    yes                ours, source another Service      refused (ClaimedByOtherService): only a run that
+                       outside the scope                  also sees that Service may move the backend
     yes                ours, same projection             unchanged
     yes                ours, projection differs          update, listing every differing field
 
@@ -166,6 +168,14 @@ def decide(
         who = f"owner '{observed.mark.owner}'" if observed.mark else "no owner mark"
         return Refusal(
             backend_id, Reason.OWNED_BY_OTHER, f"a backend with this id exists with {who}; not overwritten", desired.source
+        )
+    claimant = observed.mark.source if observed.mark else None
+    if claimant is not None and claimant != desired.source and not scope.covers(claimant):
+        return Refusal(
+            backend_id,
+            Reason.CLAIMED_BY_OTHER_SERVICE,
+            f"the backend belongs to Service {claimant}, outside this run's scope; a wider resync decides",
+            desired.source,
         )
     diff = diff_specs(desired.spec, observed.spec)
     return UpdateBackend(desired, observed, diff) if diff else backend_id

@@ -53,23 +53,32 @@ class Report:
     notes: tuple[str, ...] = ()
     duration_ms: int = 0
     requests: Mapping[str, int] = field(default_factory=dict)
+    allowlists: AllowListReport | None = None
 
     @property
     def failed(self) -> bool:
-        return bool(self.run_errors) or any(c["outcome"] == "failed" for c in self.changes)
+        backends_failed = bool(self.run_errors) or any(c["outcome"] == "failed" for c in self.changes)
+        return backends_failed or (self.allowlists is not None and self.allowlists.failed)
 
     @property
     def retryable(self) -> bool:
         """True when every failure is transient, so a later attempt of the whole run can succeed."""
         failed_changes = [c for c in self.changes if c["outcome"] == "failed"]
-        if not self.run_errors and not failed_changes:
+        allowlists_failed = self.allowlists is not None and self.allowlists.failed
+        if not self.run_errors and not failed_changes and not allowlists_failed:
             return False
-        return all(e.retryable for e in self.run_errors) and all(c["retryable"] for c in failed_changes)
+        return (
+            all(e.retryable for e in self.run_errors)
+            and all(c["retryable"] for c in failed_changes)
+            and (not allowlists_failed or (self.allowlists is not None and self.allowlists.retryable))
+        )
 
     @property
     def retry_after_seconds(self) -> float | None:
         waits = [e.retry_after_seconds for e in self.run_errors if e.retry_after_seconds]
         waits += [c["retry_after_seconds"] for c in self.changes if c.get("retry_after_seconds")]
+        if self.allowlists is not None and self.allowlists.error and self.allowlists.error.retry_after_seconds:
+            waits.append(self.allowlists.error.retry_after_seconds)
         return max(waits) if waits else None
 
     @property
@@ -98,6 +107,7 @@ class Report:
             "errors": [*self.errors, *({"reason": e.reason, "message": e.message} for e in self.run_errors)],
             "notes": list(self.notes),
             "counts": self.counts,
+            "allowlists": self.allowlists.to_json() if self.allowlists is not None else None,
             "duration_ms": self.duration_ms,
             "requests": dict(self.requests),
         }
@@ -125,6 +135,8 @@ class Report:
         )
         if not self.changes and not self.run_errors:
             lines.append("  No changes. APIM matches the cluster.")
+        if self.allowlists is not None:
+            lines.append(self.allowlists.to_text())
         return "\n".join(lines)
 
 
@@ -219,3 +231,54 @@ def build_report(
         duration_ms=duration_ms,
         requests=dict(requests or {}),
     )
+
+
+@dataclass(frozen=True)
+class AllowListReport:
+    """What the allow-list step found, planned and did. `cidrs` is what every managed list should hold."""
+
+    dry_run: bool
+    cidrs: tuple[str, ...] = ()
+    changes: tuple[dict[str, Any], ...] = ()
+    unchanged: int = 0
+    findings: tuple[dict[str, str], ...] = ()
+    error: RunError | None = None
+    skipped: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or any(c["outcome"] == "failed" for c in self.changes)
+
+    @property
+    def retryable(self) -> bool:
+        failed = [c for c in self.changes if c["outcome"] == "failed"]
+        if self.error is None and not failed:
+            return False
+        return (self.error is None or self.error.retryable) and all(c["retryable"] for c in failed)
+
+    def to_json(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {
+            "cidrs": list(self.cidrs),
+            "changes": [dict(c) for c in self.changes],
+            "unchanged": self.unchanged,
+            "warnings": [dict(f) for f in self.findings],
+        }
+        if self.error is not None:
+            shown["error"] = {"reason": self.error.reason, "message": self.error.message, "retryable": self.error.retryable}
+        if self.skipped:
+            shown["skipped"] = self.skipped
+        return shown
+
+    def to_text(self) -> str:
+        if self.skipped:
+            return f"  allow-lists: skipped ({self.skipped})"
+        lines = [f"  allow-lists: {', '.join(self.cidrs) or '-'}"]
+        for c in self.changes:
+            suffix = "" if c["outcome"] in ("planned", "applied") else f"  [{c['outcome']}: {c.get('message') or ''}]"
+            lines.append(f"  ~ {c['object']} {', '.join(c['fields'])}: {_short(c['before'])} -> {_short(c['after'])}{suffix}")
+        for f in self.findings:
+            lines.append(f"  ! {f['object']} ({f['reason']}): {f['message']}")
+        if self.error is not None:
+            lines.append(f"  x allow-lists not written ({self.error.reason}): {self.error.message}")
+        lines.append(f"  {len(self.changes)} allow-list(s) to change, {self.unchanged} unchanged")
+        return "\n".join(lines)

@@ -42,11 +42,16 @@ class Scope:
         return shown
 
 
+STEPS = ("all", "backends", "allowlist")
+
+
 @dataclass(frozen=True)
 class ResyncRequest:
     scope: Scope
     dry_run: bool
     allow_mass_delete: bool
+    steps: str = "all"
+    """all | backends | allowlist (the `scope` option of POST /api/resync)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,7 @@ def parse_resync_request(params: Mapping[str, str], body: bytes, *, cluster: str
             return BadRequest("body", "must be a JSON object")
         options.update(decoded)
     options.update(params)
-    known = {"dryRun", "namespace", "service", "allowMassDelete"}
+    known = {"dryRun", "namespace", "service", "allowMassDelete", "scope"}
     unknown = sorted(set(options) - known)
     if unknown:
         return BadRequest(unknown[0], f"unknown option; known: {', '.join(sorted(known))}")
@@ -97,9 +102,12 @@ def parse_resync_request(params: Mapping[str, str], body: bytes, *, cluster: str
             return BadRequest(name, "must be a Kubernetes object name (DNS label)")
     if service is not None and namespace is None:
         return BadRequest("service", "needs namespace as well")
+    steps = options.get("scope", "all")
+    if steps not in STEPS:
+        return BadRequest("scope", f"must be one of {', '.join(STEPS)}")
     scope = Scope(
         cluster,
         namespace=namespace if isinstance(namespace, str) else None,
         service=service if isinstance(service, str) else None,
     )
-    return ResyncRequest(scope=scope, dry_run=flags["dryRun"], allow_mass_delete=flags["allowMassDelete"])
+    return ResyncRequest(scope=scope, dry_run=flags["dryRun"], allow_mass_delete=flags["allowMassDelete"], steps=str(steps))

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from shared.addresses import AddressSource, AllowListPolicy, canonical, network
+from shared.allowlist import AnnotationChoice
 from shared.errors import InvalidSettings
 from shared.model import Mode, OwnerId, SyncPolicy
 
@@ -24,6 +26,9 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _OWNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _NAMED_VALUE = re.compile(r"^[A-Za-z0-9._-]{1,256}$")
+_AKS_RESOURCE_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.ContainerService/managedClusters/[^/]+$", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,14 @@ class ApimSettings:
     """Azure Resource Manager endpoint, e.g. https://management.azure.com (sovereign clouds differ)."""
     arm_scope: str
     """Token scope for ARM; defaults to <ARM_ENDPOINT>/.default."""
+
+    @property
+    def service_id(self) -> str:
+        """The ARM resource id of the APIM instance, as Event Grid names it in topic and subject."""
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.ApiManagement/service/{self.service_name}"
+        )
 
 
 @dataclass(frozen=True)
@@ -95,12 +108,39 @@ class CredentialSettings:
 
 
 @dataclass(frozen=True)
+class EventSettings:
+    aks_resource_id: str | None
+    """ARM id of the AKS cluster: AKS events from any other cluster are acknowledged and ignored."""
+    trusted_sources: tuple[str, ...]
+    """Further accepted event topics/sources, e.g. the watcher's custom topic or CloudEvents source."""
+
+
+@dataclass(frozen=True)
+class AllowListSettings:
+    enabled: bool
+    """Keep ingress allow-lists in step with APIM's addresses."""
+    policy: AllowListPolicy
+    """Which APIM addresses (auto follows virtualNetworkType), a private subnet prefix, and extra CIDRs."""
+    annotation: AnnotationChoice
+    """ingress-nginx annotation to write: allowlist-source-range, the older whitelist-source-range, or both."""
+    ingress_controller: str | None
+    """<namespace>/<name> of the ingress controller's Service, checked for externalTrafficPolicy."""
+
+
+DEFAULT_ALLOWLIST = AllowListSettings(
+    enabled=False, policy=AllowListPolicy(), annotation=AnnotationChoice.ALLOWLIST, ingress_controller=None
+)
+
+
+@dataclass(frozen=True)
 class Settings:
     apim: ApimSettings
     kube: KubeSettings
     sync: SyncSettings
     public_auth: PublicAuthSettings
     credentials: CredentialSettings
+    events: EventSettings = EventSettings(aks_resource_id=None, trusted_sources=())
+    allowlist: AllowListSettings = DEFAULT_ALLOWLIST
 
 
 def is_loopback_url(url: str) -> bool:
@@ -163,6 +203,14 @@ def _fraction(text: str) -> float:
     if not 0 < value <= 1:
         raise ValueError(text)
     return value
+
+
+def _cidrs(text: str) -> tuple[str, ...]:
+    """CIDRs with no host bits set; a /0 would open the list to the world, so it is refused here."""
+    networks = [network(item) for item in text.split(",") if item.strip()]
+    if any(n.prefixlen == 0 for n in networks):
+        raise ValueError(text)
+    return canonical(networks)
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -231,6 +279,39 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         r.problems.append(("SANDBOX_TOKEN", "only allowed with a loopback ARM_ENDPOINT"))
     credentials = CredentialSettings(sandbox_token=sandbox_token, arm_ca_bundle=r.raw("ARM_CA_BUNDLE"))
 
+    aks_resource_id = r.raw("AKS_RESOURCE_ID")
+    if aks_resource_id is not None and not _AKS_RESOURCE_ID.match(aks_resource_id):
+        r.problems.append(
+            (
+                "AKS_RESOURCE_ID",
+                "expected /subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.ContainerService/managedClusters/<name>",
+            )
+        )
+    trusted = tuple(s.strip().rstrip("/") for s in (r.raw("EVENT_SOURCES") or "").split(",") if s.strip())
+    events = EventSettings(aks_resource_id=aks_resource_id, trusted_sources=trusted)
+
+    allowlist = AllowListSettings(
+        enabled=r.parsed("ALLOWLIST_ENABLED", True, _bool, "true or false"),
+        policy=AllowListPolicy(
+            source=r.parsed("ALLOWLIST_ADDRESSES", AddressSource.AUTO, AddressSource, "auto, public, private or both"),
+            private_prefixes=r.parsed("ALLOWLIST_PRIVATE_PREFIXES", (), _cidrs, "comma-separated CIDRs, none of them /0"),
+            extra_cidrs=r.parsed("ALLOWLIST_EXTRA_CIDRS", (), _cidrs, "comma-separated CIDRs, none of them /0"),
+        ),
+        annotation=r.parsed("ALLOWLIST_ANNOTATION", AnnotationChoice.ALLOWLIST, AnnotationChoice, "allowlist, whitelist or both"),
+        ingress_controller=r.raw("INGRESS_CONTROLLER_SERVICE"),
+    )
+    controller = allowlist.ingress_controller
+    if controller is not None and not re.match(r"^[a-z0-9-]+/[a-z0-9.-]+$", controller):
+        r.problems.append(("INGRESS_CONTROLLER_SERVICE", "expected <namespace>/<name>"))
+
     if r.problems:
         raise InvalidSettings(r.problems)
-    return Settings(apim=apim, kube=kube, sync=sync, public_auth=public_auth, credentials=credentials)
+    return Settings(
+        apim=apim,
+        kube=kube,
+        sync=sync,
+        public_auth=public_auth,
+        credentials=credentials,
+        events=events,
+        allowlist=allowlist,
+    )

@@ -1,0 +1,155 @@
+"""From APIM's service resource to the CIDR list that lets only APIM in.
+
+Pure. Which addresses call a backend (Microsoft's APIM IP-address documentation):
+- outside a VNet, the public IP of each region (primary and every additional location); with a NAT
+  gateway (Premium, stv2) the region's outboundPublicIPAddresses instead;
+- in a VNet calling private backends, a dynamic address from APIM's subnet: allow the subnet prefix
+  (a setting), or the private VIPs if no prefix is configured;
+- Consumption has no stable address at all, so there is nothing safe to allow.
+
+The list is canonical (each address a /32 or /128, sorted, de-duplicated) so that an unchanged set never
+causes a write. It is never empty and never contains a /0.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class AddressSource(StrEnum):
+    AUTO = "auto"
+    PUBLIC = "public"
+    PRIVATE = "private"
+    BOTH = "both"
+
+
+@dataclass(frozen=True)
+class Region:
+    location: str
+    public: tuple[str, ...] = ()
+    private: tuple[str, ...] = ()
+    nat_outbound: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApimAddresses:
+    """The fields of the APIM service resource that decide who calls the backends."""
+
+    sku: str
+    virtual_network_type: str
+    provisioning_state: str
+    regions: tuple[Region, ...]
+
+
+@dataclass(frozen=True)
+class AllowListPolicy:
+    source: AddressSource = AddressSource.AUTO
+    private_prefixes: tuple[str, ...] = ()
+    extra_cidrs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NoUsableAddresses:
+    """Nothing safe to write: every allow-list stays as it is."""
+
+    why: str
+    retryable: bool = False
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value if v) if isinstance(value, list) else ()
+
+
+def _region(location: str, body: Mapping[str, Any]) -> Region:
+    nat = body.get("natGatewayState") == "Enabled"
+    return Region(
+        location=location,
+        public=_strings(body.get("publicIPAddresses")),
+        private=_strings(body.get("privateIPAddresses")),
+        nat_outbound=_strings(body.get("outboundPublicIPAddresses")) if nat else (),
+    )
+
+
+def addresses_from_service(resource: Mapping[str, Any]) -> ApimAddresses:
+    properties = resource.get("properties") or {}
+    primary = _region(str(resource.get("location") or "primary"), properties)
+    extra = [
+        _region(str(location.get("location") or "?"), location)
+        for location in properties.get("additionalLocations") or []
+        if isinstance(location, Mapping)
+    ]
+    return ApimAddresses(
+        sku=str((resource.get("sku") or {}).get("name") or ""),
+        virtual_network_type=str(properties.get("virtualNetworkType") or "None"),
+        provisioning_state=str(properties.get("provisioningState") or ""),
+        regions=(primary, *extra),
+    )
+
+
+def network(text: str) -> Network:
+    """A CIDR or a bare address (as /32 or /128); raises ValueError. Host bits are an error, not rounded."""
+    return ipaddress.ip_network(text.strip(), strict=True)
+
+
+def canonical(networks: Iterable[Network]) -> tuple[str, ...]:
+    unique = {n for n in networks if n.prefixlen > 0}
+    return tuple(str(n) for n in sorted(unique, key=lambda n: (n.version, n.network_address, n.prefixlen)))
+
+
+def parse_list(text: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    """Read an allow-list as it is held (comma-separated text or a list); None when any entry is not a CIDR."""
+    if text is None:
+        return None
+    items = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        return canonical(network(item) for item in items if item.strip())
+    except ValueError:
+        return None
+
+
+def _wants(policy: AllowListPolicy, vnet_type: str) -> tuple[bool, bool]:
+    """(public, private) for the chosen source; auto follows virtualNetworkType."""
+    if policy.source is AddressSource.PUBLIC:
+        return True, False
+    if policy.source is AddressSource.PRIVATE:
+        return False, True
+    if policy.source is AddressSource.BOTH:
+        return True, True
+    return {"External": (True, True), "Internal": (False, True)}.get(vnet_type, (True, False))
+
+
+def allowed_cidrs(addresses: ApimAddresses, policy: AllowListPolicy) -> tuple[str, ...] | NoUsableAddresses:
+    if addresses.sku.lower() == "consumption":
+        return NoUsableAddresses(
+            "the Consumption tier has no stable outbound addresses, so no allow-list can admit only APIM; every list is "
+            "left as it is (set ALLOWLIST_ENABLED=false to stop managing them)"
+        )
+    if addresses.provisioning_state and addresses.provisioning_state != "Succeeded":
+        return NoUsableAddresses(
+            f"APIM is {addresses.provisioning_state}; its addresses may still change, so the next run decides", retryable=True
+        )
+    want_public, want_private = _wants(policy, addresses.virtual_network_type)
+    found: list[str] = []
+    if want_public:
+        for region in addresses.regions:
+            found.extend(region.nat_outbound or region.public)
+    if want_private:
+        found.extend(policy.private_prefixes or [a for r in addresses.regions for a in r.private])
+    try:
+        apim = [network(item) for item in found]
+    except ValueError:
+        return NoUsableAddresses("APIM reported an address that is not an IP address; nothing written")
+    apim = [n for n in apim if n.prefixlen > 0]
+    if not apim:
+        wanted = " and ".join(name for name, on in (("public", want_public), ("private", want_private)) if on)
+        return NoUsableAddresses(
+            f"APIM reports no {wanted} addresses (virtualNetworkType {addresses.virtual_network_type}); "
+            "an empty allow-list would admit everyone, so every list is left as it is"
+        )
+    return canonical([*apim, *(network(c) for c in policy.extra_cidrs)])

@@ -1,0 +1,48 @@
+"""A whole run for one scope: backends, then allow-lists, on one read of the cluster.
+
+The entry point of every trigger (HTTP, timer, event). Each step is level-based and independent: a
+failing backend change does not stop the allow-lists, and the report shows both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from enum import StrEnum
+
+from shared import allowlist_runner, engine
+from shared.errors import SyncError
+from shared.model import BackendId, Reason
+from shared.report import Report
+from shared.scope import Scope
+
+
+class Steps(StrEnum):
+    ALL = "all"
+    BACKENDS = "backends"
+    ALLOWLIST = "allowlist"
+
+
+def run(
+    scope: Scope,
+    deps: engine.Dependencies,
+    *,
+    steps: Steps = Steps.ALL,
+    dry_run: bool = False,
+    allow_mass_delete: bool = False,
+    backend_hints: frozenset[BackendId] = frozenset(),
+) -> Report:
+    started, requests_before = deps.monotonic(), deps.counter.snapshot()
+    try:
+        cluster = engine.read_cluster(scope, deps)
+    except SyncError as error:
+        return engine.failed_report(scope, error, reason=Reason.SOURCE_READ_FAILED, dry_run=dry_run)
+    if steps is Steps.ALLOWLIST:
+        report = Report(scope=scope, dry_run=dry_run, notes=("backends not reconciled: only the allow-list step was asked for",))
+    else:
+        report = engine.reconcile(
+            scope, deps, dry_run=dry_run, allow_mass_delete=allow_mass_delete, backend_hints=backend_hints, cluster=cluster
+        )
+    if steps is not Steps.BACKENDS:
+        report = replace(report, allowlists=allowlist_runner.refresh(deps, scope=scope, dry_run=dry_run, cluster=cluster))
+    requests = deps.counter.delta(requests_before, deps.counter.snapshot())
+    return replace(report, duration_ms=int((deps.monotonic() - started) * 1000), requests=requests)
