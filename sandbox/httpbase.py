@@ -46,6 +46,8 @@ class Fault:
     times: int = 1
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
+    query: dict[str, str] = field(default_factory=dict)
+    """Only requests whose query string holds all of these."""
 
 
 @dataclass(frozen=True)
@@ -126,15 +128,22 @@ class JsonServer:
     def _take_fault(self, request: Request) -> Fault | None:
         with self.lock:
             for fault in self.faults:
-                if (fault.method in (None, request.method)) and fault.path_contains in request.path:
+                if (
+                    fault.method in (None, request.method)
+                    and fault.path_contains in request.path
+                    and all(request.query.get(k) == v for k, v in fault.query.items())
+                ):
                     fault.times -= 1
                     if fault.times <= 0:
                         self.faults.remove(fault)
                     return fault
         return None
 
+    def authorized(self, request: Request) -> bool:
+        return request.headers.get("authorization") == f"Bearer {self.token}"
+
     def _dispatch(self, request: Request) -> Response:
-        if request.headers.get("authorization") != f"Bearer {self.token}":
+        if not self.authorized(request):
             return self.unauthorized()
         fault = self._take_fault(request)
         if fault is not None:

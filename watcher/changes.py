@@ -1,0 +1,123 @@
+"""Which object changes are worth an event, and which Services an event is about.
+
+Pure. A change is reported when a fingerprint of the fields aks-apim-sync reads differs, and only for
+Services that are exposed now or were exposed before (an object that just lost the annotation must still
+be reported, so its backend can go). An Ingress change is reported as a change of each exposed Service it
+routes to, before and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.allowlist import ALLOWLIST_ANNOTATION, AZURE_ALLOWED_IP_RANGES, DENY_ALL_EXCEPT_SOURCE_RANGES, WHITELIST_ANNOTATION
+from shared.discovery import INTERNAL_LB_ANNOTATION
+
+ObjectKey = tuple[str, str]
+"""(namespace, name)"""
+
+_WATCHED_ANNOTATIONS = (
+    INTERNAL_LB_ANNOTATION,
+    DENY_ALL_EXCEPT_SOURCE_RANGES,
+    AZURE_ALLOWED_IP_RANGES,
+    ALLOWLIST_ANNOTATION,
+    WHITELIST_ANNOTATION,
+)
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    exposed: bool
+    fingerprint: str
+    backend_id: str | None = None
+
+
+@dataclass(frozen=True)
+class IngressState:
+    services: frozenset[str]
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class ServiceChange:
+    """One Service to look at, with the backend ids it named before (hints for the removal of old ones)."""
+
+    namespace: str
+    name: str
+    backend_ids: frozenset[str] = field(default=frozenset())
+
+
+def _key(obj: Mapping[str, Any]) -> ObjectKey:
+    metadata = obj.get("metadata") or {}
+    return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def service_state(obj: Mapping[str, Any], prefix: str) -> ServiceState:
+    metadata, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    annotations: Mapping[str, str] = metadata.get("annotations") or {}
+    ours = {k: v for k, v in annotations.items() if k.startswith(prefix + "/") or k in _WATCHED_ANNOTATIONS}
+    watched = {
+        "annotations": ours,
+        "type": spec.get("type"),
+        "ports": spec.get("ports"),
+        "sourceRanges": spec.get("loadBalancerSourceRanges"),
+        "loadBalancer": (obj.get("status") or {}).get("loadBalancer"),
+    }
+    return ServiceState(
+        exposed=annotations.get(f"{prefix}/expose", "").strip().lower() == "true",
+        fingerprint=_digest(watched),
+        backend_id=annotations.get(f"{prefix}/backend-id"),
+    )
+
+
+def ingress_state(obj: Mapping[str, Any]) -> IngressState:
+    metadata, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    annotations: Mapping[str, str] = metadata.get("annotations") or {}
+    names = {
+        str(((path.get("backend") or {}).get("service") or {}).get("name"))
+        for rule in spec.get("rules") or []
+        for path in (rule.get("http") or {}).get("paths") or []
+        if ((path.get("backend") or {}).get("service") or {}).get("name")
+    }
+    allow_lists = {k: annotations.get(k) for k in _WATCHED_ANNOTATIONS}
+    watched = {"rules": spec.get("rules"), "tls": spec.get("tls"), "annotations": allow_lists}
+    return IngressState(services=frozenset(names), fingerprint=_digest(watched))
+
+
+def service_event(key: ObjectKey, before: ServiceState | None, after: ServiceState | None) -> ServiceChange | None:
+    """A change worth reporting, or None (unchanged, or never exposed)."""
+    if before == after:
+        return None
+    if not (before and before.exposed) and not (after and after.exposed):
+        return None
+    renamed = before is not None and before.backend_id and (after is None or after.backend_id != before.backend_id)
+    hints = frozenset({before.backend_id}) if renamed and before is not None and before.backend_id else frozenset()
+    return ServiceChange(key[0], key[1], backend_ids=hints)
+
+
+def ingress_events(
+    namespace: str, before: IngressState | None, after: IngressState | None, exposed: Iterable[ObjectKey]
+) -> list[ServiceChange]:
+    if before is not None and after is not None and before.fingerprint == after.fingerprint:
+        return []
+    named = (before.services if before else frozenset()) | (after.services if after else frozenset())
+    exposed_here = {name for ns, name in exposed if ns == namespace}
+    return [ServiceChange(namespace, name) for name in sorted(named & exposed_here)]
+
+
+def relist_diff(known: Mapping[ObjectKey, Any], listed: Mapping[ObjectKey, Any]) -> list[tuple[ObjectKey, Any, Any]]:
+    """(key, before, after) for every object that changed while nobody watched, deletions included."""
+    keys = sorted(set(known) | set(listed))
+    return [(key, known.get(key), listed.get(key)) for key in keys if known.get(key) != listed.get(key)]
+
+
+def key_of(obj: Mapping[str, Any]) -> ObjectKey:
+    return _key(obj)

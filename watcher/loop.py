@@ -1,0 +1,182 @@
+"""Watch Services and Ingresses with the official client and feed the Outbox.
+
+Per kind (and namespace): list once (the state to compare against), then watch from the list's
+resourceVersion with bookmarks, resuming from the last version seen. On 410 Gone the history is lost:
+relist, and report every difference between what was known and what is there now, deletions included.
+Other errors back off and resume from the same version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import urllib3
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from watcher import changes
+from watcher.outbox import Outbox
+from watcher.settings import WatcherSettings
+
+log = logging.getLogger("watcher")
+GONE = 410
+
+
+class ClusterWatcher:
+    def __init__(self, api_client: client.ApiClient, settings: WatcherSettings, outbox: Outbox, stop: threading.Event) -> None:
+        self._core = client.CoreV1Api(api_client)  # type: ignore[no-untyped-call]
+        self._networking = client.NetworkingV1Api(api_client)  # type: ignore[no-untyped-call]
+        self._settings, self._outbox, self._stop = settings, outbox, stop
+        self._lock = threading.Lock()
+        self.services: dict[changes.ObjectKey, changes.ServiceState] = {}
+        self.ingresses: dict[changes.ObjectKey, changes.IngressState] = {}
+        self.relists = 0
+        self.ready = threading.Event()
+        self._listed = threading.Semaphore(0)
+
+    def threads(self) -> list[threading.Thread]:
+        namespaces: list[str | None] = list(self._settings.namespaces) or [None]
+        return [
+            threading.Thread(target=self._run, args=(kind, namespace), name=f"watch-{kind}-{namespace or 'all'}", daemon=True)
+            for kind in ("Service", "Ingress")
+            for namespace in namespaces
+        ]
+
+    def start(self) -> list[threading.Thread]:
+        started = self.threads()
+        for thread in started:
+            thread.start()
+
+        def wait_ready() -> None:
+            for _ in started:
+                self._listed.acquire()
+            self.ready.set()
+
+        threading.Thread(target=wait_ready, name="watch-ready", daemon=True).start()
+        return started
+
+    # -- one kind ------------------------------------------------------------------------------------------
+
+    def _list_functions(self, kind: str, namespace: str | None) -> Callable[..., Any]:
+        if kind == "Service":
+            return self._core.list_namespaced_service if namespace else self._core.list_service_for_all_namespaces
+        return self._networking.list_namespaced_ingress if namespace else self._networking.list_ingress_for_all_namespaces
+
+    def _run(self, kind: str, namespace: str | None) -> None:
+        list_function = self._list_functions(kind, namespace)
+        args = (namespace,) if namespace else ()
+        version: str | None = None
+        first = True
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    version = self._relist(kind, list_function, args, report=not first)
+                    if first:
+                        self._listed.release()
+                    first = False
+                version = self._watch(kind, list_function, args, version)
+                failures = 0
+            except ApiException as error:
+                if error.status == GONE:
+                    log.info("%s watch expired (410); relisting", kind)
+                    version = None
+                    continue
+                failures += 1
+                log.warning("%s watch failed with %s; retrying", kind, error.status)
+                self._stop.wait(min(30.0, 0.5 * 2**failures))
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                failures += 1
+                log.warning("%s watch lost its connection (%s); retrying", kind, type(error).__name__)
+                self._stop.wait(min(30.0, 0.5 * 2**failures))
+
+    def _relist(self, kind: str, list_function: Callable[..., Any], args: tuple[Any, ...], *, report: bool) -> str:
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": 500, "_preload_content": False, "_request_timeout": (5, 60)}
+            if token:
+                kwargs["_continue"] = token
+            body = _json(list_function(*args, **kwargs))
+            items.extend(body.get("items") or [])
+            token = (body.get("metadata") or {}).get("continue")
+            if not token:
+                version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+                break
+        if report:
+            self.relists += 1
+        for key, before, after in self._diff(kind, args[0] if args else None, items):
+            self._apply(kind, key, before, after, report=report)
+        return version
+
+    def _diff(self, kind: str, namespace: str | None, items: list[dict[str, Any]]) -> list[tuple[changes.ObjectKey, Any, Any]]:
+        prefix = self._settings.annotation_prefix
+        listed: dict[changes.ObjectKey, Any]
+        with self._lock:
+            if kind == "Service":
+                listed = {changes.key_of(i): changes.service_state(i, prefix) for i in items}
+                known: dict[changes.ObjectKey, Any] = dict(self.services)
+            else:
+                listed = {changes.key_of(i): changes.ingress_state(i) for i in items}
+                known = dict(self.ingresses)
+        if namespace is not None:
+            known = {key: state for key, state in known.items() if key[0] == namespace}
+        return changes.relist_diff(known, listed)
+
+    def _watch(self, kind: str, list_function: Callable[..., Any], args: tuple[Any, ...], version: str) -> str:
+        timeout = self._settings.watch_timeout_seconds
+        stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+            list_function,
+            *args,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout,
+            _request_timeout=(5, timeout + 30),
+        )
+        for event in stream:
+            obj: dict[str, Any] = event["raw_object"]
+            version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+            if event["type"] == "BOOKMARK":
+                continue
+            key = changes.key_of(obj)
+            prefix = self._settings.annotation_prefix
+            deleted = event["type"] == "DELETED"
+            with self._lock:
+                if kind == "Service":
+                    before: Any = self.services.get(key)
+                    after: Any = None if deleted else changes.service_state(obj, prefix)
+                else:
+                    before = self.ingresses.get(key)
+                    after = None if deleted else changes.ingress_state(obj)
+            self._apply(kind, key, before, after, report=True)
+            if self._stop.is_set():
+                break
+        return version
+
+    def _apply(self, kind: str, key: changes.ObjectKey, before: Any, after: Any, *, report: bool) -> None:
+        with self._lock:
+            table: dict[changes.ObjectKey, Any] = self.services if kind == "Service" else self.ingresses
+            if after is None:
+                table.pop(key, None)
+            else:
+                table[key] = after
+            exposed = [k for k, state in self.services.items() if state.exposed]
+        if not report:
+            return
+        if kind == "Service":
+            change = changes.service_event(key, before, after)
+            found = [change] if change else []
+        else:
+            found = changes.ingress_events(key[0], before, after, exposed)
+        for item in found:
+            log.info("Service %s/%s changed", item.namespace, item.name)
+            self._outbox.add(item)
+
+
+def _json(response: Any) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(response.data)
+    return body

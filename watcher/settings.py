@@ -1,0 +1,77 @@
+"""The watcher's settings, from environment variables (listed in the README). Values never reach a message."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from shared.events import watcher_source
+from shared.settings import DEFAULT_ANNOTATION_PREFIX
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+class InvalidWatcherSettings(ValueError):
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{name}: {why}" for name, why in problems))
+
+
+@dataclass(frozen=True)
+class WatcherSettings:
+    cluster_name: str
+    topic_endpoint: str
+    topic_key: str | None
+    source: str
+    annotation_prefix: str = DEFAULT_ANNOTATION_PREFIX
+    namespaces: tuple[str, ...] = ()
+    kubeconfig: str | None = None
+    coalesce_seconds: float = 2.0
+    give_up_after_seconds: float = 300.0
+    watch_timeout_seconds: int = 300
+    ca_bundle: str | None = None
+
+
+def _number(environ: Mapping[str, str], name: str, default: float, problems: list[tuple[str, str]]) -> float:
+    text = (environ.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        problems.append((name, "expected a positive number of seconds"))
+        return default
+    return value
+
+
+def load_watcher_settings(environ: Mapping[str, str]) -> WatcherSettings:
+    problems: list[tuple[str, str]] = []
+    cluster = (environ.get("CLUSTER_NAME") or "").strip()
+    if not cluster:
+        problems.append(("CLUSTER_NAME", "missing"))
+    endpoint = (environ.get("EVENTGRID_TOPIC_ENDPOINT") or "").strip()
+    if urlsplit(endpoint).scheme != "https":
+        problems.append(("EVENTGRID_TOPIC_ENDPOINT", "missing, or not an https URL"))
+    namespaces = tuple(ns.strip() for ns in (environ.get("NAMESPACES") or "").split(",") if ns.strip())
+    if any(not _NAME.match(ns) for ns in namespaces):
+        problems.append(("NAMESPACES", "each entry must be a namespace name"))
+    settings = WatcherSettings(
+        cluster_name=cluster,
+        topic_endpoint=endpoint,
+        topic_key=(environ.get("EVENTGRID_TOPIC_KEY") or "").strip() or None,
+        source=(environ.get("EVENT_SOURCE") or "").strip() or watcher_source(cluster),
+        annotation_prefix=(environ.get("ANNOTATION_PREFIX") or "").strip() or DEFAULT_ANNOTATION_PREFIX,
+        namespaces=namespaces,
+        kubeconfig=(environ.get("KUBECONFIG") or "").strip() or None,
+        coalesce_seconds=_number(environ, "COALESCE_SECONDS", 2.0, problems),
+        give_up_after_seconds=_number(environ, "PUBLISH_GIVE_UP_SECONDS", 300.0, problems),
+        watch_timeout_seconds=int(_number(environ, "WATCH_TIMEOUT_SECONDS", 300, problems)),
+        ca_bundle=(environ.get("EVENTGRID_CA_BUNDLE") or "").strip() or None,
+    )
+    if problems:
+        raise InvalidWatcherSettings(problems)
+    return settings
