@@ -1,6 +1,7 @@
-"""`python -m shared plan|sync`: the same engine from a terminal.
+"""`python -m shared plan|sync|allowlist`: the same engine from a terminal.
 
-plan prints what sync would do (like `terraform plan`); sync applies it. --json prints the report as JSON.
+plan prints what sync would do (like `terraform plan`); sync applies it (backends and allow-lists);
+allowlist runs only the allow-list step (--dry-run to plan it). --json prints the report as JSON.
 Exit status: 0 done, 1 some change or read failed, 2 bad settings or arguments.
 """
 
@@ -26,7 +27,8 @@ def load_env_file(path: str) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("command", choices=["plan", "sync"])
+    parser.add_argument("command", choices=["plan", "sync", "allowlist"])
+    parser.add_argument("--dry-run", action="store_true", help="plan only (plan always is)")
     parser.add_argument("--namespace", help="only this namespace")
     parser.add_argument("--service", help="only this Service (needs --namespace)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -34,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--env-file", help="read settings from this dotenv file (as written by `python -m sandbox serve`)")
     args = parser.parse_args(argv)
 
-    from shared import deps, engine, errors, scope, settings
+    from shared import deps, errors, scope, settings, sync
 
     environ = {**os.environ, **(load_env_file(args.env_file) if args.env_file else {})}
     try:
@@ -47,8 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(request, scope.BadRequest):
         print(f"{request.field}: {request.message}", file=sys.stderr)
         return 2
-    report = engine.reconcile(
-        request.scope, dependencies, dry_run=args.command == "plan", allow_mass_delete=args.allow_mass_delete
+    report = sync.run(
+        request.scope,
+        dependencies,
+        steps=sync.Steps.ALLOWLIST if args.command == "allowlist" else sync.Steps.ALL,
+        dry_run=args.command == "plan" or args.dry_run,
+        allow_mass_delete=args.allow_mass_delete,
     )
     print(json.dumps(report.to_json(), indent=2) if args.json else report.to_text())
     return 1 if report.failed else 0
