@@ -29,6 +29,7 @@ test: lint types unit
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.noop_resync
+	$(BIN)/python -m bench.event_cost
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

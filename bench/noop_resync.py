@@ -1,4 +1,4 @@
-"""Requests and time of a no-op full resync for 100, 1,000 and 5,000 Services, against the emulators.
+"""Requests and time of a no-op full resync (backends and allow-lists) for 100, 1,000 and 5,000 Services.
 
 Run: `make bench` (or `python -m bench.noop_resync 100 1000`). Prints one table; not a test.
 The first run of each size creates the backends through the real engine; the figures are of the second
@@ -12,7 +12,7 @@ import sys
 import time
 
 from sandbox.world import start_world
-from shared import deps, engine, settings
+from shared import deps, settings, sync
 from shared.scope import Scope
 
 
@@ -40,14 +40,14 @@ def main(sizes: list[int]) -> None:
             dependencies = deps.build_dependencies(settings.load_settings({**world.settings(), "APPLY_CONCURRENCY": "8"}))
             scope = Scope(dependencies.settings.kube.cluster_name)
             started = time.perf_counter()
-            first = engine.reconcile(scope, dependencies)
+            first = sync.run(scope, dependencies)
             create_seconds = time.perf_counter() - started
             assert first.counts["create"] == size and not first.failed, first.counts
             started = time.perf_counter()
-            second = engine.reconcile(scope, dependencies)
+            second = sync.run(scope, dependencies)
             noop_seconds = time.perf_counter() - started
             r = second.requests
-            assert r.get("arm.write", 0) == 0 and second.counts["unchanged"] == size
+            assert r.get("arm.write", 0) == 0 and r.get("kubernetes.write", 0) == 0 and second.counts["unchanged"] == size
             rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(
                 f"{size:>8} {create_seconds:>9.1f} {noop_seconds:>7.2f} {r.get('arm.read', 0):>9} {r.get('arm.write', 0):>10} "

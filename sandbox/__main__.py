@@ -27,9 +27,12 @@ def _service(name: str, namespace: str, annotations: dict[str, str], *, ip: str 
     }
 
 
+DENY_ALL_EXCEPT = {"service.beta.kubernetes.io/azure-deny-all-except-load-balancer-source-ranges": "true"}
+
+
 def seed(world: World) -> None:
     kube = world.kube
-    kube.apply(_service("orders", "shop", {"apim-sync.io/mode": "public"}, ip="20.50.1.10"))
+    kube.apply(_service("orders", "shop", {"apim-sync.io/mode": "public", **DENY_ALL_EXCEPT}, ip="20.50.1.10"))
     kube.apply(
         _service(
             "ledger",
@@ -65,10 +68,15 @@ def seed(world: World) -> None:
             },
         }
     )
-    kube.apply(_service("search", "shop", {"apim-sync.io/mode": "public"}, ip=None))
+    kube.apply(_service("search", "shop", {"apim-sync.io/mode": "public", **DENY_ALL_EXCEPT}, ip=None))
     kube.apply(_service("broken", "shop", {"apim-sync.io/mode": "public", "apim-sync.io/port": "grpc"}, ip="20.50.1.11"))
     kube.apply(
-        _service("payments", "shop", {"apim-sync.io/mode": "public", "apim-sync.io/backend-id": "payments"}, ip="20.50.1.12")
+        _service(
+            "payments",
+            "shop",
+            {"apim-sync.io/mode": "public", "apim-sync.io/backend-id": "payments", **DENY_ALL_EXCEPT},
+            ip="20.50.1.12",
+        )
     )
     world.apim.put_backend_directly(
         "payments", {"url": "https://payments.legacy.example", "protocol": "http", "description": "Created by hand in the portal"}
@@ -100,6 +108,14 @@ def _print_report(title: str, report: dict[str, Any]) -> None:
         print(f"  … {pending['object']} pending ({pending['reason']}): {pending['message']}")
     for error in report["errors"]:
         print(f"  x {error.get('object', '')} {error.get('field', '')} ({error['reason']}): {error['message']}")
+    allowlists = report.get("allowlists") or {}
+    for change in allowlists.get("changes", []):
+        fields = ", ".join(change["fields"])
+        print(f"  ~ {change['object']} {fields}: {change['before']!r} -> {change['after']!r} ({change['reason']})")
+    for warning in allowlists.get("warnings", []):
+        print(f"  ! {warning['object']} ({warning['reason']}): {warning['message']}")
+    if allowlists.get("error"):
+        print(f"  x allow-lists ({allowlists['error']['reason']}): {allowlists['error']['message']}")
     print(f"  counts: {json.dumps(report['counts'])}")
     print(f"  requests: {json.dumps(report['requests'])}, {report['duration_ms']} ms")
 
@@ -120,9 +136,72 @@ def demo() -> int:
         _print_report("second resync", second)
         writes = len(world.apim.writes()) + len(world.kube.writes())
         print(f"\nsecond run: {writes} writes to APIM or Kubernetes")
-        return 0 if writes == 0 and first["http_status"] == 200 else 1
+        followed = _event_driven_change(world)
+        return 0 if writes == 0 and first["http_status"] == 200 and followed else 1
     finally:
         world.stop()
+
+
+def _event_driven_change(world: World) -> bool:
+    """The watcher sees a Service change and publishes it; the topic delivers it to on_event; APIM follows."""
+    from azure.functions import meta
+    from azure.functions.eventgrid import EventGridEventInConverter
+
+    from sandbox.eventgrid import EventGridTopic
+    from watcher.__main__ import Running
+    from watcher.settings import WatcherSettings
+
+    function_app = __import__("function_app")
+    on_event = next(f for f in function_app.app.get_functions() if f.get_function_name() == "on_event").get_user_function()
+    delivered: list[str] = []
+
+    def deliver(event: dict[str, Any]) -> None:
+        delivered.append(f"{event['type']} {event.get('subject', '')}")
+        on_event(EventGridEventInConverter.decode(meta.Datum(json.dumps(event), "json"), trigger_metadata={}))
+
+    topic = EventGridTopic(tls=world.tls, key="sandbox-topic-key", token=world.token).start()
+    topic.subscribe(deliver)
+    settings = WatcherSettings(
+        cluster_name=world.settings()["CLUSTER_NAME"],
+        topic_endpoint=topic.url + "/api/events",
+        topic_key="sandbox-topic-key",
+        source=f"urn:aks-apim-sync:watcher:{world.settings()['CLUSTER_NAME']}",
+        kubeconfig=str(world.kubeconfig),
+        coalesce_seconds=0.2,
+        watch_timeout_seconds=5,
+        ca_bundle=str(world.tls.ca_cert),
+    )
+    running = Running(settings)
+    try:
+        running.watcher.ready.wait(10)
+        deadline = time.monotonic() + 10
+        while (running.outbox.published == 0 or running.outbox.pending) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the watcher's start-up resync goes out first
+        topic.wait_until_idle()
+        world.apim.clear_log()
+        world.kube.clear_log()
+        delivered.clear()
+        print("\n== event-driven: the load balancer of shop/orders gets a new address (20.50.1.99)")
+        orders = world.kube.get("Service", "shop", "orders")
+        assert orders is not None
+        orders["status"] = {"loadBalancer": {"ingress": [{"ip": "20.50.1.99"}]}}
+        world.kube.apply(orders)
+        backend = next(b for b in world.apim.backends.values() if "shop/orders" in b["properties"].get("description", ""))
+        deadline = time.monotonic() + 15
+        while backend["properties"]["url"] != "http://20.50.1.99" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            backend = next(b for b in world.apim.backends.values() if "shop/orders" in b["properties"].get("description", ""))
+        topic.wait_until_idle()
+        for line in delivered:
+            print(f"  event delivered to on_event: {line}")
+        print(f"  backend url now: {backend['properties']['url']}")
+        arm = [f"{r.method} {r.path.split('?')[0].rsplit('/', 2)[-2:]}" for r in world.apim.log]
+        kube = [f"{r.method} {r.path.split('?')[0]}" for r in world.kube.log if "watch=" not in r.path]
+        print(f"  requests for this event: ARM {len(arm)}, Kubernetes {len(kube)} (no list of all Services or backends)")
+        return bool(backend["properties"]["url"] == "http://20.50.1.99")
+    finally:
+        running.stop()
+        topic.stop()
 
 
 def serve() -> int:

@@ -109,3 +109,15 @@ def test_resync_request_reads_scope_and_dry_run_from_query_or_body() -> None:
 def test_bad_resync_request_names_the_field(params: dict[str, str], body: bytes, field: str) -> None:
     parsed = parse_resync_request(params, body, cluster="aks")
     assert isinstance(parsed, BadRequest) and parsed.field == field
+
+
+def test_every_setting_is_documented_in_the_readme_and_the_example() -> None:
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent.parent
+    names = set(re.findall(r'r\.(?:raw|required|parsed)\(\s*"([A-Z_]+)"', (root / "shared" / "settings.py").read_text()))
+    readme = (root / "README.md").read_text()
+    example = (root / "local.settings.json.example").read_text()
+    assert names and not {n for n in names if f"`{n}`" not in readme and n not in readme}
+    assert not {n for n in names if f'"{n}"' not in example}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +15,7 @@ from watcher.changes import ServiceChange, ingress_events, ingress_state, relist
 from watcher.outbox import ClusterResync, Message, Outbox
 
 PREFIX = "apim-sync.io"
+ROOT = Path(__file__).parent.parent.parent
 KEY = ("shop", "orders")
 
 
@@ -161,3 +165,31 @@ def test_too_many_waiting_changes_collapse_into_one_cluster_resync(topic: Topic,
         box.add(ServiceChange("shop", f"s{i}"))
     box.flush()
     assert [type(m) for m in topic.batches[0]] == [ClusterResync]
+
+
+# -- packaging -----------------------------------------------------------------------------------------
+
+
+def test_watcher_rbac_is_get_list_watch_on_services_and_ingresses_only() -> None:
+    import yaml
+
+    documents = list(yaml.safe_load_all((ROOT / "watcher" / "deploy" / "watcher.yaml").read_text()))
+    (role,) = [d for d in documents if d["kind"] == "ClusterRole"]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["get", "list", "watch"]},
+    ]
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_watcher_needs_only_its_own_requirements() -> None:
+    probe = (
+        "import sys, watcher.__main__, watcher.loop, watcher.publisher; "
+        "print(sorted({m.split('.')[0] + '.' + m.split('.')[1] for m in sys.modules if m.startswith('azure.')}))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT).stdout  # noqa: S603
+    assert out.strip() == "['azure.core', 'azure.eventgrid']"
+    wanted = {line.split("==")[0] for line in (ROOT / "watcher" / "requirements.txt").read_text().splitlines() if "==" in line}
+    assert wanted == {"azure-core", "azure-eventgrid", "azure-identity", "kubernetes"}
