@@ -252,3 +252,16 @@ def test_api_event_is_acknowledged_until_apis_are_managed(app: World, caplog: py
     with caplog.at_level(logging.INFO):
         deliver(event)
     assert "APIs are not managed by aks-apim-sync yet" in caplog.text and app.apim.log == []
+
+
+def test_a_dropped_event_is_made_good_by_the_periodic_resync(app: World) -> None:
+    from azure.functions.timer import TimerRequest
+
+    app.kube.apply(service("orders"))  # its event is lost
+    app.kube.apply(service("payments"))
+    deliver(service_changed("payments"))
+    assert backend_id("orders") not in app.apim.backends, "an event reconciles only the scope it names"
+
+    user_function("periodic_resync")(TimerRequest(past_due=False))
+
+    assert backend_id("orders") in app.apim.backends
