@@ -39,12 +39,16 @@ class ApimEmulator(JsonServer):
         self._etags = itertools.count(1)
         self.backends: dict[str, dict[str, Any]] = {}
         self.named_values: dict[str, dict[str, Any]] = {}
+        self.certificates: dict[str, dict[str, Any]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.service = self._initial_service()
         self.route("GET", _SERVICE, self._get_service)
         self.route("GET", _SERVICE + r"/backends", self._list_backends)
         for method in ("GET", "HEAD", "PUT", "PATCH", "DELETE"):
             self.route(method, _SERVICE + r"/backends/(?P<id>[^/]+)", self._backend)
+        self.route("GET", _SERVICE + r"/certificates", self._list_certificates)
+        for method in ("GET", "HEAD", "PUT", "DELETE"):
+            self.route(method, _SERVICE + r"/certificates/(?P<id>[^/]+)", self._certificate)
         self.route("GET", _SERVICE + r"/namedValues", self._list_named_values)
         for method in ("GET", "PUT", "DELETE"):
             self.route(method, _SERVICE + r"/namedValues/(?P<id>[^/]+)", self._named_value)
@@ -83,6 +87,7 @@ class ApimEmulator(JsonServer):
     def reset(self) -> None:
         with self.lock:
             self.backends.clear()
+            self.certificates.clear()
             self.named_values.clear()
             self.operations.clear()
             self.faults.clear()
@@ -205,9 +210,121 @@ class ApimEmulator(JsonServer):
             return arm_error(400, "ValidationError", f"One or more fields contain incorrect values: '{missing[0]}' is required.")
         if properties["protocol"] not in ("http", "soap"):
             return arm_error(400, "ValidationError", "Backend protocol must be 'http' or 'soap'.")
+        for reference in (properties.get("credentials") or {}).get("certificateIds") or []:
+            if str(reference).rsplit("/", 1)[-1] not in self.certificates:
+                return arm_error(400, "ValidationError", f"Certificate '{reference}' not found.")
         stored = self._stored_backend(backend_id, properties)
         self.backends[backend_id] = stored
         return Response(200 if existing else 201, self._public(stored), {"ETag": stored["_etag"]})
+
+    # -- certificates (PKCS#12 upload or a Key Vault reference; the PFX is kept as APIM keeps it) ----------
+
+    def certificate_pfx(self, certificate_id: str) -> tuple[bytes, str]:
+        """What APIM holds for an uploaded certificate: the PFX and its password (it presents the key inside)."""
+        with self.lock:
+            stored = self.certificates[certificate_id]
+            return stored["_pfx"], stored["_password"]
+
+    def _list_certificates(self, request: Request, match: re.Match[str]) -> Response:
+        found = [c for _, c in sorted(self.certificates.items())]
+        return self._check(request, match) or self._paged(request, found, self._public)
+
+    def _in_use_by(self, certificate_id: str) -> list[str]:
+        suffix = f"/certificates/{certificate_id}".lower()
+        return [
+            backend_id
+            for backend_id, backend in self.backends.items()
+            if any(
+                str(ref).lower().endswith(suffix)
+                for ref in ((backend["properties"].get("credentials") or {}).get("certificateIds") or [])
+            )
+        ]
+
+    def _certificate(self, request: Request, match: re.Match[str]) -> Response:
+        problem = self._check(request, match)
+        if problem:
+            return problem
+        certificate_id = match["id"]
+        existing = self.certificates.get(certificate_id)
+        if request.method in ("GET", "HEAD"):
+            if existing is None:
+                return arm_error(404, "ResourceNotFound", "Certificate not found.")
+            return Response(200, self._public(existing) if request.method == "GET" else None, {"ETag": existing["_etag"]})
+        if_match = request.headers.get("if-match")
+        if request.method == "DELETE":
+            if not if_match:
+                return arm_error(400, "InvalidRequest", "If-Match header is required.")
+            if existing is None:
+                return arm_error(404, "ResourceNotFound", "Certificate not found.")
+            if if_match != "*" and if_match != existing["_etag"]:
+                return arm_error(412, "PreconditionFailed", "The entity has been modified since it was last retrieved.")
+            users = self._in_use_by(certificate_id)
+            if users:
+                return arm_error(409, "Conflict", f"Certificate is in use by backend(s): {', '.join(users)}.")
+            del self.certificates[certificate_id]
+            return Response(200)
+        if not _ENTITY_ID.match(certificate_id):
+            return arm_error(400, "ValidationError", "Certificate identifier is not valid.")
+        if if_match and if_match != "*" and (existing is None or existing["_etag"] != if_match):
+            return arm_error(412, "PreconditionFailed", "The entity has been modified since it was last retrieved.")
+        properties = (request.json() or {}).get("properties") or {}
+        stored = self._stored_certificate(certificate_id, properties)
+        if isinstance(stored, Response):
+            return stored
+        self.certificates[certificate_id] = stored
+        return Response(200 if existing else 201, self._public(stored), {"ETag": stored["_etag"]})
+
+    def _stored_certificate(self, certificate_id: str, properties: dict[str, Any]) -> dict[str, Any] | Response:
+        import base64
+        import hashlib
+
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.serialization import pkcs12
+
+        shown: dict[str, Any]
+        private: dict[str, Any] = {}
+        key_vault = properties.get("keyVault")
+        if key_vault:
+            secret = str(key_vault.get("secretIdentifier") or "")
+            if not secret.startswith("https://"):
+                return arm_error(400, "ValidationError", "keyVault.secretIdentifier must be a Key Vault secret URL.")
+            # No Key Vault here: the emulator makes up what APIM would read from the secret.
+            thumbprint = hashlib.sha1(secret.encode(), usedforsecurity=False).hexdigest().upper()
+            shown = {
+                "subject": "CN=key-vault-certificate",
+                "thumbprint": thumbprint,
+                "expirationDate": "2099-01-01T00:00:00Z",
+                "keyVault": {
+                    "secretIdentifier": secret,
+                    "identityClientId": key_vault.get("identityClientId"),
+                    "lastStatus": {"code": "Success", "timeStampUtc": "2026-01-01T00:00:00Z"},
+                },
+            }
+        else:
+            data, password = properties.get("data"), properties.get("password")
+            if not data:
+                return arm_error(400, "ValidationError", "'data' or 'keyVault' is required.")
+            try:
+                pfx = base64.b64decode(data)
+                _key, cert, _chain = pkcs12.load_key_and_certificates(pfx, (password or "").encode() or None)
+            except ValueError:
+                return arm_error(400, "ValidationError", "The certificate data or password is not valid.")
+            if cert is None or _key is None:
+                return arm_error(400, "ValidationError", "The PFX must hold a certificate and its private key.")
+            shown = {
+                "subject": cert.subject.rfc4514_string(),
+                "thumbprint": cert.fingerprint(hashes.SHA1()).hex().upper(),  # noqa: S303 - APIM's thumbprint is SHA-1
+                "expirationDate": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+            }
+            private = {"_pfx": pfx, "_password": password or ""}
+        return {
+            "id": f"{self.service_id}/certificates/{certificate_id}",
+            "type": "Microsoft.ApiManagement/service/certificates",
+            "name": certificate_id,
+            "properties": shown,
+            "_etag": self._new_etag(),
+            **private,
+        }
 
     # -- named values (a long-running PUT, as in the SDK's begin_create_or_update) -------------------------
 

@@ -199,3 +199,54 @@ def test_kubernetes_watch_from_a_compacted_version_is_410_gone(world: World) -> 
     )
     event = json.loads(response.text.splitlines()[0])
     assert event["type"] == "ERROR" and event["object"]["code"] == 410 and event["object"]["reason"] == "Expired"
+
+
+def _pfx() -> tuple[str, str]:
+    import base64
+    from datetime import UTC, datetime
+
+    from shared import pki
+
+    now = datetime.now(UTC)
+    ca = pki.new_ca("test CA", now=now, days=30, kind=pki.KeyKind.EC_P256)
+    client_material = pki.issue_client(ca, "apim-sandbox", now=now, days=7, kind=pki.KeyKind.EC_P256)
+    data, password = pki.to_pfx(client_material, "c")
+    return base64.b64encode(data).decode(), password
+
+
+def test_certificate_upload_has_the_shape_of_the_published_example(world: World) -> None:
+    published = example("apim/ApiManagementCreateCertificate.json")["responses"]["201"]["body"]
+    data, password = _pfx()
+    created = arm(world, "PUT", "/certificates/tempcert", params=V, json={"properties": {"data": data, "password": password}})
+    assert created.status_code == 201 and set(created.json()) == set(published)
+    assert set(created.json()["properties"]) == set(published["properties"])
+    assert created.json()["properties"]["subject"] == "O=aks-apim-sync,CN=apim-sandbox"
+    listed = example("apim/ApiManagementListCertificates.json")["responses"]["200"]["body"]
+    assert set(listed) <= set(arm(world, "GET", "/certificates", params=V).json()) | {"nextLink"}
+
+
+def test_certificate_with_a_wrong_password_is_rejected(world: World) -> None:
+    data, _ = _pfx()
+    answer = arm(world, "PUT", "/certificates/bad", params=V, json={"properties": {"data": data, "password": "wrong"}})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "ValidationError"
+
+
+def test_key_vault_certificate_has_the_shape_of_the_published_example(world: World) -> None:
+    published = example("apim/ApiManagementGetCertificateWithKeyVault.json")["responses"]["200"]["body"]
+    secret = "https://vault.example.vault.azure.net/secrets/apim-client"
+    body = {"properties": {"keyVault": {"secretIdentifier": secret, "identityClientId": None}}}
+    assert arm(world, "PUT", "/certificates/kv", params=V, json=body).status_code == 201
+    shown = arm(world, "GET", "/certificates/kv", params=V).json()
+    assert set(shown["properties"]) == set(published["properties"])
+    assert set(shown["properties"]["keyVault"]) == set(published["properties"]["keyVault"])
+
+
+def test_certificate_referenced_by_a_backend_cannot_be_deleted(world: World) -> None:
+    data, password = _pfx()
+    arm(world, "PUT", "/certificates/used", params=V, json={"properties": {"data": data, "password": password}})
+    reference = f"{world.apim.service_id}/certificates/used"
+    backend = {"properties": {"url": "https://x", "protocol": "http", "credentials": {"certificateIds": [reference]}}}
+    assert arm(world, "PUT", "/backends/b", params=V, json=backend).status_code == 201
+    assert arm(world, "DELETE", "/certificates/used", params=V, headers={"If-Match": "*"}).status_code == 409
+    missing = {"properties": {"url": "https://x", "protocol": "http", "credentials": {"certificateIds": [reference + "2"]}}}
+    assert arm(world, "PUT", "/backends/c", params=V, json=missing).status_code == 400
