@@ -26,7 +26,7 @@ from azure.mgmt.apimanagement import ApiManagementClient
 
 from shared import errors, ownership
 from shared.counters import RequestCounter
-from shared.model import BackendId, BackendSpec, DesiredBackend, ObservedBackend, normalise_headers
+from shared.model import BackendId, BackendSpec, DesiredBackend, ObservedBackend, OwnerId, normalise_headers
 from shared.settings import ApimSettings
 
 RETRYABLE_CONFLICT_CODES = {"PessimisticConcurrencyConflict", "ManagementApiRequestFailed"}
@@ -167,6 +167,47 @@ class ApimSink:
 
         with _translated(f"APIM service {self._settings.service_name}"):
             return self._client.api_management_service.get(*self._where, cls=raw)  # type: ignore[return-value]
+
+    def list_certificates(self) -> list[dict[str, Any]]:
+        """Every certificate entity, as ARM returns it (id, name, properties.expirationDate, thumbprint...)."""
+        found: list[dict[str, Any]] = []
+        with _translated("list certificates"):
+            for item in self._client.certificate.list_by_service(*self._where):
+                found.append(dict(item.serialize(keep_readonly=True)))
+        return found
+
+    def put_certificate(self, certificate_id: str, properties: dict[str, Any]) -> str:
+        """Create or replace a certificate entity (PFX + password, or a Key Vault reference); returns its resource id."""
+        body = io.BytesIO(json.dumps({"properties": properties}).encode())
+        with _translated(f"certificate {certificate_id}"):
+            created = self._client.certificate.create_or_update(
+                *self._where, certificate_id, body, content_type="application/json"
+            )
+        return str(created.id or "")
+
+    def delete_certificate(self, certificate_id: str) -> None:
+        try:
+            with _translated(f"certificate {certificate_id}"):
+                self._client.certificate.delete(*self._where, certificate_id, if_match="*")
+        except errors.RemoteRejected as exc:
+            if not isinstance(exc.__cause__, ResourceNotFoundError):
+                raise
+
+    def set_backend_certificates(self, backend_id: BackendId, certificate_ids: list[str], *, owner: str) -> bool:
+        """Point an owned backend's credentials.certificateIds at these entities (If-Match); False if not ours any more."""
+        observed = self.get_backend(backend_id)
+        if observed is None or not ownership.is_owned(observed.mark, OwnerId(owner)):
+            return False
+        properties: dict[str, Any] = json.loads(json.dumps(dict(observed.raw_properties)))
+        credentials = dict(properties.get("credentials") or {})
+        credentials["certificateIds"] = certificate_ids
+        properties["credentials"] = credentials
+        body = io.BytesIO(json.dumps({"properties": properties}).encode())
+        with _translated(f"backend {backend_id}"):
+            self._client.backend.create_or_update(
+                *self._where, backend_id, body, if_match=observed.etag, content_type="application/json"
+            )
+        return True
 
     def put_backend(self, desired: DesiredBackend, *, base: ObservedBackend | None) -> None:
         body = io.BytesIO(json.dumps(body_for(desired, base)).encode())

@@ -4,7 +4,8 @@
     ├── RetryableError             retry_after_seconds: float | None
     │   ├── Throttled              429; honours Retry-After
     │   ├── ServiceUnavailable     5xx, timeouts, connection errors
-    │   └── ConcurrentEdit         412 (If-Match failed), 409 conflicts: re-read, re-plan
+    │   ├── ConcurrentEdit         412 (If-Match failed), 409 conflicts: re-read, re-plan
+    │   └── LeaseHeld              another instance holds the run's lock; it will do the work
     └── PermanentError
         ├── InvalidSettings        lists every missing/invalid setting by name
         ├── InvalidAnnotation      names namespace/name, annotation key and why
@@ -56,6 +57,10 @@ class ServiceUnavailable(RetryableError):
 
 class ConcurrentEdit(RetryableError):
     reason = "ConcurrentEdit"
+
+
+class LeaseHeld(RetryableError):
+    reason = "LeaseHeld"
 
 
 class PermanentError(SyncError):

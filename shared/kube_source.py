@@ -225,9 +225,38 @@ class KubeSource:
             raise
         return ingress_view(json.loads(response.data))  # type: ignore[attr-defined]
 
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Secret as the API returns it (data base64-encoded); None when it does not exist."""
+        try:
+            with _translated(f"Secret {namespace}/{name}"):
+                response = self._core.read_namespaced_secret(
+                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
+        except errors.RemoteRejected as exc:
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
+                return None
+            raise
+        raw: Any = response
+        body: dict[str, Any] = json.loads(raw.data)
+        return body
+
+    def create_secret(self, namespace: str, body: dict[str, Any]) -> None:
+        """Create; a Secret that appeared meanwhile is a 409 ConcurrentEdit, so the caller re-reads."""
+        with _translated(f"Secret {namespace}/{body['metadata']['name']}"):
+            self._core.create_namespaced_secret(
+                namespace,
+                body,  # type: ignore[arg-type]
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+
     def patch(self, kind: str, namespace: str, name: str, body: dict[str, Any]) -> None:
         """A JSON merge patch; a metadata.resourceVersion in the body makes a concurrent edit a 409."""
-        patchers = {"Ingress": self._networking.patch_namespaced_ingress, "Service": self._core.patch_namespaced_service}
+        patchers = {
+            "Ingress": self._networking.patch_namespaced_ingress,
+            "Service": self._core.patch_namespaced_service,
+            "Secret": self._core.patch_namespaced_secret,
+        }
         with _translated(f"{kind} {namespace}/{name}"):
             patchers[kind](
                 name,

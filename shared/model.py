@@ -23,6 +23,15 @@ class Mode(StrEnum):
     INTERNAL = "internal"
 
 
+class KeyKind(StrEnum):
+    """Key type of issued certificates."""
+
+    EC_P256 = "ec-p256"
+    RSA_2048 = "rsa-2048"
+    RSA_3072 = "rsa-3072"
+    RSA_4096 = "rsa-4096"
+
+
 class ReconcilePolicy(StrEnum):
     """Per-Service policy, ASO's vocabulary."""
 

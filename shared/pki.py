@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -18,14 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from shared.model import KeyKind
+
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-
-
-class KeyKind(StrEnum):
-    EC_P256 = "ec-p256"
-    RSA_2048 = "rsa-2048"
-    RSA_3072 = "rsa-3072"
-    RSA_4096 = "rsa-4096"
 
 
 @dataclass(frozen=True)

@@ -111,3 +111,27 @@ def parse_resync_request(params: Mapping[str, str], body: bytes, *, cluster: str
         service=service if isinstance(service, str) else None,
     )
     return ResyncRequest(scope=scope, dry_run=flags["dryRun"], allow_mass_delete=flags["allowMassDelete"], steps=str(steps))
+
+
+def parse_flags(params: Mapping[str, str], body: bytes, names: tuple[str, ...]) -> dict[str, bool] | BadRequest:
+    """Boolean options from the query string or a JSON object body (the query string wins); unknown ones are refused."""
+    options: dict[str, object] = {}
+    if body.strip():
+        try:
+            decoded = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return BadRequest("body", "not valid JSON")
+        if not isinstance(decoded, dict):
+            return BadRequest("body", "must be a JSON object")
+        options.update(decoded)
+    options.update(params)
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        return BadRequest(unknown[0], f"unknown option; known: {', '.join(sorted(names))}")
+    flags: dict[str, bool] = {}
+    for name in names:
+        parsed = _flag(options.get(name, False), name)
+        if isinstance(parsed, BadRequest):
+            return parsed
+        flags[name] = parsed
+    return flags

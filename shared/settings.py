@@ -10,13 +10,14 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 from shared.addresses import AddressSource, AllowListPolicy, canonical, network
 from shared.allowlist import AnnotationChoice
 from shared.errors import InvalidSettings
-from shared.model import Mode, OwnerId, SyncPolicy
+from shared.model import KeyKind, Mode, OwnerId, SyncPolicy
 
 T = TypeVar("T")
 
@@ -127,6 +128,55 @@ class AllowListSettings:
     """<namespace>/<name> of the ingress controller's Service, checked for externalTrafficPolicy."""
 
 
+class CertificateSource(StrEnum):
+    MANAGED = "managed"
+    KEYVAULT = "keyvault"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class MtlsSettings:
+    source: CertificateSource
+    """managed: our own CA issues APIM's client certificate; keyvault: Key Vault holds it; none: no mTLS."""
+    namespace: str
+    """Namespace of the CA Secret and the trust bundle Secret."""
+    ca_store: str
+    trust_bundle: str
+    """Secret with ca.crt that the ingress controller checks client certificates against (auth-tls-secret)."""
+    key_kind: KeyKind
+    certificate_days: int
+    ca_days: int
+    renew_fraction: float
+    propagation_seconds: float
+    """How long a new CA must sit in the bundle before a certificate it signed is presented."""
+    grace_seconds: float
+    """How long a superseded certificate is kept after the switch."""
+    storage_connection: str | None
+    """AzureWebJobsStorage: the lock blob."""
+    keyvault_secret_id: str | None
+    keyvault_identity_client_id: str | None
+    keyvault_issuer_ca: str | None
+    """PEM (or a path to it) of the CA that issues the Key Vault certificate: what the ingress must trust."""
+
+
+DEFAULT_MTLS = MtlsSettings(
+    source=CertificateSource.NONE,
+    namespace="aks-apim-sync",
+    ca_store="aks-apim-sync-ca",
+    trust_bundle="aks-apim-sync-client-ca",
+    key_kind=KeyKind.EC_P256,
+    certificate_days=90,
+    ca_days=730,
+    renew_fraction=1 / 3,
+    propagation_seconds=120,
+    grace_seconds=86400,
+    storage_connection=None,
+    keyvault_secret_id=None,
+    keyvault_identity_client_id=None,
+    keyvault_issuer_ca=None,
+)
+
+
 DEFAULT_ALLOWLIST = AllowListSettings(
     enabled=False, policy=AllowListPolicy(), annotation=AnnotationChoice.ALLOWLIST, ingress_controller=None
 )
@@ -141,6 +191,7 @@ class Settings:
     credentials: CredentialSettings
     events: EventSettings = EventSettings(aks_resource_id=None, trusted_sources=())
     allowlist: AllowListSettings = DEFAULT_ALLOWLIST
+    mtls: MtlsSettings = DEFAULT_MTLS
 
 
 def is_loopback_url(url: str) -> bool:
@@ -304,6 +355,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if controller is not None and not re.match(r"^[a-z0-9-]+/[a-z0-9.-]+$", controller):
         r.problems.append(("INGRESS_CONTROLLER_SERVICE", "expected <namespace>/<name>"))
 
+    mtls = _mtls_settings(r)
+
     if r.problems:
         raise InvalidSettings(r.problems)
     return Settings(
@@ -314,4 +367,41 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         credentials=credentials,
         events=events,
         allowlist=allowlist,
+        mtls=mtls,
     )
+
+
+_KEYVAULT_SECRET = re.compile(r"^https://[a-z0-9-]+\.vault\.(azure\.net|azure\.cn|usgovcloudapi\.net)/secrets/[A-Za-z0-9-]+/?$")
+
+
+def _mtls_settings(r: _Reader) -> MtlsSettings:
+    source = r.parsed("CLIENT_CERTIFICATE_SOURCE", CertificateSource.MANAGED, CertificateSource, "managed, keyvault or none")
+    namespace = r.raw("CERT_NAMESPACE") or DEFAULT_MTLS.namespace
+    for name, value in (("CERT_NAMESPACE", namespace),):
+        if not _DNS_SUBDOMAIN.match(value):
+            r.problems.append((name, "must be a namespace name"))
+    fraction = r.parsed("CERT_RENEW_FRACTION", 1 / 3, _fraction, "a number in (0, 1]")
+    settings = MtlsSettings(
+        source=source,
+        namespace=namespace,
+        ca_store=r.raw("CA_SECRET_NAME") or DEFAULT_MTLS.ca_store,
+        trust_bundle=r.raw("TRUST_BUNDLE_SECRET_NAME") or DEFAULT_MTLS.trust_bundle,
+        key_kind=r.parsed("CERT_KEY_TYPE", KeyKind.EC_P256, KeyKind, "ec-p256, rsa-2048, rsa-3072 or rsa-4096"),
+        certificate_days=r.parsed("CERT_VALIDITY_DAYS", 90, _positive_int, "a positive whole number of days"),
+        ca_days=r.parsed("CA_VALIDITY_DAYS", 730, _positive_int, "a positive whole number of days"),
+        renew_fraction=fraction,
+        propagation_seconds=r.parsed("TRUST_PROPAGATION_SECONDS", 120.0, float, "a number of seconds"),
+        grace_seconds=r.parsed("CERT_GRACE_SECONDS", 86400.0, float, "a number of seconds"),
+        storage_connection=r.raw("AzureWebJobsStorage"),
+        keyvault_secret_id=r.raw("KEYVAULT_CERT_SECRET_ID"),
+        keyvault_identity_client_id=r.raw("KEYVAULT_IDENTITY_CLIENT_ID"),
+        keyvault_issuer_ca=r.raw("KEYVAULT_ISSUER_CA"),
+    )
+    if source is CertificateSource.KEYVAULT:
+        if not settings.keyvault_secret_id or not _KEYVAULT_SECRET.match(settings.keyvault_secret_id):
+            r.problems.append(
+                ("KEYVAULT_CERT_SECRET_ID", "a versionless Key Vault secret URL (https://<vault>.vault.azure.net/secrets/<name>)")
+            )
+        if not settings.keyvault_issuer_ca:
+            r.problems.append(("KEYVAULT_ISSUER_CA", "missing: the ingress must trust the issuer of the Key Vault certificate"))
+    return settings

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from sandbox.tools import Azurite, find_azurite, start_azurite
 from sandbox.world import World, start_world
 from shared import deps, settings
 from shared.engine import Dependencies
@@ -106,3 +108,20 @@ def ingress(name: str, namespace: str, host: str, service_name: str, *, path: st
         "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
     }
+
+
+def require_tool(path: str | None, name: str) -> str:
+    """The tool's path; without it the test is skipped, except under CI=true, where a missing tool fails."""
+    if path is None:
+        message = f"{name} is not installed (run `make tools`)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    server = start_azurite(require_tool(find_azurite(), "Azurite (npm azurite)"))
+    yield server
+    server.stop()

@@ -38,6 +38,27 @@ def test_indexed_functions_are_what_the_host_will_read() -> None:
             },
             {"direction": "OUT", "type": "http", "name": "$return"},
         ],
+        "rotate": [
+            {
+                "direction": "IN",
+                "type": "httpTrigger",
+                "name": "req",
+                "methods": ["POST"],
+                "authLevel": "FUNCTION",
+                "route": "rotate",
+            },
+            {"direction": "OUT", "type": "http", "name": "$return"},
+        ],
+        "rotate_certificates": [
+            {
+                "direction": "IN",
+                "type": "timerTrigger",
+                "name": "timer",
+                "schedule": "%ROTATION_SCHEDULE%",
+                "runOnStartup": False,
+                "useMonitor": True,
+            }
+        ],
         "periodic_resync": [
             {
                 "direction": "IN",
@@ -63,7 +84,7 @@ def test_timer_has_an_exponential_retry_policy() -> None:
 
 
 def test_importing_the_app_loads_no_sdk() -> None:
-    heavy = "('kubernetes', 'azure.mgmt', 'azure.identity', 'azure.eventgrid', 'azure.storage')"
+    heavy = "('kubernetes', 'azure.mgmt', 'azure.identity', 'azure.eventgrid', 'azure.storage', 'cryptography')"
     probe = f"import sys, function_app; print(sorted(m for m in sys.modules if m.startswith({heavy})))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout  # noqa: S603
     assert out.strip() == "[]"

@@ -1,0 +1,367 @@
+"""One rotation run: take the lock, then read -> decide one step -> do it, until there is nothing to do.
+
+Everything it knows is read again before each step (APIM's certificate entities and backend references,
+the CA and trust bundle Secrets), so a run that dies halfway is finished by the next. Private keys and
+PFX passwords are never logged, reported or put in an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from shared import discovery, errors, rotation
+from shared.allowlist import AnnotationChoice, IngressNginxWriter
+from shared.engine import Dependencies, annotation_context, read_cluster, with_retries
+from shared.model import BackendId, DesiredBackend, Mode, OwnerId
+from shared.report import RotationReport, RunError
+from shared.scope import Scope
+from shared.settings import CertificateSource, MtlsSettings
+
+if TYPE_CHECKING:
+    from shared.locking import Lease
+
+AUTH_TLS_SECRET = "nginx.ingress.kubernetes.io/auth-tls-secret"  # noqa: S105 - an annotation name
+AUTH_TLS_VERIFY_CLIENT = "nginx.ingress.kubernetes.io/auth-tls-verify-client"
+OWNER_ANNOTATION = "apim-sync.io/owner"
+TRUSTED_PREFIX = "apim-sync.io/trusted-"
+MAX_STEPS = 12
+LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def policy_of(mtls: MtlsSettings) -> rotation.RotationPolicy:
+    return rotation.RotationPolicy(
+        certificate_days=mtls.certificate_days,
+        ca_days=mtls.ca_days,
+        renew_fraction=mtls.renew_fraction,
+        propagation=timedelta(seconds=mtls.propagation_seconds),
+        grace=timedelta(seconds=mtls.grace_seconds),
+    )
+
+
+@dataclass
+class World:
+    """What one read found: the decision's input, and what executing a step needs besides."""
+
+    state: rotation.RotationState
+    ca_pems: Mapping[str, tuple[bytes, bytes]]
+    ca_secret: dict[str, Any] | None
+    bundle_secret: dict[str, Any] | None
+
+
+def rotate(
+    deps: Dependencies,
+    *,
+    dry_run: bool = False,
+    force: str | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> RotationReport:
+    mtls = deps.settings.mtls
+    if mtls.source is CertificateSource.NONE:
+        return RotationReport(dry_run=dry_run, skipped="CLIENT_CERTIFICATE_SOURCE is none")
+    if dry_run:
+        return _run(deps, dry_run=True, force=force, clock=clock, lease=None)
+    if not mtls.storage_connection:
+        error = RunError("InvalidSettings", "AzureWebJobsStorage is missing: rotation needs its lock", retryable=False)
+        return RotationReport(dry_run=False, error=error)
+    from shared import locking  # azure-storage-blob: loaded only when a rotation runs
+
+    try:
+        with locking.exclusive(mtls.storage_connection, "rotation") as lease:
+            return _run(deps, dry_run=False, force=force, clock=clock, lease=lease)
+    except errors.LeaseHeld:
+        return RotationReport(dry_run=False, skipped="another rotation holds the lock; it does the work")
+    except errors.SyncError as error:
+        return RotationReport(dry_run=False, error=RunError(error.reason, str(error), error.retryable))
+
+
+def _run(
+    deps: Dependencies, *, dry_run: bool, force: str | None, clock: Callable[[], datetime], lease: Lease | None
+) -> RotationReport:
+    policy = policy_of(deps.settings.mtls)
+    done: list[dict[str, Any]] = []
+    try:
+        if deps.settings.mtls.source is CertificateSource.KEYVAULT:
+            return _keyvault_run(deps, dry_run=dry_run, clock=clock)
+        world = read_world(deps)
+        if dry_run:
+            steps, waiting = rotation.plan_steps(world.state, clock(), policy, force=force)
+            planned = [{"step": type(s).__name__, "why": s.why, "outcome": "planned"} for s in steps]
+            return _report(world, planned, waiting, dry_run=True)
+        for _ in range(MAX_STEPS):
+            decided = rotation.next_step(world.state, clock(), policy, force=force)
+            if isinstance(decided, rotation.Waiting):
+                done.extend(_annotate_ingresses(deps, world))
+                return _report(world, done, decided, dry_run=False)
+            _execute(decided, world, deps, clock())
+            done.append({"step": type(decided).__name__, "why": decided.why, "outcome": "applied"})
+            force = rotation.remaining_force(force, decided)
+            if lease is not None:
+                lease.renew()
+            world = read_world(deps)
+        return _report(world, done, rotation.Waiting("stopped after too many steps; the next run goes on"), dry_run=False)
+    except errors.SyncError as error:
+        return RotationReport(dry_run=dry_run, steps=tuple(done), error=RunError(error.reason, str(error), error.retryable))
+
+
+# -- reading -------------------------------------------------------------------------------------------
+
+
+def _decoded(secret: Mapping[str, Any] | None) -> dict[str, bytes]:
+    data = (secret or {}).get("data") or {}
+    return {key: base64.b64decode(value) for key, value in data.items()}
+
+
+def _ours(secret: Mapping[str, Any] | None, owner: OwnerId, what: str) -> None:
+    if secret is None:
+        return
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(OWNER_ANNOTATION) != owner:
+        raise errors.OwnershipConflict(f"{what} exists but is not owned by '{owner}'; not touched")
+
+
+def read_world(deps: Dependencies) -> World:
+    from shared import pki
+
+    mtls, owner = deps.settings.mtls, deps.settings.sync.owner_id
+    source, sink = deps.source, deps.sink
+    ca_secret = with_retries(deps, lambda: source.get_secret(mtls.namespace, mtls.ca_store))
+    _ours(ca_secret, owner, f"Secret {mtls.namespace}/{mtls.ca_store}")
+    ca_pems: dict[str, tuple[bytes, bytes]] = {}
+    cas: list[rotation.Ca] = []
+    files = _decoded(ca_secret)
+    for name, cert_pem in sorted(files.items()):
+        if name.startswith("ca-") and name.endswith(".crt"):
+            ca_id = name[3:-4]
+            info = pki.cert_info(cert_pem)
+            cas.append(rotation.Ca(ca_id, info.not_before, info.not_after))
+            ca_pems[ca_id] = (cert_pem, files.get(f"ca-{ca_id}.key", b""))
+
+    bundle_secret = with_retries(deps, lambda: source.get_secret(mtls.namespace, mtls.trust_bundle))
+    _ours(bundle_secret, owner, f"Secret {mtls.namespace}/{mtls.trust_bundle}")
+    bundle: dict[str, datetime] | None = None
+    if bundle_secret is not None:
+        annotations = (bundle_secret.get("metadata") or {}).get("annotations") or {}
+        bundle = {}
+        for pem in pki.split_pem_bundle(_decoded(bundle_secret).get("ca.crt", b"")):
+            ca_id = pki.cert_info(pem).short_id
+            since = annotations.get(TRUSTED_PREFIX + ca_id)
+            bundle[ca_id] = datetime.fromisoformat(since) if since else LONG_AGO
+
+    certificates: list[rotation.ApimCertificate] = []
+    for entity in with_retries(deps, sink.list_certificates):
+        parsed = rotation.parse_certificate_id(owner, str(entity.get("name") or ""))
+        if parsed is None:
+            continue
+        expires = datetime.fromisoformat(str((entity.get("properties") or {}).get("expirationDate")).replace("Z", "+00:00"))
+        certificates.append(
+            rotation.ApimCertificate(str(entity["name"]), parsed[1], parsed[0], expires, str(entity.get("id") or ""))
+        )
+
+    observed = with_retries(deps, deps.sink.list_backends)
+    references = {
+        backend_id: tuple(
+            str(ref).rsplit("/", 1)[-1].lower()
+            for ref in (backend.raw_properties.get("credentials") or {}).get("certificateIds") or []  # type: ignore[attr-defined]
+        )
+        for backend_id, backend in observed.items()
+    }
+    owned = {b for b, o in observed.items() if o.mark is not None and o.mark.owner == owner}
+    state = rotation.RotationState(
+        cas=tuple(cas),
+        bundle=bundle,
+        certificates=tuple(certificates),
+        backend_references=references,
+        ingress_backends=frozenset(owned & _ingress_backend_ids(deps)),
+    )
+    return World(state, ca_pems, ca_secret, bundle_secret)
+
+
+def _ingress_backend_ids(deps: Dependencies) -> set[BackendId]:
+    services, ingresses = read_cluster(Scope(deps.settings.kube.cluster_name), deps)
+    context = annotation_context(deps.settings)
+    routes = [route for ingress in ingresses for route in ingress.routes]
+    wanted: set[BackendId] = set()
+    for service in services:
+        if discovery.managed_mode(service, context) is not Mode.INGRESS:
+            continue
+        outcome = discovery.backend_for(service, routes, context)
+        if isinstance(outcome, DesiredBackend):
+            wanted.add(outcome.id)
+    return wanted
+
+
+# -- doing ---------------------------------------------------------------------------------------------
+
+
+def _secret_body(
+    name: str, namespace: str, owner: str, data: Mapping[str, bytes], annotations: Mapping[str, str]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "aks-apim-sync"},
+            "annotations": {OWNER_ANNOTATION: owner, **annotations},
+        },
+        "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+    }
+
+
+def _write_secret(
+    deps: Dependencies,
+    existing: dict[str, Any] | None,
+    name: str,
+    data: Mapping[str, bytes | None],
+    annotations: Mapping[str, str | None],
+) -> None:
+    mtls, owner = deps.settings.mtls, deps.settings.sync.owner_id
+    if existing is None:
+        present = {k: v for k, v in data.items() if v is not None}
+        notes = {k: v for k, v in annotations.items() if v is not None}
+        deps.source.create_secret(mtls.namespace, _secret_body(name, mtls.namespace, owner, present, notes))
+        return
+    patch = {
+        "metadata": {"resourceVersion": existing["metadata"]["resourceVersion"], "annotations": dict(annotations)},
+        "data": {key: base64.b64encode(value).decode() if value is not None else None for key, value in data.items()},
+    }
+    deps.source.patch("Secret", mtls.namespace, name, patch)
+
+
+def _execute(step: rotation.Step, world: World, deps: Dependencies, now: datetime) -> None:
+    from shared import pki
+
+    mtls, owner = deps.settings.mtls, deps.settings.sync.owner_id
+    if isinstance(step, rotation.CreateCa):
+        material = pki.new_ca(f"aks-apim-sync client CA ({owner})", now=now, days=mtls.ca_days, kind=mtls.key_kind)
+        ca_id = material.info.short_id
+        data = {f"ca-{ca_id}.crt": material.cert_pem, f"ca-{ca_id}.key": material.key_pem}
+        _write_secret(deps, world.ca_secret, mtls.ca_store, data, {})
+    elif isinstance(step, rotation.TrustCas):
+        pem = b"".join(world.ca_pems[ca_id][0] for ca_id in step.ca_ids)
+        old = world.state.bundle or {}
+        notes: dict[str, str | None] = {TRUSTED_PREFIX + c: (old.get(c) or now).isoformat() for c in step.ca_ids if c not in old}
+        notes.update({TRUSTED_PREFIX + c: None for c in old if c not in step.ca_ids})
+        _write_secret(deps, world.bundle_secret, mtls.trust_bundle, {"ca.crt": pem}, notes)
+    elif isinstance(step, rotation.IssueCertificate):
+        cert_pem, key_pem = world.ca_pems[step.ca_id]
+        client = pki.issue_client(
+            pki.Material(cert_pem, key_pem),
+            deps.settings.apim.service_name,
+            now=now,
+            days=mtls.certificate_days,
+            kind=mtls.key_kind,
+        )
+        taken = {c.id for c in world.state.certificates}
+        issued_at = now.replace(microsecond=0)
+        while rotation.certificate_id(owner, issued_at, step.ca_id) in taken:
+            issued_at += timedelta(seconds=1)
+        entity_id = rotation.certificate_id(owner, issued_at, step.ca_id)
+        pfx, password = pki.to_pfx(client, entity_id)
+        properties = {"data": base64.b64encode(pfx).decode(), "password": password}
+        with_retries(deps, lambda: deps.sink.put_certificate(entity_id, properties))
+    elif isinstance(step, rotation.PointBackends):
+        reference = step.certificate.resource_id or f"{deps.settings.apim.service_id}/certificates/{step.certificate.id}"
+        for backend_id in step.backends:
+            with_retries(deps, lambda b=backend_id: deps.sink.set_backend_certificates(b, [reference], owner=owner))  # type: ignore[misc]
+    elif isinstance(step, rotation.DeleteCertificate):
+        with_retries(deps, lambda: deps.sink.delete_certificate(step.certificate_id))
+    else:
+        _write_secret(deps, world.ca_secret, mtls.ca_store, {f"ca-{step.ca_id}.crt": None, f"ca-{step.ca_id}.key": None}, {})
+
+
+def _annotate_ingresses(deps: Dependencies, world: World) -> list[dict[str, Any]]:
+    """Managed Ingresses check client certificates against the bundle: set the two auth-tls annotations."""
+    if world.state.bundle is None:
+        return []
+    mtls = deps.settings.mtls
+    wanted = {AUTH_TLS_SECRET: f"{mtls.namespace}/{mtls.trust_bundle}", AUTH_TLS_VERIFY_CLIENT: "on"}
+    services, ingresses = read_cluster(Scope(deps.settings.kube.cluster_name), deps)
+    targets, _ = IngressNginxWriter(AnnotationChoice.ALLOWLIST).targets(services, ingresses, annotation_context(deps.settings))
+    done = []
+    by_name = {(i.namespace, i.name): i for i in ingresses}
+    for target in targets:
+        ingress = by_name[(target.namespace, target.name)]
+        if all(ingress.annotations.get(k) == v for k, v in wanted.items()):
+            continue
+        patch = {"metadata": {"resourceVersion": ingress.resource_version, "annotations": wanted}}
+        with_retries(deps, lambda t=target, p=patch: deps.source.patch("Ingress", t.namespace, t.name, p))  # type: ignore[misc]
+        done.append({"step": "AnnotateIngress", "why": f"{target.object} must check client certificates", "outcome": "applied"})
+    return done
+
+
+def _report(world: World, steps: list[dict[str, Any]], waiting: rotation.Waiting, *, dry_run: bool) -> RotationReport:
+    expiries = [{"object": f"CA {ca.id}", "expires": ca.not_after.isoformat()} for ca in world.state.cas]
+    expiries += [{"object": f"certificate {c.id}", "expires": c.expires.isoformat()} for c in world.state.certificates]
+    return RotationReport(
+        dry_run=dry_run,
+        steps=tuple(steps),
+        next_step={"why": waiting.why, "at": waiting.until.isoformat() if waiting.until else None},
+        expiries=tuple(expiries),
+    )
+
+
+# -- Key Vault ------------------------------------------------------------------------------------------
+
+
+def _keyvault_run(deps: Dependencies, *, dry_run: bool, clock: Callable[[], datetime]) -> RotationReport:
+    """Key Vault holds (and renews) the certificate; APIM refreshes it through a versionless reference.
+
+    Our part: the entity references the secret without a version, every owned ingress backend references
+    the entity by id (never by thumbprint, which changes at renewal), and the ingress trusts the issuer.
+    """
+    from shared import pki
+
+    mtls, owner, sink = deps.settings.mtls, deps.settings.sync.owner_id, deps.sink
+    entity_id = f"{rotation.certificate_prefix(owner)}keyvault"
+    wanted_secret = (mtls.keyvault_secret_id or "").rstrip("/")
+    steps: list[dict[str, Any]] = []
+
+    def step(name: str, why: str, action: Callable[[], object]) -> None:
+        if not dry_run:
+            with_retries(deps, action)
+        steps.append({"step": name, "why": why, "outcome": "planned" if dry_run else "applied"})
+
+    issuer = mtls.keyvault_issuer_ca or ""
+    issuer_pem = issuer.encode() if issuer.lstrip().startswith("-----BEGIN") else open(issuer, "rb").read()  # noqa: SIM115
+    issuer_id = pki.cert_info(issuer_pem).short_id
+    world = read_world(deps)
+    if world.state.bundle is None or set(world.state.bundle) != {issuer_id}:
+        notes: dict[str, str | None] = {TRUSTED_PREFIX + issuer_id: clock().isoformat()}
+        notes.update({TRUSTED_PREFIX + c: None for c in (world.state.bundle or {}) if c != issuer_id})
+        step(
+            "TrustCas",
+            f"the ingress must trust the Key Vault certificate's issuer ({issuer_id})",
+            lambda: _write_secret(deps, world.bundle_secret, mtls.trust_bundle, {"ca.crt": issuer_pem}, notes),
+        )
+    current = next((e for e in with_retries(deps, sink.list_certificates) if e.get("name") == entity_id), None)
+    held = ((current or {}).get("properties") or {}).get("keyVault") or {}
+    if str(held.get("secretIdentifier") or "").rstrip("/") != wanted_secret:
+        properties = {"keyVault": {"secretIdentifier": wanted_secret, "identityClientId": mtls.keyvault_identity_client_id}}
+        step(
+            "ReferenceKeyVault",
+            f"{entity_id} must reference {wanted_secret} without a version",
+            lambda: sink.put_certificate(entity_id, properties),
+        )
+    reference = f"{deps.settings.apim.service_id}/certificates/{entity_id}"
+    behind = sorted(b for b in world.state.ingress_backends if world.state.backend_references.get(b, ()) != (entity_id.lower(),))
+    for backend_id in behind:
+        step(
+            "PointBackends",
+            f"backend {backend_id} must present {entity_id}",
+            lambda b=backend_id: sink.set_backend_certificates(b, [reference], owner=owner),  # type: ignore[misc]
+        )
+    if not dry_run:
+        steps.extend(_annotate_ingresses(deps, read_world(deps)))
+    waiting = rotation.Waiting("Key Vault renews the certificate; APIM refreshes it within 4 hours")
+    return _report(world, steps, waiting, dry_run=dry_run)

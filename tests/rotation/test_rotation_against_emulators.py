@@ -1,0 +1,272 @@
+"""Rotation against the APIM and Kubernetes emulators, with its lock in Azurite: what each side holds after each run."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from functions import rotation as rotation_functions
+from sandbox.httpbase import Fault
+from sandbox.tools import Azurite
+from sandbox.world import World
+from shared import pki, rotation_runner
+from shared.__main__ import main
+from shared.engine import Dependencies
+from shared.report import RotationReport
+from tests.conftest import ingress, service
+
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+BUNDLE = ("aks-apim-sync", "aks-apim-sync-client-ca")
+CA_STORE = ("aks-apim-sync", "aks-apim-sync-ca")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def rotation_deps(world: World, azurite: Azurite, make_deps: Any) -> Dependencies:
+    world.kube.apply(service("orders", mode="ingress", lb_ip=None))
+    world.kube.apply(ingress("orders", "shop", "orders.example.com", "orders"))
+    world.kube.apply(service("payments", mode="ingress", lb_ip=None))
+    world.kube.apply(ingress("payments", "shop", "payments.example.com", "payments"))
+    world.kube.apply(service("public-one"))
+    deps: Dependencies = make_deps(
+        AzureWebJobsStorage=azurite.connection_string, TRUST_PROPAGATION_SECONDS="60", CERT_GRACE_SECONDS="3600"
+    )
+    from shared import sync
+    from shared.scope import Scope
+
+    sync.run(Scope("aks-sandbox"), deps)
+    return deps
+
+
+def rotate(deps: Dependencies, clock: Clock, **options: Any) -> RotationReport:
+    report = rotation_runner.rotate(deps, clock=clock, **options)
+    assert not report.failed, report.to_text()
+    return report
+
+
+def steps(report: RotationReport) -> list[str]:
+    return [s["step"] for s in report.steps]
+
+
+def presented(world: World) -> dict[str, list[str]]:
+    """Backend id -> the certificate entity names its credentials reference."""
+    return {
+        backend_id: [
+            ref.rsplit("/", 1)[-1] for ref in (backend["properties"].get("credentials") or {}).get("certificateIds") or []
+        ]
+        for backend_id, backend in world.apim.backends.items()
+    }
+
+
+def bundle_ca_ids(world: World) -> list[str]:
+    secret = world.kube.get("Secret", *BUNDLE)
+    assert secret is not None
+    return [pki.cert_info(pem).short_id for pem in pki.split_pem_bundle(base64.b64decode(secret["data"]["ca.crt"]))]
+
+
+def ingress_backends(world: World) -> list[str]:
+    found = sorted(b for b in world.apim.backends if "-shop-orders-" in b or "-shop-payments-" in b)
+    assert len(found) == 2, "both ingress-mode Services have backends"
+    return found
+
+
+def test_first_run_sets_up_trust_and_uploads_then_the_next_switches_after_propagation(
+    world: World, rotation_deps: Dependencies, clock: Clock
+) -> None:
+    first = rotate(rotation_deps, clock)
+    assert steps(first) == ["CreateCa", "TrustCas", "IssueCertificate", "AnnotateIngress", "AnnotateIngress"]
+    assert len(world.apim.certificates) == 1 and bundle_ca_ids(world) != []
+    assert all(refs == [] for refs in presented(world).values()), "nothing presents a certificate before nginx trusts its CA"
+    assert first.next_step is not None and "not trusted long enough" in first.next_step["why"]
+    annotations = world.kube.get("Ingress", "shop", "orders")["metadata"]["annotations"]  # type: ignore[index]
+    assert annotations["nginx.ingress.kubernetes.io/auth-tls-secret"] == "aks-apim-sync/aks-apim-sync-client-ca"
+    assert annotations["nginx.ingress.kubernetes.io/auth-tls-verify-client"] == "on"
+
+    clock.advance(minutes=2)
+    second = rotate(rotation_deps, clock)
+
+    (certificate,) = world.apim.certificates
+    assert steps(second) == ["PointBackends"]
+    assert {b: presented(world)[b] for b in ingress_backends(world)} == {b: [certificate] for b in ingress_backends(world)}
+    assert all(refs == [] for b, refs in presented(world).items() if b not in ingress_backends(world)), (
+        "public backends untouched"
+    )
+    assert steps(rotate(rotation_deps, clock)) == []
+
+
+def test_forced_rotation_switches_at_once_and_prunes_after_the_grace_period(
+    world: World, rotation_deps: Dependencies, clock: Clock
+) -> None:
+    rotate(rotation_deps, clock)
+    clock.advance(minutes=2)
+    rotate(rotation_deps, clock)
+    (old,) = world.apim.certificates
+
+    clock.advance(minutes=1)
+    forced = rotate(rotation_deps, clock, force="certificate")
+
+    assert steps(forced) == ["IssueCertificate", "PointBackends"]
+    new = max(world.apim.certificates)
+    assert new != old and all(presented(world)[b] == [new] for b in ingress_backends(world))
+    assert old in world.apim.certificates, "kept for the grace period"
+    clock.advance(hours=2)
+    assert steps(rotate(rotation_deps, clock)) == ["DeleteCertificate"]
+    assert sorted(world.apim.certificates) == [new]
+
+
+def test_ca_rotation_overlaps_old_and_new_ca_then_retires_the_old(
+    world: World, rotation_deps: Dependencies, clock: Clock
+) -> None:
+    rotate(rotation_deps, clock)
+    clock.advance(minutes=2)
+    rotate(rotation_deps, clock)
+    (old_ca,) = bundle_ca_ids(world)
+
+    clock.advance(minutes=1)
+    started = rotate(rotation_deps, clock, force="ca")
+    assert steps(started)[:3] == ["CreateCa", "TrustCas", "IssueCertificate"]
+    assert len(bundle_ca_ids(world)) == 2 and old_ca in bundle_ca_ids(world)
+    assert all(presented(world)[b][0].endswith(old_ca) for b in ingress_backends(world)), "old CA's certificate until propagation"
+
+    clock.advance(minutes=2)
+    assert steps(rotate(rotation_deps, clock)) == ["PointBackends"]
+    clock.advance(hours=2)
+    finished = rotate(rotation_deps, clock)
+    assert steps(finished) == ["DeleteCertificate", "RetireCa", "TrustCas"]
+    (new_ca,) = bundle_ca_ids(world)
+    assert new_ca != old_ca and all(presented(world)[b][0].endswith(new_ca) for b in ingress_backends(world))
+    ca_files = world.kube.get("Secret", *CA_STORE)["data"]  # type: ignore[index]
+    assert sorted(ca_files) == [f"ca-{new_ca}.crt", f"ca-{new_ca}.key"]
+
+
+def test_a_run_that_failed_halfway_is_finished_by_the_next(world: World, rotation_deps: Dependencies, clock: Clock) -> None:
+    rotate(rotation_deps, clock)
+    clock.advance(minutes=2)
+    world.apim.inject(Fault(403, method="PUT", path_contains="/backends/", times=1))
+    broken = rotation_runner.rotate(rotation_deps, clock=clock)
+    assert broken.failed and not broken.retryable
+
+    healed = rotate(rotation_deps, clock)
+
+    assert steps(healed) == ["PointBackends"]
+    assert all(presented(world)[b] for b in ingress_backends(world))
+
+
+def test_foreign_certificate_entities_are_never_touched(world: World, rotation_deps: Dependencies, clock: Clock) -> None:
+    ca = pki.new_ca("someone else", now=T0, days=10, kind=pki.KeyKind.EC_P256)
+    data, password = pki.to_pfx(pki.issue_client(ca, "x", now=T0, days=1, kind=pki.KeyKind.EC_P256), "x")
+    rotation_deps.sink.put_certificate("their-cert", {"data": base64.b64encode(data).decode(), "password": password})
+    for _ in range(3):
+        rotate(rotation_deps, clock)
+        clock.advance(days=30)
+    assert "their-cert" in world.apim.certificates
+
+
+def test_two_rotations_at_once_exactly_one_acts(world: World, rotation_deps: Dependencies, clock: Clock) -> None:
+    world.apim.latency_seconds = 0.05  # keep the first run busy while the second tries the lock
+    reports: list[RotationReport] = []
+    start = threading.Barrier(2)
+
+    def run() -> None:
+        start.wait()
+        reports.append(rotation_runner.rotate(rotation_deps, clock=clock))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    acted = [r for r in reports if r.steps]
+    skipped = [r for r in reports if r.skipped]
+    assert len(acted) == 1 and len(skipped) == 1
+    assert skipped[0].skipped == "another rotation holds the lock; it does the work"
+    assert len(world.apim.certificates) == 1
+
+
+def test_no_key_or_password_reaches_the_report_or_the_log(
+    world: World, rotation_deps: Dependencies, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        report = rotate(rotation_deps, clock)
+    (certificate,) = world.apim.certificates
+    _, password = world.apim.certificate_pfx(certificate)
+    ca_key = next(v for k, v in world.kube.get("Secret", *CA_STORE)["data"].items() if k.endswith(".key"))  # type: ignore[index]
+    shown = json.dumps(report.to_json()) + report.to_text() + caplog.text
+    assert password not in shown and ca_key not in shown and "PRIVATE KEY" not in shown
+
+
+def test_dry_run_shows_the_steps_and_writes_nothing(world: World, rotation_deps: Dependencies, clock: Clock) -> None:
+    world.apim.clear_log()
+    world.kube.clear_log()
+    report = rotation_runner.rotate(rotation_deps, clock=clock, dry_run=True)
+    assert [s["step"] for s in report.steps] == ["CreateCa", "TrustCas", "IssueCertificate"]
+    assert world.apim.writes() == [] and world.kube.writes() == []
+
+
+def test_rotate_endpoint_runs_with_force_and_reports(
+    world: World, rotation_deps: Dependencies, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {**world.settings(), "AzureWebJobsStorage": azurite.connection_string}.items():
+        monkeypatch.setenv(name, value)
+    request = func.HttpRequest("POST", "http://localhost/api/rotate", params={"dryRun": "true"}, body=b"")
+    response = rotation_functions.rotate.build().get_user_function()(request)
+    assert response.status_code == 200 and json.loads(response.get_body())["dry_run"] is True
+    bad = func.HttpRequest("POST", "http://localhost/api/rotate", params={"force": "maybe"}, body=b"")
+    assert rotation_functions.rotate.build().get_user_function()(bad).status_code == 400
+
+
+def test_cli_rotate_prints_what_expires_when(
+    world: World, rotation_deps: Dependencies, azurite: Azurite, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env_file = world.write_env_file()
+    with env_file.open("a") as handle:
+        handle.write(f"AzureWebJobsStorage={azurite.connection_string}\n")
+    assert main(["rotate", "--env-file", str(env_file)]) == 0
+    out = capsys.readouterr().out
+    assert "✓ CreateCa" in out and "expires" in out and "next:" in out
+
+
+def test_key_vault_source_references_the_secret_without_a_version(
+    world: World, rotation_deps: Dependencies, azurite: Azurite, make_deps: Any, tmp_path: Any
+) -> None:
+    issuer = pki.new_ca("Key Vault issuer", now=T0, days=365, kind=pki.KeyKind.EC_P256)
+    issuer_path = tmp_path / "issuer.pem"
+    issuer_path.write_bytes(issuer.cert_pem)
+    deps = make_deps(
+        AzureWebJobsStorage=azurite.connection_string,
+        CLIENT_CERTIFICATE_SOURCE="keyvault",
+        KEYVAULT_CERT_SECRET_ID="https://contoso-kv.vault.azure.net/secrets/apim-client",
+        KEYVAULT_ISSUER_CA=str(issuer_path),
+    )
+    report = rotation_runner.rotate(deps)
+    assert not report.failed, report.to_text()
+    (entity,) = world.apim.certificates
+    assert world.apim.certificates[entity]["properties"]["keyVault"]["secretIdentifier"] == (
+        "https://contoso-kv.vault.azure.net/secrets/apim-client"
+    )
+    assert all(presented(world)[b] == [entity] for b in ingress_backends(world))
+    assert bundle_ca_ids(world) == [issuer.info.short_id]
+    assert [s["step"] for s in rotation_runner.rotate(deps).steps] == []
