@@ -72,12 +72,11 @@ def steps(report: RotationReport) -> list[str]:
 
 def presented(world: World) -> dict[str, list[str]]:
     """Backend id -> the certificate entity names its credentials reference."""
-    return {
-        backend_id: [
-            ref.rsplit("/", 1)[-1] for ref in (backend["properties"].get("credentials") or {}).get("certificateIds") or []
-        ]
-        for backend_id, backend in world.apim.backends.items()
-    }
+    shown = {}
+    for backend_id, backend in world.apim.backends.items():
+        references = (backend["properties"].get("credentials") or {}).get("certificateIds") or []
+        shown[backend_id] = [ref.rsplit("/", 1)[-1] for ref in references]
+    return shown
 
 
 def bundle_ca_ids(world: World) -> list[str]:
