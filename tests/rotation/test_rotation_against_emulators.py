@@ -6,7 +6,6 @@ import base64
 import json
 import logging
 import threading
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
@@ -20,75 +19,7 @@ from shared import pki, rotation_runner
 from shared.__main__ import main
 from shared.engine import Dependencies
 from shared.report import RotationReport
-from tests.conftest import ingress, service
-
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-BUNDLE = ("aks-apim-sync", "aks-apim-sync-client-ca")
-CA_STORE = ("aks-apim-sync", "aks-apim-sync-ca")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def rotation_deps(world: World, azurite: Azurite, make_deps: Any) -> Dependencies:
-    world.kube.apply(service("orders", mode="ingress", lb_ip=None))
-    world.kube.apply(ingress("orders", "shop", "orders.example.com", "orders"))
-    world.kube.apply(service("payments", mode="ingress", lb_ip=None))
-    world.kube.apply(ingress("payments", "shop", "payments.example.com", "payments"))
-    world.kube.apply(service("public-one"))
-    deps: Dependencies = make_deps(
-        AzureWebJobsStorage=azurite.connection_string, TRUST_PROPAGATION_SECONDS="60", CERT_GRACE_SECONDS="3600"
-    )
-    from shared import sync
-    from shared.scope import Scope
-
-    sync.run(Scope("aks-sandbox"), deps)
-    return deps
-
-
-def rotate(deps: Dependencies, clock: Clock, **options: Any) -> RotationReport:
-    report = rotation_runner.rotate(deps, clock=clock, **options)
-    assert not report.failed, report.to_text()
-    return report
-
-
-def steps(report: RotationReport) -> list[str]:
-    return [s["step"] for s in report.steps]
-
-
-def presented(world: World) -> dict[str, list[str]]:
-    """Backend id -> the certificate entity names its credentials reference."""
-    shown = {}
-    for backend_id, backend in world.apim.backends.items():
-        references = (backend["properties"].get("credentials") or {}).get("certificateIds") or []
-        shown[backend_id] = [ref.rsplit("/", 1)[-1] for ref in references]
-    return shown
-
-
-def bundle_ca_ids(world: World) -> list[str]:
-    secret = world.kube.get("Secret", *BUNDLE)
-    assert secret is not None
-    return [pki.cert_info(pem).short_id for pem in pki.split_pem_bundle(base64.b64decode(secret["data"]["ca.crt"]))]
-
-
-def ingress_backends(world: World) -> list[str]:
-    found = sorted(b for b in world.apim.backends if "-shop-orders-" in b or "-shop-payments-" in b)
-    assert len(found) == 2, "both ingress-mode Services have backends"
-    return found
+from tests.rotation.support import CA_STORE, T0, Clock, bundle_ca_ids, ingress_backends, presented, rotate, steps
 
 
 def test_first_run_sets_up_trust_and_uploads_then_the_next_switches_after_propagation(
