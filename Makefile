@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types unit bench clean
+NGINX := $(shell command -v nginx || ls /usr/sbin/nginx 2>/dev/null)
+
+.PHONY: demo test tools lint types unit bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +24,18 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+# Third-party servers the tests run for real: Azurite (npm, into ./node_modules) and nginx (Debian package).
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+tools: node_modules/.installed
+ifeq ($(NGINX),)
+	@if [ "$$(id -u)" = 0 ]; then apt-get install -y -q nginx >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q nginx >/dev/null); \
+	else echo "nginx is missing: sudo apt-get install nginx (the TLS rotation test needs it)"; fi
+endif
+
+unit: $(STAMP) tools
 	$(BIN)/python -m pytest
 
 test: lint types unit
@@ -32,4 +45,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.event_cost
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

@@ -219,6 +219,13 @@ class ApimEmulator(JsonServer):
 
     # -- certificates (PKCS#12 upload or a Key Vault reference; the PFX is kept as APIM keeps it) ----------
 
+    def put_certificate_directly(self, certificate_id: str, properties: dict[str, Any]) -> None:
+        """Seed a certificate entity as if someone else had uploaded it."""
+        with self.lock:
+            stored = self._stored_certificate(certificate_id, properties)
+            assert not isinstance(stored, Response), stored.body
+            self.certificates[certificate_id] = stored
+
     def certificate_pfx(self, certificate_id: str) -> tuple[bytes, str]:
         """What APIM holds for an uploaded certificate: the PFX and its password (it presents the key inside)."""
         with self.lock:

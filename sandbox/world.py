@@ -53,6 +53,7 @@ class World:
             "PUBLIC_AUTH_NAMED_VALUE": "aks-backend-token",
             "MAX_RETRY_WAIT_SECONDS": "5",
             "PERIODIC_RESYNC_SCHEDULE": "0 */5 * * * *",
+            "ROTATION_SCHEDULE": "0 0 3 * * *",
         }
 
     def write_env_file(self) -> Path:

@@ -200,6 +200,8 @@ class ApimSink:
             return False
         properties: dict[str, Any] = json.loads(json.dumps(dict(observed.raw_properties)))
         credentials = dict(properties.get("credentials") or {})
+        if [str(c).lower() for c in credentials.get("certificateIds") or []] == [c.lower() for c in certificate_ids]:
+            return True
         credentials["certificateIds"] = certificate_ids
         properties["credentials"] = credentials
         body = io.BytesIO(json.dumps({"properties": properties}).encode())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
@@ -67,6 +68,8 @@ class Dependencies:
     counter: RequestCounter = field(default_factory=RequestCounter)
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    """Certificate lifetimes are decided against it."""
 
 
 def annotation_context(settings: Settings) -> discovery.AnnotationContext:

@@ -8,14 +8,14 @@ PFX passwords are never logged, reported or put in an error message.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared import discovery, errors, rotation
 from shared.allowlist import AnnotationChoice, IngressNginxWriter
-from shared.engine import Dependencies, annotation_context, read_cluster, with_retries
+from shared.engine import ClusterView, Dependencies, annotation_context, read_cluster, with_retries
 from shared.model import BackendId, DesiredBackend, Mode, OwnerId
 from shared.report import RotationReport, RunError
 from shared.scope import Scope
@@ -30,10 +30,6 @@ OWNER_ANNOTATION = "apim-sync.io/owner"
 TRUSTED_PREFIX = "apim-sync.io/trusted-"
 MAX_STEPS = 12
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def policy_of(mtls: MtlsSettings) -> rotation.RotationPolicy:
@@ -61,8 +57,9 @@ def rotate(
     *,
     dry_run: bool = False,
     force: str | None = None,
-    clock: Callable[[], datetime] = utc_now,
+    clock: Callable[[], datetime] | None = None,
 ) -> RotationReport:
+    clock = clock or deps.wall_clock
     mtls = deps.settings.mtls
     if mtls.source is CertificateSource.NONE:
         return RotationReport(dry_run=dry_run, skipped="CLIENT_CERTIFICATE_SOURCE is none")
@@ -127,11 +124,14 @@ def _ours(secret: Mapping[str, Any] | None, owner: OwnerId, what: str) -> None:
         raise errors.OwnershipConflict(f"{what} exists but is not owned by '{owner}'; not touched")
 
 
-def read_world(deps: Dependencies) -> World:
+def _read_trust(
+    deps: Dependencies,
+) -> tuple[list[rotation.Ca], dict[str, tuple[bytes, bytes]], dict[str, datetime] | None, Any, Any]:
+    """The CAs (CA Secret), the bundle (bundle Secret) and the raw Secrets: two GETs."""
     from shared import pki
 
     mtls, owner = deps.settings.mtls, deps.settings.sync.owner_id
-    source, sink = deps.source, deps.sink
+    source = deps.source
     ca_secret = with_retries(deps, lambda: source.get_secret(mtls.namespace, mtls.ca_store))
     _ours(ca_secret, owner, f"Secret {mtls.namespace}/{mtls.ca_store}")
     ca_pems: dict[str, tuple[bytes, bytes]] = {}
@@ -154,9 +154,13 @@ def read_world(deps: Dependencies) -> World:
             ca_id = pki.cert_info(pem).short_id
             since = annotations.get(TRUSTED_PREFIX + ca_id)
             bundle[ca_id] = datetime.fromisoformat(since) if since else LONG_AGO
+    return cas, ca_pems, bundle, ca_secret, bundle_secret
 
+
+def _read_certificates(deps: Dependencies) -> list[rotation.ApimCertificate]:
+    owner = deps.settings.sync.owner_id
     certificates: list[rotation.ApimCertificate] = []
-    for entity in with_retries(deps, sink.list_certificates):
+    for entity in with_retries(deps, deps.sink.list_certificates):
         parsed = rotation.parse_certificate_id(owner, str(entity.get("name") or ""))
         if parsed is None:
             continue
@@ -164,7 +168,13 @@ def read_world(deps: Dependencies) -> World:
         certificates.append(
             rotation.ApimCertificate(str(entity["name"]), parsed[1], parsed[0], expires, str(entity.get("id") or ""))
         )
+    return certificates
 
+
+def read_world(deps: Dependencies) -> World:
+    owner = deps.settings.sync.owner_id
+    cas, ca_pems, bundle, ca_secret, bundle_secret = _read_trust(deps)
+    certificates = _read_certificates(deps)
     observed = with_retries(deps, deps.sink.list_backends)
     references = {
         backend_id: tuple(
@@ -184,8 +194,40 @@ def read_world(deps: Dependencies) -> World:
     return World(state, ca_pems, ca_secret, bundle_secret)
 
 
-def _ingress_backend_ids(deps: Dependencies) -> set[BackendId]:
-    services, ingresses = read_cluster(Scope(deps.settings.kube.cluster_name), deps)
+def ingress_backends_among(deps: Dependencies, cluster: ClusterView, backend_ids: Sequence[str]) -> list[BackendId]:
+    wanted = _ingress_backend_ids(deps, cluster)
+    return [BackendId(b) for b in backend_ids if b in wanted]
+
+
+def present_active_certificate(deps: Dependencies, backend_ids: Sequence[BackendId]) -> int:
+    """Give ingress backends that a sync just created or changed the certificate in use, without waiting for
+    the next rotation run. Reads the two Secrets and the certificate list, then one GET and PUT per backend.
+    Returns how many backends were pointed.
+    """
+    mtls, owner = deps.settings.mtls, deps.settings.sync.owner_id
+    if mtls.source is CertificateSource.NONE or not backend_ids:
+        return 0
+    if mtls.source is CertificateSource.KEYVAULT:
+        entity_id = f"{rotation.certificate_prefix(owner)}keyvault"
+        reference = f"{deps.settings.apim.service_id}/certificates/{entity_id}"
+        if not any(e.get("name") == entity_id for e in with_retries(deps, deps.sink.list_certificates)):
+            return 0
+    else:
+        cas, _, bundle, _, _ = _read_trust(deps)
+        state = rotation.RotationState(cas=tuple(cas), bundle=bundle, certificates=tuple(_read_certificates(deps)))
+        active = rotation.active_certificate(state, deps.wall_clock(), policy_of(mtls))
+        if active is None:
+            return 0
+        reference = active.resource_id or f"{deps.settings.apim.service_id}/certificates/{active.id}"
+    pointed = 0
+    for backend_id in backend_ids:
+        if with_retries(deps, lambda b=backend_id: deps.sink.set_backend_certificates(b, [reference], owner=owner)):  # type: ignore[misc]
+            pointed += 1
+    return pointed
+
+
+def _ingress_backend_ids(deps: Dependencies, cluster: ClusterView | None = None) -> set[BackendId]:
+    services, ingresses = cluster or read_cluster(Scope(deps.settings.kube.cluster_name), deps)
     context = annotation_context(deps.settings)
     routes = [route for ingress in ingresses for route in ingress.routes]
     wanted: set[BackendId] = set()

@@ -14,6 +14,7 @@ from shared.errors import SyncError
 from shared.model import BackendId, Reason
 from shared.report import Report
 from shared.scope import Scope
+from shared.settings import CertificateSource
 
 
 class Steps(StrEnum):
@@ -42,7 +43,27 @@ def run(
         report = engine.reconcile(
             scope, deps, dry_run=dry_run, allow_mass_delete=allow_mass_delete, backend_hints=backend_hints, cluster=cluster
         )
+    if not dry_run and deps.settings.mtls.source is not CertificateSource.NONE:
+        report = _present_certificate(report, deps, cluster)
     if steps is not Steps.BACKENDS:
         report = replace(report, allowlists=allowlist_runner.refresh(deps, scope=scope, dry_run=dry_run, cluster=cluster))
     requests = deps.counter.delta(requests_before, deps.counter.snapshot())
     return replace(report, duration_ms=int((deps.monotonic() - started) * 1000), requests=requests)
+
+
+def _present_certificate(report: Report, deps: engine.Dependencies, cluster: engine.ClusterView) -> Report:
+    """New ingress backends present the client certificate in use at once, not at the next rotation run."""
+    created = [c["id"] for c in report.changes if c["action"] == "create" and c["outcome"] == "applied"]
+    if not created:
+        return report
+    from shared import rotation_runner  # cryptography: loaded only when there is something to present
+
+    try:
+        ingress = rotation_runner.ingress_backends_among(deps, cluster, created)
+        pointed = rotation_runner.present_active_certificate(deps, ingress)
+    except SyncError as error:
+        note = f"new ingress backends got no client certificate yet ({error}); the next rotation run gives it"
+        return replace(report, notes=(*report.notes, note))
+    if not pointed:
+        return report
+    return replace(report, notes=(*report.notes, f"{pointed} new ingress backend(s) present the client certificate in use"))

@@ -76,6 +76,9 @@ def test_address_change_updates_the_backend_and_keeps_fields_set_by_others(world
     deps = make_deps()
     engine.reconcile(EVERYTHING, deps)
     stored = world.apim.backends[backend_id("orders")]["properties"]
+    world.apim.put_certificate_directly(
+        "apim-client-1", {"keyVault": {"secretIdentifier": "https://kv.vault.azure.net/secrets/c"}}
+    )
     stored["credentials"]["certificateIds"] = ["/subscriptions/x/certificates/apim-client-1"]
     stored["circuitBreaker"] = {"rules": [{"name": "trip", "tripDuration": "PT1M"}]}
     world.kube.apply(service("orders", lb_ip="52.9.9.9"))

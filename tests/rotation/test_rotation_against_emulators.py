@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import threading
@@ -200,3 +201,24 @@ def test_key_vault_source_references_the_secret_without_a_version(
     assert all(presented(world)[b] == [entity] for b in ingress_backends(world))
     assert bundle_ca_ids(world) == [issuer.info.short_id]
     assert [s["step"] for s in rotation_runner.rotate(deps).steps] == []
+
+
+def test_a_new_ingress_service_presents_the_certificate_in_use_at_its_first_sync(
+    world: World, rotation_deps: Dependencies, clock: Clock
+) -> None:
+    from shared import sync
+    from shared.scope import Scope
+    from tests.conftest import ingress, service
+
+    rotate(rotation_deps, clock)
+    clock.advance(minutes=2)
+    rotate(rotation_deps, clock)
+    (certificate,) = world.apim.certificates
+    world.kube.apply(service("catalog", mode="ingress", lb_ip=None))
+    world.kube.apply(ingress("catalog", "shop", "catalog.example.com", "catalog"))
+
+    report = sync.run(Scope("aks-sandbox", "shop", "catalog"), dataclasses.replace(rotation_deps, wall_clock=clock))
+
+    (catalog,) = [b for b in world.apim.backends if "-shop-catalog-" in b]
+    assert presented(world)[catalog] == [certificate]
+    assert "1 new ingress backend(s) present the client certificate in use" in report.notes
