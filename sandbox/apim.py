@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from sandbox.apim_apis import ApiStore
 from sandbox.httpbase import JsonServer, Request, Response
 from sandbox.tls import TlsFiles
 
@@ -46,6 +47,8 @@ class ApimEmulator(JsonServer):
         self.route("GET", _SERVICE + r"/backends", self._list_backends)
         for method in ("GET", "HEAD", "PUT", "PATCH", "DELETE"):
             self.route(method, _SERVICE + r"/backends/(?P<id>[^/]+)", self._backend)
+        self.api_side = ApiStore(self, arm_error)
+        self.api_side.install(_SERVICE)
         self.route("GET", _SERVICE + r"/certificates", self._list_certificates)
         for method in ("GET", "HEAD", "PUT", "DELETE"):
             self.route(method, _SERVICE + r"/certificates/(?P<id>[^/]+)", self._certificate)
@@ -88,6 +91,7 @@ class ApimEmulator(JsonServer):
         with self.lock:
             self.backends.clear()
             self.certificates.clear()
+            self.api_side.reset()
             self.named_values.clear()
             self.operations.clear()
             self.faults.clear()
@@ -99,6 +103,15 @@ class ApimEmulator(JsonServer):
         """Seed a backend as if someone else had created it (portal, another tool)."""
         with self.lock:
             self.backends[backend_id] = self._stored_backend(backend_id, properties)
+
+    def new_etag(self) -> str:
+        return self._new_etag()
+
+    def checked(self, request: Request, match: re.Match[str]) -> Response | None:
+        return self._check(request, match)
+
+    def paged(self, request: Request, items: list[dict[str, Any]], shown: Callable[[dict[str, Any]], dict[str, Any]]) -> Response:
+        return self._paged(request, items, shown)
 
     def _new_etag(self) -> str:
         return f'"AAAAAAA{next(self._etags):05d}="'
@@ -392,12 +405,20 @@ class ApimEmulator(JsonServer):
         if operation["polls_left"] > 0:
             operation["polls_left"] -= 1
             return Response(200, {"id": match["op"], "status": "InProgress"}, {"Retry-After": "0"})
-        kind, entity_id = operation["target"]
-        getattr(self, "named_values" if kind == "namedValues" else kind)[entity_id] = operation["result"]
+        self._complete(operation)
         return Response(200, {"id": match["op"], "status": "Succeeded"})
+
+    def _complete(self, operation: dict[str, Any]) -> None:
+        _kind, entity_id = operation["target"]
+        store: dict[str, Any] = operation.get("store") or self.named_values
+        store[entity_id] = operation["result"]
 
     def _operation_result(self, request: Request, match: re.Match[str]) -> Response:
         operation = self.operations.get(match["op"])
-        if operation is None or operation["polls_left"] > 0:
+        if operation is None:
+            return arm_error(404, "NotFound", "Operation not found.")
+        if operation["polls_left"] > 0:
+            operation["polls_left"] -= 1
             return Response(202, None, {"Retry-After": "0", "Location": f"{self.url}{request.path}?api-version={API_VERSION}"})
+        self._complete(operation)
         return Response(200, self._public_named_value(operation["result"]))

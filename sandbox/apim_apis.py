@@ -1,0 +1,304 @@
+"""The API side of the APIM emulator: APIs, operations, policies, tags and product links (2024-05-01).
+
+As APIM answers them: API ids and paths are unique (a second API on a used path is a 409 ... here, as in
+APIM, a 400 ValidationError), an API PUT may answer 202 and be polled to the end, operations need every
+`{parameter}` of their URL template declared, policies are stored as given (rawxml) and must be XML,
+tags are assigned by PUT and listed with /apisByTags, and an API is deleted with its operations.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sandbox.httpbase import Request, Response
+
+if TYPE_CHECKING:
+    from sandbox.apim import ApimEmulator
+
+_API_ID = re.compile(r"^[^*#&+:<>?]{1,256}$")
+_TEMPLATE_PARAMETER = re.compile(r"\{([^}]+)\}")
+
+
+class ApiStore:
+    def __init__(self, emulator: ApimEmulator, error: Callable[..., Response]) -> None:
+        self.emulator = emulator
+        self.error = error
+        self.apis: dict[str, dict[str, Any]] = {}
+        self.operations: dict[tuple[str, str], dict[str, Any]] = {}
+        self.api_policies: dict[str, str] = {}
+        self.operation_policies: dict[tuple[str, str], str] = {}
+        self.tags: dict[str, dict[str, Any]] = {}
+        self.api_tags: set[tuple[str, str]] = set()
+        self.products: dict[str, dict[str, Any]] = {}
+        self.product_apis: set[tuple[str, str]] = set()
+
+    def reset(self) -> None:
+        for store in (self.apis, self.operations, self.api_policies, self.operation_policies, self.tags, self.products):
+            store.clear()
+        self.api_tags.clear()
+        self.product_apis.clear()
+
+    def install(self, service: str) -> None:
+        route = self.emulator.route
+        route("GET", service + r"/apis", self._list_apis)
+        route("GET", service + r"/apisByTags", self._apis_by_tags)
+        for method in ("GET", "PUT", "DELETE"):
+            route(method, service + r"/apis/(?P<api>[^/]+)", self._api)
+            route(method, service + r"/apis/(?P<api>[^/]+)/operations/(?P<op>[^/]+)", self._operation)
+            route(method, service + r"/apis/(?P<api>[^/]+)/policies/policy", self._api_policy)
+            route(method, service + r"/apis/(?P<api>[^/]+)/operations/(?P<op>[^/]+)/policies/policy", self._operation_policy)
+            route(method, service + r"/tags/(?P<tag>[^/]+)", self._tag)
+            route(method, service + r"/apis/(?P<api>[^/]+)/tags/(?P<tag>[^/]+)", self._api_tag)
+            route(method, service + r"/products/(?P<product>[^/]+)", self._product)
+            route(method, service + r"/products/(?P<product>[^/]+)/apis/(?P<api>[^/]+)", self._product_api)
+        route("GET", service + r"/apis/(?P<api>[^/]+)/operations", self._list_operations)
+        route("GET", service + r"/products/(?P<product>[^/]+)/apis", self._list_product_apis)
+        route("HEAD", service + r"/products/(?P<product>[^/]+)/apis/(?P<api>[^/]+)", self._product_api)
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    def _entity(self, kind: str, path: str, name: str, properties: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": f"{self.emulator.service_id}/{path}",
+            "type": f"Microsoft.ApiManagement/service/{kind}",
+            "name": name,
+            "properties": properties,
+            "_etag": self.emulator.new_etag(),
+        }
+
+    def _shown(self, entity: dict[str, Any]) -> dict[str, Any]:
+        return {k: copy.deepcopy(v) for k, v in entity.items() if not k.startswith("_")}
+
+    def _ok(self, entity: dict[str, Any], created: bool) -> Response:
+        return Response(201 if created else 200, self._shown(entity), {"ETag": entity["_etag"]})
+
+    # -- APIs ----------------------------------------------------------------------------------------------
+
+    def _list_apis(self, request: Request, match: re.Match[str]) -> Response:
+        found = [a for _, a in sorted(self.apis.items())]
+        return self.emulator.checked(request, match) or self.emulator.paged(request, found, self._shown)
+
+    def _apis_by_tags(self, request: Request, match: re.Match[str]) -> Response:
+        problem = self.emulator.checked(request, match)
+        if problem:
+            return problem
+        wanted = re.search(r"tag/name eq '([^']+)'", request.query.get("$filter", ""))
+        rows = [
+            {"tag": self._shown(self.tags[tag_id]), "api": self._shown(self.apis[api_id])}
+            for api_id, tag_id in sorted(self.api_tags)
+            if api_id in self.apis and (wanted is None or self.tags[tag_id]["properties"]["displayName"] == wanted[1])
+        ]
+        return self.emulator.paged(request, rows, lambda row: row)
+
+    def _api(self, request: Request, match: re.Match[str]) -> Response:
+        problem = self.emulator.checked(request, match)
+        if problem:
+            return problem
+        api_id = match["api"]
+        existing = self.apis.get(api_id)
+        if request.method == "GET":
+            return self._ok(existing, False) if existing else self.error(404, "ResourceNotFound", "Api not found.")
+        if request.method == "DELETE":
+            if existing is None:
+                return Response(204)
+            del self.apis[api_id]
+            for key in [k for k in self.operations if k[0] == api_id]:
+                del self.operations[key]
+                self.operation_policies.pop(key, None)
+            self.api_policies.pop(api_id, None)
+            self.api_tags = {(a, t) for a, t in self.api_tags if a != api_id}
+            self.product_apis = {(p, a) for p, a in self.product_apis if a != api_id}
+            return Response(200)
+        if not _API_ID.match(api_id):
+            return self.error(400, "ValidationError", "API identifier is not valid.")
+        if_match = request.headers.get("if-match")
+        if existing is not None and if_match and if_match != "*" and if_match != existing["_etag"]:
+            return self.error(412, "PreconditionFailed", "The entity has been modified since it was last retrieved.")
+        properties = (request.json() or {}).get("properties") or {}
+        path = properties.get("path")
+        if path is None:
+            return self.error(400, "ValidationError", "'path' is required.")
+        if not properties.get("displayName"):
+            return self.error(400, "ValidationError", "'displayName' is required.")
+        wanted_path = str(path).strip("/")
+        taken = [a for a, api in self.apis.items() if a != api_id and api["properties"]["path"].strip("/") == wanted_path]
+        if taken:
+            return self.error(
+                400, "ValidationError", f"Cannot create API '{api_id}' with the same path '{path}' as API '{taken[0]}'."
+            )
+        stored = {
+            "apiRevision": "1",
+            "isCurrent": True,
+            "subscriptionRequired": True,
+            "protocols": ["https"],
+            "type": "http",
+            **(copy.deepcopy(existing["properties"]) if existing else {}),
+            **properties,
+        }
+        entity = self._entity("apis", f"apis/{api_id}", api_id, stored)
+        operation = str(uuid.uuid4())
+        # APIM answers an API PUT 202 with a Location to poll (as the SDK's begin_create_or_update expects).
+        self.emulator.operations[operation] = {"polls_left": 1, "result": entity, "target": ("apis", api_id), "store": self.apis}
+        location = f"{self.emulator.url}/operationResults/{operation}?api-version=2024-05-01"
+        return Response(202, None, {"Location": location, "Retry-After": "0"})
+
+    # -- operations ----------------------------------------------------------------------------------------
+
+    def _list_operations(self, request: Request, match: re.Match[str]) -> Response:
+        problem = self.emulator.checked(request, match)
+        if problem:
+            return problem
+        if match["api"] not in self.apis:
+            return self.error(404, "ResourceNotFound", "Api not found.")
+        found = [o for (a, _), o in sorted(self.operations.items()) if a == match["api"]]
+        return self.emulator.paged(request, found, self._shown)
+
+    def _operation(self, request: Request, match: re.Match[str]) -> Response:
+        problem = self.emulator.checked(request, match)
+        if problem:
+            return problem
+        key = (match["api"], match["op"])
+        if match["api"] not in self.apis:
+            return self.error(404, "ResourceNotFound", "Api not found.")
+        existing = self.operations.get(key)
+        if request.method == "GET":
+            return self._ok(existing, False) if existing else self.error(404, "ResourceNotFound", "Operation not found.")
+        if request.method == "DELETE":
+            self.operations.pop(key, None)
+            self.operation_policies.pop(key, None)
+            return Response(200 if existing else 204)
+        properties = (request.json() or {}).get("properties") or {}
+        for name in ("displayName", "method", "urlTemplate"):
+            if not properties.get(name):
+                return self.error(400, "ValidationError", f"'{name}' is required.")
+        declared = {p.get("name") for p in properties.get("templateParameters") or []}
+        missing = [p for p in _TEMPLATE_PARAMETER.findall(properties["urlTemplate"]) if p not in declared]
+        if missing:
+            return self.error(400, "ValidationError", f"Template parameter '{missing[0]}' is not defined in templateParameters.")
+        entity = self._entity("apis/operations", f"apis/{key[0]}/operations/{key[1]}", key[1], copy.deepcopy(properties))
+        self.operations[key] = entity
+        return self._ok(entity, existing is None)
+
+    # -- policies ------------------------------------------------------------------------------------------
+
+    def _policy(self, request: Request, match: re.Match[str], store: dict[Any, str], key: Any, path: str) -> Response:
+        problem = self.emulator.checked(request, match)
+        if problem:
+            return problem
+        if request.method == "GET":
+            if key not in store:
+                return self.error(404, "ResourceNotFound", "Policy not found.")
+            kind = "Microsoft.ApiManagement/service/apis/policies"
+            body = {"id": f"{self.emulator.service_id}/{path}", "type": kind, "name": "policy"}
+            return Response(200, {**body, "properties": {"format": "rawxml", "value": store[key]}}, {"ETag": '"policy"'})
+        if request.method == "DELETE":
+            store.pop(key, None)
+            return Response(200)
+        properties = (request.json() or {}).get("properties") or {}
+        value = properties.get("value") or ""
+        try:
+            ET.fromstring(value)  # noqa: S314 - our own test input
+        except ET.ParseError as exc:
+            return self.error(400, "ValidationError", f"The policy is not valid XML: {exc}")
+        created = key not in store
+        store[key] = value
+        return Response(201 if created else 200, {"name": "policy", "properties": {"format": "rawxml", "value": value}})
+
+    def _api_policy(self, request: Request, match: re.Match[str]) -> Response:
+        if match["api"] not in self.apis:
+            return self.error(404, "ResourceNotFound", "Api not found.")
+        return self._policy(request, match, self.api_policies, match["api"], f"apis/{match['api']}/policies/policy")
+
+    def _operation_policy(self, request: Request, match: re.Match[str]) -> Response:
+        key = (match["api"], match["op"])
+        if key not in self.operations:
+            return self.error(404, "ResourceNotFound", "Operation not found.")
+        path = f"apis/{key[0]}/operations/{key[1]}/policies/policy"
+        return self._policy(request, match, self.operation_policies, key, path)  # type: ignore[arg-type]
+
+    # -- tags and products ---------------------------------------------------------------------------------
+
+    def _tag(self, request: Request, match: re.Match[str]) -> Response:
+        problem = self.emulator.checked(request, match)
+        if problem:
+            return problem
+        tag_id = match["tag"]
+        existing = self.tags.get(tag_id)
+        if request.method == "GET":
+            return self._ok(existing, False) if existing else self.error(404, "ResourceNotFound", "Tag not found.")
+        if request.method == "DELETE":
+            self.tags.pop(tag_id, None)
+            return Response(200)
+        properties = (request.json() or {}).get("properties") or {}
+        if not properties.get("displayName"):
+            return self.error(400, "ValidationError", "'displayName' is required.")
+        entity = self._entity("tags", f"tags/{tag_id}", tag_id, {"displayName": properties["displayName"]})
+        self.tags[tag_id] = entity
+        return self._ok(entity, existing is None)
+
+    def _api_tag(self, request: Request, match: re.Match[str]) -> Response:
+        problem = self.emulator.checked(request, match)
+        if problem:
+            return problem
+        key = (match["api"], match["tag"])
+        if match["api"] not in self.apis or match["tag"] not in self.tags:
+            return self.error(404, "ResourceNotFound", "Api or tag not found.")
+        if request.method == "GET":
+            if key not in self.api_tags:
+                return self.error(404, "ResourceNotFound", "Tag not assigned.")
+            return self._ok(self.tags[key[1]], False)
+        if request.method == "DELETE":
+            self.api_tags.discard(key)
+            return Response(200)
+        created = key not in self.api_tags
+        self.api_tags.add(key)
+        return self._ok(self.tags[key[1]], created)
+
+    def _product(self, request: Request, match: re.Match[str]) -> Response:
+        problem = self.emulator.checked(request, match)
+        if problem:
+            return problem
+        product_id = match["product"]
+        existing = self.products.get(product_id)
+        if request.method == "GET":
+            return self._ok(existing, False) if existing else self.error(404, "ResourceNotFound", "Product not found.")
+        if request.method == "DELETE":
+            self.products.pop(product_id, None)
+            return Response(200)
+        properties = (request.json() or {}).get("properties") or {}
+        if not properties.get("displayName"):
+            return self.error(400, "ValidationError", "'displayName' is required.")
+        stored = {"subscriptionRequired": True, "approvalRequired": False, "state": "notPublished", **properties}
+        entity = self._entity("products", f"products/{product_id}", product_id, stored)
+        self.products[product_id] = entity
+        return self._ok(entity, existing is None)
+
+    def _list_product_apis(self, request: Request, match: re.Match[str]) -> Response:
+        problem = self.emulator.checked(request, match)
+        if problem:
+            return problem
+        found = [self.apis[a] for p, a in sorted(self.product_apis) if p == match["product"] and a in self.apis]
+        return self.emulator.paged(request, found, self._shown)
+
+    def _product_api(self, request: Request, match: re.Match[str]) -> Response:
+        problem = self.emulator.checked(request, match)
+        if problem:
+            return problem
+        key = (match["product"], match["api"])
+        if match["product"] not in self.products:
+            return self.error(404, "ResourceNotFound", "Product not found.")
+        if match["api"] not in self.apis:
+            return self.error(404, "ResourceNotFound", "Api not found.")
+        if request.method in ("GET", "HEAD"):
+            return Response(204) if key in self.product_apis else self.error(404, "ResourceNotFound", "Api not in product.")
+        if request.method == "DELETE":
+            self.product_apis.discard(key)
+            return Response(200)
+        created = key not in self.product_apis
+        self.product_apis.add(key)
+        return self._ok(self.apis[match["api"]], created)
