@@ -78,6 +78,15 @@ def seed(world: World) -> None:
             ip="20.50.1.12",
         )
     )
+    # Fig. 1 of the guidance: operations on one resource split across Services, published as one API.
+    api = {
+        "apim-sync.io/mode": "public",
+        "apim-sync.io/api-id": "orders",
+        "apim-sync.io/api-display-name": "Orders",
+        **DENY_ALL_EXCEPT,
+    }
+    kube.apply(_service("order-reader", "shop", {**api, "apim-sync.io/operations": "GET /orders/{id}"}, ip="20.50.1.20"))
+    kube.apply(_service("order-writer", "shop", {**api, "apim-sync.io/operations": "POST /orders"}, ip="20.50.1.21"))
     world.apim.put_backend_directly(
         "payments", {"url": "https://payments.legacy.example", "protocol": "http", "description": "Created by hand in the portal"}
     )
@@ -116,6 +125,11 @@ def _print_report(title: str, report: dict[str, Any]) -> None:
         print(f"  ! {warning['object']} ({warning['reason']}): {warning['message']}")
     if allowlists.get("error"):
         print(f"  x allow-lists ({allowlists['error']['reason']}): {allowlists['error']['message']}")
+    for change in (report.get("apis") or {}).get("changes", []):
+        target = f" {change['target']}" if change.get("target") else ""
+        print(f"  {change['action']} {change['kind']} {change['api']}{target} -> {change['outcome']}")
+    for problem in (report.get("apis") or {}).get("problems", []):
+        print(f"  ! {problem['object']} ({problem['reason']}): {problem['message']}")
     print(f"  counts: {json.dumps(report['counts'])}")
     print(f"  requests: {json.dumps(report['requests'])}, {report['duration_ms']} ms")
 
@@ -130,6 +144,7 @@ def demo() -> int:
         print("\n== APIM backends now")
         for backend_id, backend in sorted(world.apim.backends.items()):
             print(f"  {backend_id:40} {backend['properties']['url']}")
+        _print_apis(world)
         world.apim.clear_log()
         world.kube.clear_log()
         second = _resync_via_handler()
@@ -140,6 +155,22 @@ def demo() -> int:
         return 0 if writes == 0 and first["http_status"] == 200 and followed else 1
     finally:
         world.stop()
+
+
+def _print_apis(world: World) -> None:
+    from shared import apis
+
+    store = world.apim.api_side
+    print("\n== APIM APIs now (each operation and the backend its policy routes to)")
+    for api_id, api in sorted(store.apis.items()):
+        properties = api["properties"]
+        print(f"  API {api_id} /{properties['path']}  subscription required: {properties['subscriptionRequired']}")
+        for (owner, op_id), operation in sorted(store.operations.items()):
+            if owner == api_id:
+                routed = apis.policy_backend(store.operation_policies.get((api_id, op_id))) or apis.policy_backend(
+                    store.api_policies.get(api_id)
+                )
+                print(f"    {operation['properties']['method']:6} {operation['properties']['urlTemplate']:18} -> {routed}")
 
 
 def _event_driven_change(world: World) -> bool:

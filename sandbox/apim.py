@@ -410,7 +410,7 @@ class ApimEmulator(JsonServer):
 
     def _complete(self, operation: dict[str, Any]) -> None:
         _kind, entity_id = operation["target"]
-        store: dict[str, Any] = operation.get("store") or self.named_values
+        store: dict[str, Any] = operation.get("store", self.named_values)
         store[entity_id] = operation["result"]
 
     def _operation_result(self, request: Request, match: re.Match[str]) -> Response:

@@ -1,7 +1,7 @@
 """The API side of the APIM emulator: APIs, operations, policies, tags and product links (2024-05-01).
 
-As APIM answers them: API ids and paths are unique (a second API on a used path is a 409 ... here, as in
-APIM, a 400 ValidationError), an API PUT may answer 202 and be polled to the end, operations need every
+As APIM answers them: API ids and paths are unique (a second API on a used path is a 400 ValidationError),
+an API PUT is long-running and polled to the end, operations need every
 `{parameter}` of their URL template declared, policies are stored as given (rawxml) and must be XML,
 tags are assigned by PUT and listed with /apisByTags, and an API is deleted with its operations.
 """
@@ -57,6 +57,7 @@ class ApiStore:
             route(method, service + r"/products/(?P<product>[^/]+)", self._product)
             route(method, service + r"/products/(?P<product>[^/]+)/apis/(?P<api>[^/]+)", self._product_api)
         route("GET", service + r"/apis/(?P<api>[^/]+)/operations", self._list_operations)
+        route("GET", service + r"/products", self._list_products)
         route("GET", service + r"/products/(?P<product>[^/]+)/apis", self._list_product_apis)
         route("HEAD", service + r"/products/(?P<product>[^/]+)/apis/(?P<api>[^/]+)", self._product_api)
 
@@ -89,7 +90,14 @@ class ApiStore:
             return problem
         wanted = re.search(r"tag/name eq '([^']+)'", request.query.get("$filter", ""))
         rows = [
-            {"tag": self._shown(self.tags[tag_id]), "api": self._shown(self.apis[api_id])}
+            {
+                "tag": {"id": self.tags[tag_id]["id"], "name": self.tags[tag_id]["properties"]["displayName"]},
+                "api": {
+                    "id": self.apis[api_id]["id"],
+                    "name": self.apis[api_id]["properties"]["displayName"],
+                    "path": self.apis[api_id]["properties"]["path"],
+                },
+            }
             for api_id, tag_id in sorted(self.api_tags)
             if api_id in self.apis and (wanted is None or self.tags[tag_id]["properties"]["displayName"] == wanted[1])
         ]
@@ -113,7 +121,7 @@ class ApiStore:
             self.api_policies.pop(api_id, None)
             self.api_tags = {(a, t) for a, t in self.api_tags if a != api_id}
             self.product_apis = {(p, a) for p, a in self.product_apis if a != api_id}
-            return Response(200)
+            return Response(204)  # the SDK's begin_delete takes 202 or 204
         if not _API_ID.match(api_id):
             return self.error(400, "ValidationError", "API identifier is not valid.")
         if_match = request.headers.get("if-match")
@@ -142,10 +150,21 @@ class ApiStore:
         }
         entity = self._entity("apis", f"apis/{api_id}", api_id, stored)
         operation = str(uuid.uuid4())
-        # APIM answers an API PUT 202 with a Location to poll (as the SDK's begin_create_or_update expects).
+        # As the SDK's begin_create_or_update expects (200/201 first, then polling): the entity, with an
+        # Azure-AsyncOperation to poll; it is visible once the operation has succeeded.
         self.emulator.operations[operation] = {"polls_left": 1, "result": entity, "target": ("apis", api_id), "store": self.apis}
-        location = f"{self.emulator.url}/operationResults/{operation}?api-version=2024-05-01"
-        return Response(202, None, {"Location": location, "Retry-After": "0"})
+        base = self.emulator.url
+        status_url = (
+            f"{base}/subscriptions/{self.emulator.subscription_id}/providers/Microsoft.ApiManagement/locations/westeurope/"
+            f"operationsStatuses/{operation}?api-version=2024-05-01"
+        )
+        headers = {
+            "Azure-AsyncOperation": status_url,
+            "Location": f"{base}/operationResults/{operation}?api-version=2024-05-01",
+            "Retry-After": "0",
+            "ETag": entity["_etag"],
+        }
+        return Response(200 if existing else 201, self._shown(entity), headers)
 
     # -- operations ----------------------------------------------------------------------------------------
 
@@ -277,6 +296,10 @@ class ApiStore:
         entity = self._entity("products", f"products/{product_id}", product_id, stored)
         self.products[product_id] = entity
         return self._ok(entity, existing is None)
+
+    def _list_products(self, request: Request, match: re.Match[str]) -> Response:
+        found = [p for _, p in sorted(self.products.items())]
+        return self.emulator.checked(request, match) or self.emulator.paged(request, found, self._shown)
 
     def _list_product_apis(self, request: Request, match: re.Match[str]) -> Response:
         problem = self.emulator.checked(request, match)

@@ -56,13 +56,36 @@ def handle_event(raw: Mapping[str, Any], deps: engine.Dependencies) -> EventResu
     if isinstance(action, events.Acknowledge):
         return EventResult(event_id, name, action.why, notable=action.notable)
     if isinstance(action, events.ReconcileScope):
-        return _reconcile(event_id, name, action.why, action.scope, deps, action.backend_hints)
+        return _reconcile(event_id, name, action.why, action.scope, deps, action.backend_hints, action.api_hints)
     if isinstance(action, events.RefreshAllowLists):
         cluster = Scope(deps.settings.kube.cluster_name)
         return EventResult(event_id, name, action.why, report=sync.run(cluster, deps, steps=sync.Steps.ALLOWLIST))
     if isinstance(action, events.RecheckBackend):
         return _recheck_backend(event_id, name, action, deps)
-    return EventResult(event_id, name, f"{action.why}; APIs are not managed by aks-apim-sync yet, nothing to repair")
+    return _recheck_api(event_id, name, action, deps)
+
+
+def _recheck_api(event_id: str, name: str, action: events.RecheckApi, deps: engine.Dependencies) -> EventResult:
+    """An API changed in APIM (portal, another tool): ours -> reconcile its namespace; gone -> a cluster-wide run."""
+    from shared import apis
+    from shared.apim_apis import ApimApis
+
+    cluster = deps.settings.kube.cluster_name
+    if not deps.settings.apis.enabled:
+        return EventResult(event_id, "Acknowledge", f"{action.why}; APIS_ENABLED is false")
+    sink: Any = deps.sink
+    try:
+        observed = engine.with_retries(deps, lambda: ApimApis(sink).observe(action.api_id, tagged=True, products=[]))
+    except SyncError as error:
+        return EventResult(event_id, name, action.why, report=engine.failed_report(Scope(cluster), error))
+    if observed is None:
+        return _reconcile(event_id, name, f"{action.why}: gone, so a cluster-wide run decides", Scope(cluster), deps)
+    mark = apis.parse_api_mark(observed.description)
+    if mark is None or mark[0] != deps.settings.sync.owner_id:
+        return EventResult(event_id, "Acknowledge", f"{action.why}: not owned by this deployment, left alone")
+    return _reconcile(
+        event_id, name, f"{action.why}: owned, namespace {mark[1]} decides", Scope(cluster, namespace=mark[1]), deps
+    )
 
 
 def _reconcile(
@@ -72,8 +95,9 @@ def _reconcile(
     scope: Scope,
     deps: engine.Dependencies,
     hints: frozenset[Any] = frozenset(),
+    api_hints: frozenset[str] = frozenset(),
 ) -> EventResult:
-    return EventResult(event_id, name, why, report=sync.run(scope, deps, backend_hints=hints))
+    return EventResult(event_id, name, why, report=sync.run(scope, deps, backend_hints=hints, api_hints=api_hints))
 
 
 def _recheck_backend(event_id: str, name: str, action: events.RecheckBackend, deps: engine.Dependencies) -> EventResult:

@@ -82,6 +82,7 @@ class ReconcileScope:
     scope: Scope
     why: str
     backend_hints: frozenset[BackendId] = field(default=frozenset())
+    api_hints: frozenset[str] = field(default=frozenset())
 
 
 @dataclass(frozen=True)
@@ -188,9 +189,8 @@ def _watcher_event(event: Envelope, ctx: EventContext) -> Action:
     if matched["cluster"] != ctx.cluster:
         return Acknowledge(f"cluster '{_shown(matched['cluster'])}' is not this deployment's cluster '{ctx.cluster}'")
     scope = Scope(ctx.cluster, namespace=matched["namespace"], service=matched["name"])
-    return ReconcileScope(
-        scope, why=f"Service {matched['namespace']}/{matched['name']} changed", backend_hints=_hints(event.data)
-    )
+    why = f"Service {matched['namespace']}/{matched['name']} changed"
+    return ReconcileScope(scope, why=why, backend_hints=_hints(event.data), api_hints=_api_hints(event.data))
 
 
 def _hints(data: Any) -> frozenset[BackendId]:
@@ -202,6 +202,14 @@ def _hints(data: Any) -> frozenset[BackendId]:
     if not isinstance(listed, list):
         return frozenset()
     return frozenset(BackendId(item) for item in listed[:8] if isinstance(item, str) and id_problem(item) is None)
+
+
+def _api_hints(data: Any) -> frozenset[str]:
+    """API ids the Service claimed before it changed: its part of them may need removing. Only a hint."""
+    listed = data.get("apiIds") if isinstance(data, Mapping) else None
+    if not isinstance(listed, list):
+        return frozenset()
+    return frozenset(item for item in listed[:8] if isinstance(item, str) and id_problem(item) is None)
 
 
 def _apim_event(event: Envelope, ctx: EventContext) -> Action:

@@ -240,6 +240,21 @@ class KubeSource:
         body: dict[str, Any] = json.loads(raw.data)
         return body
 
+    def get_configmap_value(self, namespace: str, name: str, key: str) -> str | None:
+        """One key of a ConfigMap; None when the ConfigMap or the key does not exist."""
+        try:
+            with _translated(f"ConfigMap {namespace}/{name}"):
+                response = self._core.read_namespaced_config_map(
+                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                )
+        except errors.RemoteRejected as exc:
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
+                return None
+            raise
+        raw: Any = response
+        value = (json.loads(raw.data).get("data") or {}).get(key)
+        return str(value) if value is not None else None
+
     def create_secret(self, namespace: str, body: dict[str, Any]) -> None:
         """Create; a Secret that appeared meanwhile is a 409 ConcurrentEdit, so the caller re-reads."""
         with _translated(f"Secret {namespace}/{body['metadata']['name']}"):

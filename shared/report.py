@@ -54,23 +54,25 @@ class Report:
     duration_ms: int = 0
     requests: Mapping[str, int] = field(default_factory=dict)
     allowlists: AllowListReport | None = None
+    apis: ApisReport | None = None
 
     @property
     def failed(self) -> bool:
         backends_failed = bool(self.run_errors) or any(c["outcome"] == "failed" for c in self.changes)
-        return backends_failed or (self.allowlists is not None and self.allowlists.failed)
+        steps_failed = any(s is not None and s.failed for s in (self.allowlists, self.apis))
+        return backends_failed or steps_failed
 
     @property
     def retryable(self) -> bool:
         """True when every failure is transient, so a later attempt of the whole run can succeed."""
         failed_changes = [c for c in self.changes if c["outcome"] == "failed"]
-        allowlists_failed = self.allowlists is not None and self.allowlists.failed
-        if not self.run_errors and not failed_changes and not allowlists_failed:
+        failed_steps = [s for s in (self.allowlists, self.apis) if s is not None and s.failed]
+        if not self.run_errors and not failed_changes and not failed_steps:
             return False
         return (
             all(e.retryable for e in self.run_errors)
             and all(c["retryable"] for c in failed_changes)
-            and (not allowlists_failed or (self.allowlists is not None and self.allowlists.retryable))
+            and all(s.retryable for s in failed_steps)
         )
 
     @property
@@ -108,6 +110,7 @@ class Report:
             "notes": list(self.notes),
             "counts": self.counts,
             "allowlists": self.allowlists.to_json() if self.allowlists is not None else None,
+            "apis": self.apis.to_json() if self.apis is not None else None,
             "duration_ms": self.duration_ms,
             "requests": dict(self.requests),
         }
@@ -137,6 +140,8 @@ class Report:
             lines.append("  No changes. APIM matches the cluster.")
         if self.allowlists is not None:
             lines.append(self.allowlists.to_text())
+        if self.apis is not None:
+            lines.append(self.apis.to_text())
         return "\n".join(lines)
 
 
@@ -330,4 +335,54 @@ class RotationReport:
             lines.append(f"  next: {self.next_step['why']}{when}")
         if self.error is not None:
             lines.append(f"  x failed ({self.error.reason}): {self.error.message}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ApisReport:
+    """The API step: API, operation, policy and product changes, conflicts and refusals."""
+
+    dry_run: bool
+    changes: tuple[dict[str, Any], ...] = ()
+    problems: tuple[dict[str, str], ...] = ()
+    unchanged: int = 0
+    error: RunError | None = None
+    skipped: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or any(c["outcome"] == "failed" for c in self.changes)
+
+    @property
+    def retryable(self) -> bool:
+        failed = [c for c in self.changes if c["outcome"] == "failed"]
+        if self.error is None and not failed:
+            return False
+        return (self.error is None or self.error.retryable) and all(c.get("retryable") for c in failed)
+
+    def to_json(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {"changes": [dict(c) for c in self.changes], "problems": [dict(p) for p in self.problems]}
+        shown["unchanged"] = self.unchanged
+        if self.error is not None:
+            shown["error"] = {"reason": self.error.reason, "message": self.error.message, "retryable": self.error.retryable}
+        if self.skipped:
+            shown["skipped"] = self.skipped
+        return shown
+
+    def to_text(self) -> str:
+        if self.skipped:
+            return f"  apis: skipped ({self.skipped})"
+        symbol = {"create": "+", "update": "~", "delete": "-", "add": "+"}
+        lines = []
+        for c in self.changes:
+            target = f" {c['target']}" if c.get("target") else ""
+            suffix = "" if c["outcome"] in ("planned", "applied") else f"  [{c['outcome']}: {c.get('message') or ''}]"
+            lines.append(f"  {symbol[c['action']]} {c['kind']} {c['api']}{target}{suffix}")
+            for name, (before, after) in (c.get("diff") or {}).items():
+                lines.append(f"      {name}: {_short(before)} -> {_short(after)}")
+        for p in self.problems:
+            lines.append(f"  ! {p['object']} {p['field']} ({p['reason']}): {p['message']}")
+        if self.error is not None:
+            lines.append(f"  x apis not reconciled ({self.error.reason}): {self.error.message}")
+        lines.append(f"  {len(self.changes)} API change(s), {self.unchanged} API(s) unchanged")
         return "\n".join(lines)

@@ -183,6 +183,16 @@ DEFAULT_ALLOWLIST = AllowListSettings(
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    enabled: bool
+    """Publish APIs from the api-* annotations."""
+    keep_apis: bool
+    """Never delete an owned API that no Service claims any more (some teams never delete published APIs)."""
+    create_products: bool
+    """Create products named in annotations that do not exist (otherwise reported)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     apim: ApimSettings
     kube: KubeSettings
@@ -192,6 +202,7 @@ class Settings:
     events: EventSettings = EventSettings(aks_resource_id=None, trusted_sources=())
     allowlist: AllowListSettings = DEFAULT_ALLOWLIST
     mtls: MtlsSettings = DEFAULT_MTLS
+    apis: ApiSettings = ApiSettings(enabled=False, keep_apis=False, create_products=False)
 
 
 def is_loopback_url(url: str) -> bool:
@@ -356,6 +367,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         r.problems.append(("INGRESS_CONTROLLER_SERVICE", "expected <namespace>/<name>"))
 
     mtls = _mtls_settings(r)
+    api_settings = ApiSettings(
+        enabled=r.parsed("APIS_ENABLED", True, _bool, "true or false"),
+        keep_apis=r.parsed("KEEP_APIS", False, _bool, "true or false"),
+        create_products=r.parsed("CREATE_PRODUCTS", False, _bool, "true or false"),
+    )
 
     if r.problems:
         raise InvalidSettings(r.problems)
@@ -368,6 +384,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         events=events,
         allowlist=allowlist,
         mtls=mtls,
+        apis=api_settings,
     )
 
 

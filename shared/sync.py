@@ -31,6 +31,7 @@ def run(
     dry_run: bool = False,
     allow_mass_delete: bool = False,
     backend_hints: frozenset[BackendId] = frozenset(),
+    api_hints: frozenset[str] = frozenset(),
 ) -> Report:
     started, requests_before = deps.monotonic(), deps.counter.snapshot()
     try:
@@ -45,6 +46,10 @@ def run(
         )
     if not dry_run and deps.settings.mtls.source is not CertificateSource.NONE:
         report = _present_certificate(report, deps, cluster)
+    if steps is Steps.ALL:
+        from shared import api_runner
+
+        report = replace(report, apis=api_runner.reconcile_apis(scope, deps, cluster, dry_run=dry_run, api_hints=api_hints))
     if steps is not Steps.BACKENDS:
         report = replace(report, allowlists=allowlist_runner.refresh(deps, scope=scope, dry_run=dry_run, cluster=cluster))
     requests = deps.counter.delta(requests_before, deps.counter.snapshot())

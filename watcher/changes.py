@@ -34,6 +34,7 @@ class ServiceState:
     exposed: bool
     fingerprint: str
     backend_id: str | None = None
+    api_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class ServiceChange:
     namespace: str
     name: str
     backend_ids: frozenset[str] = field(default=frozenset())
+    api_ids: frozenset[str] = field(default=frozenset())
 
 
 def _key(obj: Mapping[str, Any]) -> ObjectKey:
@@ -75,6 +77,7 @@ def service_state(obj: Mapping[str, Any], prefix: str) -> ServiceState:
         exposed=annotations.get(f"{prefix}/expose", "").strip().lower() == "true",
         fingerprint=_digest(watched),
         backend_id=annotations.get(f"{prefix}/backend-id"),
+        api_id=annotations.get(f"{prefix}/api-id"),
     )
 
 
@@ -100,7 +103,9 @@ def service_event(key: ObjectKey, before: ServiceState | None, after: ServiceSta
         return None
     renamed = before is not None and before.backend_id and (after is None or after.backend_id != before.backend_id)
     hints = frozenset({before.backend_id}) if renamed and before is not None and before.backend_id else frozenset()
-    return ServiceChange(key[0], key[1], backend_ids=hints)
+    left_api = before is not None and before.api_id and (after is None or after.api_id != before.api_id)
+    api_hints = frozenset({before.api_id}) if left_api and before is not None and before.api_id else frozenset()
+    return ServiceChange(key[0], key[1], backend_ids=hints, api_ids=api_hints)
 
 
 def ingress_events(

@@ -56,7 +56,8 @@ class Outbox:
             key = (change.namespace, change.name)
             first_seen, earlier = self._pending.get(key, (self._clock(), None))
             hints = change.backend_ids | (earlier.backend_ids if earlier else frozenset())
-            self._pending[key] = (first_seen, ServiceChange(change.namespace, change.name, hints))
+            api_hints = change.api_ids | (earlier.api_ids if earlier else frozenset())
+            self._pending[key] = (first_seen, ServiceChange(change.namespace, change.name, hints, api_hints))
             if len(self._pending) > self._max_pending:
                 self._collapse(f"more than {self._max_pending} Services changed before they could be reported")
 

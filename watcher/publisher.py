@@ -26,7 +26,11 @@ def cloud_event(message: Message, *, cluster: str, source: str) -> dict[str, Any
         subject, kind, data = f"clusters/{cluster}", CLUSTER_RESYNC, {"why": message.why}
     else:
         subject = f"clusters/{cluster}/namespaces/{message.namespace}/services/{message.name}"
-        kind, data = SERVICE_CHANGED, {"backendIds": sorted(message.backend_ids)} if message.backend_ids else {}
+        kind, data = SERVICE_CHANGED, {}
+        if message.backend_ids:
+            data["backendIds"] = sorted(message.backend_ids)
+        if message.api_ids:
+            data["apiIds"] = sorted(message.api_ids)
     return {
         "specversion": "1.0",
         "id": str(uuid.uuid4()),

@@ -238,20 +238,47 @@ def test_apim_address_change_reported_by_arm_updates_the_allow_lists(app: World)
     assert app.kube.get("Service", "shop", "orders")["spec"]["loadBalancerSourceRanges"] == ["20.0.0.2/32"]
 
 
-def test_api_event_is_acknowledged_until_apis_are_managed(app: World, caplog: pytest.LogCaptureFixture) -> None:
-    event = {
+def api_event(world: World, kind: str, api_id: str) -> dict[str, Any]:
+    return {
         "id": "api-1",
-        "topic": app.apim.service_id,
-        "subject": "/apis/orders",
-        "eventType": "Microsoft.ApiManagement.APIDeleted",
+        "topic": world.apim.service_id,
+        "subject": f"/apis/{api_id}",
+        "eventType": f"Microsoft.ApiManagement.{kind}",
         "eventTime": "2026-11-28T10:00:00Z",
-        "data": {"resourceUri": f"{app.apim.service_id}/apis/orders"},
+        "data": {"resourceUri": f"{world.apim.service_id}/apis/{api_id}"},
         "dataVersion": "1",
         "metadataVersion": "1",
     }
-    with caplog.at_level(logging.INFO):
-        deliver(event)
-    assert "APIs are not managed by aks-apim-sync yet" in caplog.text and app.apim.log == []
+
+
+def test_managed_api_deleted_in_the_portal_is_put_back(app: World) -> None:
+    app.kube.apply(service("orders", annotations={"apim-sync.io/api-id": "orders"}))
+    deliver(service_changed("orders"))
+    assert "orders" in app.apim.api_side.apis
+    del app.apim.api_side.apis["orders"]
+
+    deliver(api_event(app, "APIDeleted", "orders"))
+
+    assert "orders" in app.apim.api_side.apis
+
+
+def test_service_that_dropped_its_api_id_leaves_the_api_with_the_events_hint(app: World) -> None:
+    app.kube.apply(service("orders", annotations={"apim-sync.io/api-id": "orders"}))
+    deliver(service_changed("orders"))
+    app.kube.apply(service("orders"))
+
+    deliver(service_changed("orders", event_id="e2", apiIds=["orders"]))
+
+    assert app.apim.api_side.apis == {}
+
+
+def test_event_about_a_foreign_api_changes_nothing(app: World) -> None:
+    app.apim.api_side.apis["theirs"] = app.apim.api_side._entity(
+        "apis", "apis/theirs", "theirs", {"path": "theirs", "displayName": "Theirs", "description": ""}
+    )
+    app.apim.clear_log()
+    deliver(api_event(app, "APIUpdated", "theirs"))
+    assert app.apim.writes() == []
 
 
 def test_a_dropped_event_is_made_good_by_the_periodic_resync(app: World) -> None:

@@ -44,6 +44,12 @@ def test_deleted_service_carries_its_old_backend_id_as_a_hint() -> None:
     assert service_event(KEY, before, None) == ServiceChange("shop", "orders", frozenset({"orders-v1"}))
 
 
+def test_service_that_leaves_an_api_carries_the_api_id_as_a_hint() -> None:
+    before = state(service("orders", annotations={"apim-sync.io/api-id": "orders"}))
+    after = state(service("orders"))
+    assert service_event(KEY, before, after) == ServiceChange("shop", "orders", api_ids=frozenset({"orders"}))
+
+
 def test_label_only_change_is_not_reported() -> None:
     manifest = service("orders")
     relabelled = service("orders")

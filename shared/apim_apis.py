@@ -1,0 +1,136 @@
+"""Read and write APIM APIs, operations, policies, tags and product links through azure-mgmt-apimanagement.
+
+The second half of the APIM adapter (shared.apim_sink holds backends and certificates); it shares that
+module's client and error translation. Bodies are sent as raw JSON, so what is written is what the plan shows.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from shared import apis, errors
+from shared.apim_sink import ApimSink, translate
+
+
+def _body(properties: dict[str, Any]) -> io.BytesIO:
+    return io.BytesIO(json.dumps({"properties": properties}).encode())
+
+
+class ApimApis:
+    def __init__(self, sink: ApimSink) -> None:
+        self._client = sink._client
+        self._where = sink._where
+
+    def _call(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        with errors.translating(translate, what):
+            return call(*self._where, *args, **kwargs)
+
+    def _absent_is_none(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._call(what, call, *args, **kwargs)
+        except errors.RemoteRejected as exc:
+            if isinstance(exc.__cause__, ResourceNotFoundError):
+                return None
+            raise
+
+    def all_paths(self) -> dict[str, str]:
+        """api id -> path of every API in APIM (to find a path already taken)."""
+        with errors.translating(translate, "list APIs"):
+            return {str(a.name): str(a.path or "") for a in self._client.api.list_by_service(*self._where)}
+
+    def tagged_api_ids(self, tag_name: str) -> set[str]:
+        with errors.translating(translate, "list APIs by tag"):
+            rows = self._client.api.list_by_tags(*self._where, filter=f"tag/name eq '{tag_name}'")
+            return {str(row.api.id).rsplit("/", 1)[-1] for row in rows if row.api is not None and row.api.id}
+
+    def observe(self, api_id: str, *, tagged: bool, products: list[str]) -> apis.ObservedApi | None:
+        api = self._absent_is_none(f"API {api_id}", self._client.api.get, api_id)
+        if api is None:
+            return None
+        raw = api.serialize(keep_readonly=True).get("properties", {})
+        policy = self._absent_is_none(f"API {api_id} policy", self._client.api_policy.get, api_id, "policy", format="rawxml")
+        operations: dict[str, apis.ObservedOperation] = {}
+        with errors.translating(translate, f"list operations of API {api_id}"):
+            listed = list(self._client.api_operation.list_by_api(*self._where, api_id))
+        for operation in listed:
+            op_policy = self._absent_is_none(
+                f"operation {operation.name} policy",
+                self._client.api_operation_policy.get,
+                api_id,
+                operation.name,
+                "policy",
+                format="rawxml",
+            )
+            operations[str(operation.name)] = apis.ObservedOperation(
+                id=str(operation.name),
+                method=str(operation.method or ""),
+                url_template=str(operation.url_template or ""),
+                description=str(operation.description or ""),
+                policy=op_policy.value if op_policy is not None else None,
+            )
+        member_of = frozenset(
+            p for p in products if self._call(f"product {p}", self._client.product_api.check_entity_exists, p, api_id)
+        )
+        return apis.ObservedApi(
+            id=api_id,
+            path=str(raw.get("path") or ""),
+            display_name=str(raw.get("displayName") or ""),
+            subscription_required=bool(raw.get("subscriptionRequired", True)),
+            description=str(raw.get("description") or ""),
+            tagged=tagged,
+            policy=policy.value if policy is not None else None,
+            operations=operations,
+            products=member_of,
+            raw_properties=raw,
+        )
+
+    def product_ids(self) -> frozenset[str]:
+        with errors.translating(translate, "list products"):
+            return frozenset(str(p.name) for p in self._client.product.list_by_service(*self._where))
+
+    def put_api(self, api_id: str, properties: dict[str, Any]) -> None:
+        poller = self._call(
+            f"API {api_id}", self._client.api.begin_create_or_update, api_id, _body(properties), polling_interval=0
+        )
+        with errors.translating(translate, f"API {api_id}"):
+            poller.result()
+
+    def delete_api(self, api_id: str) -> None:
+        poller = self._absent_is_none(
+            f"API {api_id}", self._client.api.begin_delete, api_id, "*", delete_revisions=True, polling_interval=0
+        )
+        if poller is not None:
+            with errors.translating(translate, f"API {api_id}"):
+                poller.result()
+
+    def tag_api(self, api_id: str, tag_id: str) -> None:
+        self._call(f"tag {tag_id}", self._client.tag.create_or_update, tag_id, _body({"displayName": tag_id}))
+        self._call(f"tag {tag_id} on API {api_id}", self._client.tag.assign_to_api, api_id, tag_id)
+
+    def put_operation(self, api_id: str, operation_id: str, properties: dict[str, Any]) -> None:
+        self._call(
+            f"operation {operation_id}", self._client.api_operation.create_or_update, api_id, operation_id, _body(properties)
+        )
+
+    def delete_operation(self, api_id: str, operation_id: str) -> None:
+        self._absent_is_none(f"operation {operation_id}", self._client.api_operation.delete, api_id, operation_id, "*")
+
+    def put_api_policy(self, api_id: str, xml: str) -> None:
+        body = _body({"format": "rawxml", "value": xml})
+        self._call(f"API {api_id} policy", self._client.api_policy.create_or_update, api_id, "policy", body)
+
+    def put_operation_policy(self, api_id: str, operation_id: str, xml: str) -> None:
+        body = _body({"format": "rawxml", "value": xml})
+        what = f"operation {operation_id} policy"
+        self._call(what, self._client.api_operation_policy.create_or_update, api_id, operation_id, "policy", body)
+
+    def create_product(self, product_id: str) -> None:
+        properties = {"displayName": product_id, "subscriptionRequired": True, "state": "published"}
+        self._call(f"product {product_id}", self._client.product.create_or_update, product_id, _body(properties))
+
+    def add_to_product(self, product_id: str, api_id: str) -> None:
+        self._call(f"product {product_id}", self._client.product_api.create_or_update, product_id, api_id)

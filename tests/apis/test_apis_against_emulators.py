@@ -1,0 +1,197 @@
+"""APIs from Services against the emulators: what APIM holds after each run (APIs, operations, the policy
+each operation ends up with, tags, products) and what the report says."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sandbox.world import World
+from shared import apis, naming, sync
+from shared.engine import Dependencies
+from shared.model import ServiceRef
+from shared.report import Report
+from shared.scope import Scope
+from tests.conftest import service
+
+CLUSTER = Scope("aks-sandbox")
+TAG = "aks-apim-sync-sandbox-owner"
+
+
+def api_service(name: str, api_id: str = "orders", *, operations: str | None = None, **extra: str) -> dict[str, Any]:
+    annotations = {"apim-sync.io/api-id": api_id, "apim-sync.io/api-path": extra.pop("path", api_id), **extra}
+    if operations is not None:
+        annotations["apim-sync.io/operations"] = operations
+    return service(name, annotations=annotations)
+
+
+def backend(name: str) -> str:
+    return naming.backend_id_for(ServiceRef("aks-sandbox", "shop", name))
+
+
+def routed_to(world: World, api_id: str) -> dict[str, str | None]:
+    """Operation 'METHOD /template' -> the backend its policy sends it to (the API's policy when it has none)."""
+    store = world.apim.api_side
+    api_backend = apis.policy_backend(store.api_policies.get(api_id))
+    routes = {}
+    for (owner, op_id), operation in store.operations.items():
+        if owner == api_id:
+            properties = operation["properties"]
+            routes[f"{properties['method']} {properties['urlTemplate']}"] = (
+                apis.policy_backend(store.operation_policies.get((api_id, op_id))) or api_backend
+            )
+    return routes
+
+
+def run(deps: Dependencies, **options: Any) -> Report:
+    report = sync.run(CLUSTER, deps, **options)
+    assert not report.failed, report.to_text()
+    return report
+
+
+@pytest.fixture
+def deps(world: World, make_deps: Any) -> Dependencies:
+    built: Dependencies = make_deps(ALLOWLIST_ENABLED="false")
+    return built
+
+
+def test_one_service_is_one_api_routed_to_its_backend(world: World, deps: Dependencies) -> None:
+    world.kube.apply(api_service("orders", **{"apim-sync.io/api-display-name": "Orders"}))
+    run(deps)
+    api = world.apim.api_side.apis["orders"]["properties"]
+    assert (api["path"], api["displayName"], api["subscriptionRequired"]) == ("orders", "Orders", True)
+    assert ("orders", TAG) in world.apim.api_side.api_tags
+    assert set(routed_to(world, "orders").values()) == {backend("orders")}
+    assert "GET /*" in routed_to(world, "orders")
+
+
+def test_two_services_aggregate_into_one_api_each_operation_routed_to_its_own_backend(world: World, deps: Dependencies) -> None:
+    world.kube.apply(api_service("order-reader", operations="GET /orders/{id}"))
+    world.kube.apply(api_service("order-writer", operations="POST /orders"))
+    run(deps)
+    assert routed_to(world, "orders") == {"GET /orders/{id}": backend("order-reader"), "POST /orders": backend("order-writer")}
+    operation = world.apim.api_side.operations[("orders", "get-orders-id")]["properties"]
+    assert operation["templateParameters"] == [{"name": "id", "type": "string", "required": True}]
+
+
+def test_removing_one_service_removes_only_its_operations(world: World, deps: Dependencies) -> None:
+    world.kube.apply(api_service("order-reader", operations="GET /orders/{id}"))
+    world.kube.apply(api_service("order-writer", operations="POST /orders"))
+    run(deps)
+    world.kube.remove("Service", "shop", "order-writer")
+    run(deps)
+    assert routed_to(world, "orders") == {"GET /orders/{id}": backend("order-reader")}
+
+
+def test_an_api_no_service_claims_is_deleted_unless_kept_by_setting(world: World, deps: Dependencies, make_deps: Any) -> None:
+    world.kube.apply(api_service("orders"))
+    run(deps)
+    world.kube.apply(service("orders"))  # the api-id annotation is gone
+    kept = run(make_deps(ALLOWLIST_ENABLED="false", KEEP_APIS="true"))
+    assert "orders" in world.apim.api_side.apis
+    assert [p["reason"] for p in kept.to_json()["apis"]["problems"]] == ["KeptBySetting"]
+    run(deps)
+    assert world.apim.api_side.apis == {}
+
+
+def test_conflicts_are_reported_and_nothing_is_guessed(world: World, deps: Dependencies) -> None:
+    world.kube.apply(api_service("a", operations="GET /x, POST /x"))
+    world.kube.apply(api_service("b", operations="GET /x"))
+    world.kube.apply(api_service("c", "sales", path="sales"))
+    world.kube.apply(api_service("d", "sales", operations="GET /y", path="revenue"))
+    report = run(deps)
+    problems = {(p["object"], p["reason"]) for p in report.to_json()["apis"]["problems"]}
+    assert problems == {("API orders", "OperationConflict"), ("API sales", "ApiConflict")}
+    assert routed_to(world, "orders") == {"POST /x": backend("a")}
+    assert "sales" not in world.apim.api_side.apis
+
+
+def test_a_path_used_by_a_foreign_api_is_refused(world: World, deps: Dependencies) -> None:
+    world.apim.api_side.apis["legacy"] = world.apim.api_side._entity(
+        "apis", "apis/legacy", "legacy", {"path": "orders", "displayName": "Legacy", "subscriptionRequired": True}
+    )
+    world.kube.apply(api_service("orders"))
+    report = run(deps)
+    (problem,) = report.to_json()["apis"]["problems"]
+    assert problem["reason"] == "PathTaken" and "legacy" in problem["message"]
+    assert sorted(world.apim.api_side.apis) == ["legacy"]
+
+
+def test_subscription_required_and_products(world: World, deps: Dependencies, make_deps: Any) -> None:
+    world.apim.api_side.products["starter"] = world.apim.api_side._entity(
+        "products", "products/starter", "starter", {"displayName": "Starter"}
+    )
+    world.kube.apply(
+        api_service("orders", **{"apim-sync.io/subscription-required": "false", "apim-sync.io/products": "starter, gold"})
+    )
+    report = run(deps)
+    assert world.apim.api_side.apis["orders"]["properties"]["subscriptionRequired"] is False
+    assert ("starter", "orders") in world.apim.api_side.product_apis
+    assert [p["reason"] for p in report.to_json()["apis"]["problems"]] == ["ProductMissing"]
+    run(make_deps(ALLOWLIST_ENABLED="false", CREATE_PRODUCTS="true"))
+    assert ("gold", "orders") in world.apim.api_side.product_apis
+
+
+def test_second_run_writes_nothing(world: World, deps: Dependencies) -> None:
+    world.kube.apply(api_service("order-reader", operations="GET /orders/{id}", **{"apim-sync.io/products": "starter"}))
+    world.kube.apply(api_service("order-writer", operations="POST /orders"))
+    world.apim.api_side.products["starter"] = world.apim.api_side._entity(
+        "products", "products/starter", "starter", {"displayName": "Starter"}
+    )
+    run(deps)
+    world.apim.clear_log()
+    second = run(deps)
+    assert world.apim.writes() == [] and second.to_json()["apis"]["changes"] == []
+
+
+def test_the_operators_own_policy_lines_are_kept(world: World, deps: Dependencies) -> None:
+    world.kube.apply(api_service("orders"))
+    run(deps)
+    store = world.apim.api_side
+    store.api_policies["orders"] = store.api_policies["orders"].replace(
+        "</inbound>", '<rate-limit calls="10" renewal-period="60" /></inbound>'
+    )
+    world.kube.apply(api_service("orders", **{"apim-sync.io/backend-id": "orders-v2"}))
+    run(deps)
+    assert apis.policy_backend(store.api_policies["orders"]) == "orders-v2"
+    assert '<rate-limit calls="10" renewal-period="60" />' in store.api_policies["orders"]
+
+
+def test_dry_run_shows_api_operation_policy_and_product_changes_and_writes_nothing(
+    world: World, deps: Dependencies, make_deps: Any
+) -> None:
+    world.kube.apply(api_service("orders", operations="GET /orders", **{"apim-sync.io/products": "gold"}))
+    report = sync.run(CLUSTER, make_deps(ALLOWLIST_ENABLED="false", CREATE_PRODUCTS="true"), dry_run=True)
+    kinds = [(c["action"], c["kind"]) for c in report.to_json()["apis"]["changes"]]
+    assert kinds == [
+        ("create", "api"),
+        ("add", "tag"),
+        ("create", "operation"),
+        ("update", "operation-policy"),
+        ("create", "product"),
+        ("add", "product"),
+    ]
+    assert report.to_json()["apis"]["changes"][0]["diff"]["path"] == [None, "orders"]
+    assert world.apim.writes() == []
+
+
+def test_operations_can_come_from_an_openapi_document_in_a_configmap(world: World, deps: Dependencies) -> None:
+    world.kube.apply(
+        {
+            "kind": "ConfigMap",
+            "apiVersion": "v1",
+            "metadata": {"name": "orders-api", "namespace": "shop"},
+            "data": {"openapi.yaml": "openapi: 3.0.1\npaths:\n  /orders:\n    get: {}\n    post: {}\n"},
+        }
+    )
+    world.kube.apply(api_service("orders", **{"apim-sync.io/openapi": "orders-api/openapi.yaml"}))
+    run(deps)
+    assert routed_to(world, "orders") == {"GET /orders": backend("orders"), "POST /orders": backend("orders")}
+
+
+def test_the_api_put_is_long_running_and_polled_to_the_end(world: World, deps: Dependencies) -> None:
+    world.kube.apply(api_service("orders"))
+    run(deps)
+    assert any("/operationResults/" in r.path for r in world.apim.log)
+    assert "orders" in world.apim.api_side.apis
