@@ -215,3 +215,17 @@ def _plan_one(
             changes.append(ApiChange("create", "product", want.id, product))
         changes.append(ApiChange("add", "product", want.id, product))
     return changes, unchanged
+
+
+def cap_api_deletes(plan: ApiPlan, *, owned: int, max_deletes: int, max_fraction: float, allow_mass_delete: bool) -> ApiPlan:
+    """The backends' deletion guard, for APIs: too many API deletes at once delete nothing and say why."""
+    deletes = [c for c in plan.changes if c.action == "delete" and c.kind == "api"]
+    if allow_mass_delete or len(deletes) <= max_deletes or len(deletes) / max(owned, 1) <= max_fraction:
+        return plan
+    why = (
+        f"would delete {len(deletes)} of {owned} owned APIs (limit: more than {max_deletes} and more than "
+        f"{max_fraction:.0%}); nothing deleted. Set ALLOW_MASS_DELETE=true or pass --allow-mass-delete"
+    )
+    kept = tuple(c for c in plan.changes if not (c.action == "delete" and c.kind == "api"))
+    refused = tuple(apis.ApiProblem(f"API {c.api_id}", "", "DeleteCapReached", why) for c in deletes)
+    return ApiPlan(changes=kept, refusals=(*plan.refusals, *refused), unchanged=plan.unchanged)

@@ -24,7 +24,13 @@ def tag_for(deps: Dependencies) -> str:
 
 
 def reconcile_apis(
-    scope: Scope, deps: Dependencies, cluster: ClusterView, *, dry_run: bool = False, api_hints: frozenset[str] = frozenset()
+    scope: Scope,
+    deps: Dependencies,
+    cluster: ClusterView,
+    *,
+    dry_run: bool = False,
+    api_hints: frozenset[str] = frozenset(),
+    allow_mass_delete: bool = False,
 ) -> ApisReport:
     """`api_hints`: APIs the Service claimed before (from its event). A one-Service run that neither claims an
     API now nor did before costs nothing; a Service that dropped its api-id without an event telling so is
@@ -71,6 +77,14 @@ def reconcile_apis(
         keep_apis=deps.settings.apis.keep_apis,
         existing_products=frozenset(existing_products),
         create_products=deps.settings.apis.create_products,
+    )
+    sync_settings = deps.settings.sync
+    plan = api_plan.cap_api_deletes(
+        plan,
+        owned=sum(1 for a in observed.values() if api_plan.owned(a, sync_settings.owner_id)),
+        max_deletes=sync_settings.max_deletes_per_run,
+        max_fraction=sync_settings.max_delete_fraction,
+        allow_mass_delete=allow_mass_delete or sync_settings.allow_mass_delete,
     )
     problems += [_problem(p) for p in plan.refusals]
     entries = [{**c.to_json(), "outcome": "planned"} for c in plan.changes]

@@ -49,7 +49,12 @@ def run(
     if steps is Steps.ALL:
         from shared import api_runner
 
-        report = replace(report, apis=api_runner.reconcile_apis(scope, deps, cluster, dry_run=dry_run, api_hints=api_hints))
+        report = replace(
+            report,
+            apis=api_runner.reconcile_apis(
+                scope, deps, cluster, dry_run=dry_run, api_hints=api_hints, allow_mass_delete=allow_mass_delete
+            ),
+        )
     if steps is not Steps.BACKENDS:
         report = replace(report, allowlists=allowlist_runner.refresh(deps, scope=scope, dry_run=dry_run, cluster=cluster))
     requests = deps.counter.delta(requests_before, deps.counter.snapshot())

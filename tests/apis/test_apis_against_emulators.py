@@ -195,3 +195,16 @@ def test_the_api_put_is_long_running_and_polled_to_the_end(world: World, deps: D
     run(deps)
     assert any("/operationResults/" in r.path for r in world.apim.log)
     assert "orders" in world.apim.api_side.apis
+
+
+def test_too_many_api_deletes_at_once_delete_nothing(world: World, deps: Dependencies, make_deps: Any) -> None:
+    for i in range(12):
+        world.kube.apply(api_service(f"svc-{i}", f"api-{i}"))
+    run(deps)
+    for i in range(12):
+        world.kube.apply(service(f"svc-{i}"))
+    report = run(deps)
+    assert len(world.apim.api_side.apis) == 12
+    assert {p["reason"] for p in report.to_json()["apis"]["problems"]} == {"DeleteCapReached"}
+    sync.run(CLUSTER, deps, allow_mass_delete=True)
+    assert world.apim.api_side.apis == {}

@@ -222,3 +222,16 @@ def test_a_new_ingress_service_presents_the_certificate_in_use_at_its_first_sync
     (catalog,) = [b for b in world.apim.backends if "-shop-catalog-" in b]
     assert presented(world)[catalog] == [certificate]
     assert "1 new ingress backend(s) present the client certificate in use" in report.notes
+
+
+def test_rotation_timer_sets_everything_up_from_nothing(
+    world: World, rotation_deps: Dependencies, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.functions.timer import TimerRequest
+
+    from tests.indexed import user_function
+
+    for name, value in {**world.settings(), "AzureWebJobsStorage": azurite.connection_string}.items():
+        monkeypatch.setenv(name, value)
+    user_function("rotate_certificates")(TimerRequest(past_due=False))
+    assert world.kube.get("Secret", *CA_STORE) is not None and len(world.apim.certificates) == 1
