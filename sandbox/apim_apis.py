@@ -226,7 +226,13 @@ class ApiStore:
             return self.error(400, "ValidationError", f"The policy is not valid XML: {exc}")
         created = key not in store
         store[key] = value
-        return Response(201 if created else 200, {"name": "policy", "properties": {"format": "rawxml", "value": value}})
+        shown = {
+            "id": f"{self.emulator.service_id}/{path}",
+            "type": "Microsoft.ApiManagement/service/apis/policies",
+            "name": "policy",
+            "properties": {"format": "rawxml", "value": value},
+        }
+        return Response(201 if created else 200, shown)
 
     def _api_policy(self, request: Request, match: re.Match[str]) -> Response:
         if match["api"] not in self.apis:

@@ -250,3 +250,35 @@ def test_certificate_referenced_by_a_backend_cannot_be_deleted(world: World) -> 
     assert arm(world, "DELETE", "/certificates/used", params=V, headers={"If-Match": "*"}).status_code == 409
     missing = {"properties": {"url": "https://x", "protocol": "http", "credentials": {"certificateIds": [reference + "2"]}}}
     assert arm(world, "PUT", "/backends/c", params=V, json=missing).status_code == 400
+
+
+def test_api_put_is_long_running_with_the_shape_of_the_published_example(world: World) -> None:
+    published = example("apim/ApiManagementCreateApi.json")["responses"]["201"]
+    body = {"properties": {"displayName": "Orders", "path": "orders", "protocols": ["https"]}}
+    created = arm(world, "PUT", "/apis/orders", params=V, json=body)
+    assert created.status_code == 201 and "Azure-AsyncOperation" in created.headers and "Location" in created.headers
+    assert set(published["headers"]) <= {h.lower() for h in created.headers} | {"Azure-AsyncOperation"}
+    shown = created.json()
+    assert set(shown) == set(published["body"]) and shown["type"] == published["body"]["type"]
+    assert {"displayName", "apiRevision", "path", "protocols", "isCurrent"} <= set(shown["properties"])
+    sales = {"properties": {"displayName": "Sales", "path": "sales", "protocols": ["https"]}}
+    poller = sdk(world).api.begin_create_or_update(RESOURCE_GROUP, SERVICE_NAME, "sales", sales, polling_interval=0)
+    assert poller.result().path == "sales" and poller.status() == "Succeeded" and "sales" in world.apim.api_side.apis
+
+
+def test_operation_and_policy_have_the_shape_of_the_published_examples(world: World) -> None:
+    world.apim.api_side.apis["petstore"] = world.apim.api_side._entity(
+        "apis", "apis/petstore", "petstore", {"path": "pets", "displayName": "Pets"}
+    )
+    operation = example("apim/ApiManagementCreateApiOperation.json")
+    answer = arm(world, "PUT", "/apis/petstore/operations/newoperations", params=V, json=operation["parameters"]["parameters"])
+    assert answer.status_code == 201
+    published = operation["responses"]["201"]["body"]
+    assert set(answer.json()) == set(published) and answer.json()["properties"] == published["properties"]
+    unparameterised = {"properties": {"displayName": "x", "method": "GET", "urlTemplate": "/pets/{id}"}}
+    assert arm(world, "PUT", "/apis/petstore/operations/x", params=V, json=unparameterised).status_code == 400
+    policy = example("apim/ApiManagementCreateApiPolicy.json")
+    stored = arm(world, "PUT", "/apis/petstore/policies/policy", params=V, json=policy["parameters"]["parameters"])
+    assert stored.status_code == 201 and set(stored.json()) == set(policy["responses"]["201"]["body"])
+    broken = {"properties": {"format": "rawxml", "value": "<policies><inbound>"}}
+    assert arm(world, "PUT", "/apis/petstore/policies/policy", params=V, json=broken).status_code == 400
