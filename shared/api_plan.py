@@ -24,6 +24,8 @@ class ApiChange:
     target: str = ""
     diff: Mapping[str, Any] = field(default_factory=dict)
     body: Any = None
+    etag: str | None = None
+    """If-Match for updates of the API itself."""
 
     def to_json(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"action": self.action, "kind": self.kind, "api": self.api_id}
@@ -154,7 +156,8 @@ def _plan_one(
         }
         diff = {k: [before[k], properties[k]] for k in before if before[k] != properties[k]}
         if diff:
-            changes.append(ApiChange("update", "api", want.id, diff=diff, body={**dict(have.raw_properties), **properties}))
+            updated = {**dict(have.raw_properties), **properties}
+            changes.append(ApiChange("update", "api", want.id, diff=diff, body=updated, etag=have.etag))
         else:
             unchanged += 1
     observed_ops = have.operations if have else {}

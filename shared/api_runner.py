@@ -192,7 +192,10 @@ def _apply(plan: api_plan.ApiPlan, store: Any, deps: Dependencies) -> list[dict[
 def _execute(change: api_plan.ApiChange, store: Any, tag: str) -> None:
     kind, action = change.kind, change.action
     if kind == "api":
-        store.delete_api(change.api_id) if action == "delete" else store.put_api(change.api_id, change.body)
+        if action == "delete":
+            store.delete_api(change.api_id)
+        else:
+            store.put_api(change.api_id, change.body, if_match=change.etag)
     elif kind == "tag":
         store.tag_api(change.api_id, tag)
     elif kind == "operation":

@@ -48,10 +48,14 @@ class ApimApis:
             return {str(row.api.id).rsplit("/", 1)[-1] for row in rows if row.api is not None and row.api.id}
 
     def observe(self, api_id: str, *, tagged: bool, products: list[str]) -> apis.ObservedApi | None:
-        api = self._absent_is_none(f"API {api_id}", self._client.api.get, api_id)
-        if api is None:
+        def with_etag(pipeline_response: Any, _model: Any, headers: dict[str, str]) -> tuple[dict[str, Any], str]:
+            return pipeline_response.http_response.json(), headers.get("ETag", "")
+
+        found = self._absent_is_none(f"API {api_id}", self._client.api.get, api_id, cls=with_etag)
+        if found is None:
             return None
-        raw = api.serialize(keep_readonly=True).get("properties", {})
+        body, etag = found
+        raw = body.get("properties", {})
         policy = self._absent_is_none(f"API {api_id} policy", self._client.api_policy.get, api_id, "policy", format="rawxml")
         operations: dict[str, apis.ObservedOperation] = {}
         with errors.translating(translate, f"list operations of API {api_id}"):
@@ -86,15 +90,22 @@ class ApimApis:
             operations=operations,
             products=member_of,
             raw_properties=raw,
+            etag=etag or None,
         )
 
     def product_ids(self) -> frozenset[str]:
         with errors.translating(translate, "list products"):
             return frozenset(str(p.name) for p in self._client.product.list_by_service(*self._where))
 
-    def put_api(self, api_id: str, properties: dict[str, Any]) -> None:
+    def put_api(self, api_id: str, properties: dict[str, Any], *, if_match: str | None = None) -> None:
+        """If-Match on updates: a concurrent edit of the API is a 412 (retried on the next run), never lost."""
         poller = self._call(
-            f"API {api_id}", self._client.api.begin_create_or_update, api_id, _body(properties), polling_interval=0
+            f"API {api_id}",
+            self._client.api.begin_create_or_update,
+            api_id,
+            _body(properties),
+            if_match=if_match,
+            polling_interval=0,
         )
         with errors.translating(translate, f"API {api_id}"):
             poller.result()

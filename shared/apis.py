@@ -119,6 +119,7 @@ class ObservedApi:
     operations: Mapping[str, ObservedOperation] = field(default_factory=dict)
     products: frozenset[str] = frozenset()
     raw_properties: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    etag: str | None = None
 
 
 # -- annotations ---------------------------------------------------------------------------------------

@@ -208,3 +208,18 @@ def test_too_many_api_deletes_at_once_delete_nothing(world: World, deps: Depende
     assert {p["reason"] for p in report.to_json()["apis"]["problems"]} == {"DeleteCapReached"}
     sync.run(CLUSTER, deps, allow_mass_delete=True)
     assert world.apim.api_side.apis == {}
+
+
+def test_a_412_on_an_api_update_is_retryable_and_the_next_run_completes(world: World, deps: Dependencies) -> None:
+    from sandbox.httpbase import Fault
+
+    world.kube.apply(api_service("orders"))
+    run(deps)
+    world.kube.apply(api_service("orders", **{"apim-sync.io/api-display-name": "Orders v2"}))
+    world.apim.inject(Fault(412, method="PUT", path_contains="/apis/orders", times=99))
+    report = sync.run(CLUSTER, deps)
+    (change,) = [c for c in report.to_json()["apis"]["changes"] if c["kind"] == "api"]
+    assert change["outcome"] == "failed" and change["retryable"] is True
+    world.apim.faults.clear()
+    run(deps)
+    assert world.apim.api_side.apis["orders"]["properties"]["displayName"] == "Orders v2"
