@@ -40,7 +40,7 @@ def build_dependencies(settings: Settings, *, sleep: Callable[[float], None] = t
         kube_token = credentials.RefreshingToken(azure) if not settings.kube.kubeconfig else None
     sink = ApimSink(settings.apim, arm_credential, counter=counter, ca_bundle=settings.credentials.arm_ca_bundle)
     source = KubeSource(api_client_for(settings.kube, kube_token), settings.kube, counter=counter)
-    return Dependencies(settings=settings, source=source, sink=sink, counter=counter, sleep=sleep)
+    return Dependencies(settings=settings, source=source, sink=sink, counter=counter, sleep=sleep, credential=arm_credential)
 
 
 def dependencies(environ: Mapping[str, str] | None = None) -> Dependencies:

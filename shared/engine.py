@@ -71,6 +71,8 @@ class Dependencies:
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    credential: Any = None
+    """The Azure credential the adapters were built with (Key Vault uses it too)."""
     """Certificate lifetimes are decided against it."""
 
 

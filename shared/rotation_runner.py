@@ -11,7 +11,7 @@ import base64
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared import discovery, errors, rotation
 from shared.allowlist import AnnotationChoice, IngressNginxWriter
@@ -124,25 +124,65 @@ def _ours(secret: Mapping[str, Any] | None, owner: OwnerId, what: str) -> None:
         raise errors.OwnershipConflict(f"{what} exists but is not owned by '{owner}'; not touched")
 
 
+class CaStore(Protocol):
+    """Where the managed CA lives: a Kubernetes Secret (default) or a Key Vault secret (CA_KEYVAULT_URL)."""
+
+    def read(self) -> dict[str, tuple[bytes, bytes]]: ...
+
+    def write(self, current: Mapping[str, tuple[bytes, bytes]], changes: Mapping[str, tuple[bytes, bytes] | None]) -> None: ...
+
+
+class SecretCaStore:
+    """ca-<id>.crt / ca-<id>.key in the Secret CERT_NAMESPACE/CA_SECRET_NAME; writes carry its resourceVersion."""
+
+    def __init__(self, deps: Dependencies, secret: dict[str, Any] | None = None) -> None:
+        self._deps = deps
+        self.secret = secret
+
+    def read(self) -> dict[str, tuple[bytes, bytes]]:
+        mtls = self._deps.settings.mtls
+        self.secret = self._deps.source.get_secret(mtls.namespace, mtls.ca_store)
+        _ours(self.secret, self._deps.settings.sync.owner_id, f"Secret {mtls.namespace}/{mtls.ca_store}")
+        files = _decoded(self.secret)
+        return {
+            name[3:-4]: (pem, files.get(f"{name[:-4]}.key", b""))
+            for name, pem in files.items()
+            if name.startswith("ca-") and name.endswith(".crt")
+        }
+
+    def write(self, current: Mapping[str, tuple[bytes, bytes]], changes: Mapping[str, tuple[bytes, bytes] | None]) -> None:
+        data: dict[str, bytes | None] = {}
+        for ca_id, material in changes.items():
+            data[f"ca-{ca_id}.crt"], data[f"ca-{ca_id}.key"] = material if material is not None else (None, None)
+        _write_secret(self._deps, self.secret, self._deps.settings.mtls.ca_store, data, {})
+
+
+def ca_store(deps: Dependencies, secret: dict[str, Any] | None = None) -> CaStore:
+    mtls = deps.settings.mtls
+    if mtls.ca_keyvault_url:
+        from shared.keyvault_store import KeyVaultCaStore  # azure-keyvault-secrets: only when configured
+
+        return KeyVaultCaStore(
+            mtls.ca_keyvault_url, mtls.ca_keyvault_name, deps.credential, ca_bundle=deps.settings.credentials.arm_ca_bundle
+        )
+    return SecretCaStore(deps, secret)
+
+
 def _read_trust(
     deps: Dependencies,
 ) -> tuple[list[rotation.Ca], dict[str, tuple[bytes, bytes]], dict[str, datetime] | None, Any, Any]:
-    """The CAs (CA Secret), the bundle (bundle Secret) and the raw Secrets: two GETs."""
+    """The CAs (CA store), the bundle (bundle Secret) and the raw Secrets: two reads."""
     from shared import pki
 
     mtls, owner = deps.settings.mtls, deps.settings.sync.owner_id
     source = deps.source
-    ca_secret = with_retries(deps, lambda: source.get_secret(mtls.namespace, mtls.ca_store))
-    _ours(ca_secret, owner, f"Secret {mtls.namespace}/{mtls.ca_store}")
-    ca_pems: dict[str, tuple[bytes, bytes]] = {}
+    store = ca_store(deps)
+    ca_pems = with_retries(deps, store.read)
     cas: list[rotation.Ca] = []
-    files = _decoded(ca_secret)
-    for name, cert_pem in sorted(files.items()):
-        if name.startswith("ca-") and name.endswith(".crt"):
-            ca_id = name[3:-4]
-            info = pki.cert_info(cert_pem)
-            cas.append(rotation.Ca(ca_id, info.not_before, info.not_after))
-            ca_pems[ca_id] = (cert_pem, files.get(f"ca-{ca_id}.key", b""))
+    for ca_id, (cert_pem, _key) in sorted(ca_pems.items()):
+        info = pki.cert_info(cert_pem)
+        cas.append(rotation.Ca(ca_id, info.not_before, info.not_after))
+    ca_secret = getattr(store, "secret", None)
 
     bundle_secret = with_retries(deps, lambda: source.get_secret(mtls.namespace, mtls.trust_bundle))
     _ours(bundle_secret, owner, f"Secret {mtls.namespace}/{mtls.trust_bundle}")
@@ -287,8 +327,8 @@ def _execute(step: rotation.Step, world: World, deps: Dependencies, now: datetim
     if isinstance(step, rotation.CreateCa):
         material = pki.new_ca(f"aks-apim-sync client CA ({owner})", now=now, days=mtls.ca_days, kind=mtls.key_kind)
         ca_id = material.info.short_id
-        data = {f"ca-{ca_id}.crt": material.cert_pem, f"ca-{ca_id}.key": material.key_pem}
-        _write_secret(deps, world.ca_secret, mtls.ca_store, data, {})
+        store = ca_store(deps, world.ca_secret)
+        with_retries(deps, lambda: store.write(world.ca_pems, {ca_id: (material.cert_pem, material.key_pem)}))
     elif isinstance(step, rotation.TrustCas):
         pem = b"".join(world.ca_pems[ca_id][0] for ca_id in step.ca_ids)
         old = world.state.bundle or {}
@@ -319,7 +359,8 @@ def _execute(step: rotation.Step, world: World, deps: Dependencies, now: datetim
     elif isinstance(step, rotation.DeleteCertificate):
         with_retries(deps, lambda: deps.sink.delete_certificate(step.certificate_id))
     else:
-        _write_secret(deps, world.ca_secret, mtls.ca_store, {f"ca-{step.ca_id}.crt": None, f"ca-{step.ca_id}.key": None}, {})
+        store = ca_store(deps, world.ca_secret)
+        with_retries(deps, lambda: store.write(world.ca_pems, {step.ca_id: None}))
 
 
 def _annotate_ingresses(deps: Dependencies, world: World) -> list[dict[str, Any]]:

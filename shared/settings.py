@@ -157,6 +157,9 @@ class MtlsSettings:
     keyvault_identity_client_id: str | None
     keyvault_issuer_ca: str | None
     """PEM (or a path to it) of the CA that issues the Key Vault certificate: what the ingress must trust."""
+    ca_keyvault_url: str | None = None
+    """Keep the managed CA in this Key Vault (secret ca_keyvault_name) instead of a Kubernetes Secret."""
+    ca_keyvault_name: str = "aks-apim-sync-ca"
 
 
 DEFAULT_MTLS = MtlsSettings(
@@ -367,6 +370,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         r.problems.append(("INGRESS_CONTROLLER_SERVICE", "expected <namespace>/<name>"))
 
     mtls = _mtls_settings(r)
+    if sandbox_token is not None and mtls.ca_keyvault_url and not is_loopback_url(mtls.ca_keyvault_url):
+        r.problems.append(("SANDBOX_TOKEN", "only allowed with a loopback CA_KEYVAULT_URL"))
     api_settings = ApiSettings(
         enabled=r.parsed("APIS_ENABLED", True, _bool, "true or false"),
         keep_apis=r.parsed("KEEP_APIS", False, _bool, "true or false"),
@@ -413,7 +418,13 @@ def _mtls_settings(r: _Reader) -> MtlsSettings:
         keyvault_secret_id=r.raw("KEYVAULT_CERT_SECRET_ID"),
         keyvault_identity_client_id=r.raw("KEYVAULT_IDENTITY_CLIENT_ID"),
         keyvault_issuer_ca=r.raw("KEYVAULT_ISSUER_CA"),
+        ca_keyvault_url=r.raw("CA_KEYVAULT_URL"),
+        ca_keyvault_name=r.raw("CA_KEYVAULT_SECRET_NAME") or "aks-apim-sync-ca",
     )
+    if settings.ca_keyvault_url is not None and urlsplit(settings.ca_keyvault_url).scheme != "https":
+        r.problems.append(("CA_KEYVAULT_URL", "must be an https URL (https://<vault>.vault.azure.net)"))
+    if not re.match(r"^[A-Za-z0-9-]{1,127}$", settings.ca_keyvault_name):
+        r.problems.append(("CA_KEYVAULT_SECRET_NAME", "1-127 letters, digits and '-'"))
     if source is CertificateSource.KEYVAULT:
         if not settings.keyvault_secret_id or not _KEYVAULT_SECRET.match(settings.keyvault_secret_id):
             r.problems.append(

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import azure.functions as func
@@ -14,6 +15,7 @@ import pytest
 
 from functions import rotation as rotation_functions
 from sandbox.httpbase import Fault
+from sandbox.keyvault import KeyVaultEmulator
 from sandbox.tools import Azurite
 from sandbox.world import World
 from shared import pki, rotation_runner
@@ -235,3 +237,38 @@ def test_rotation_timer_sets_everything_up_from_nothing(
         monkeypatch.setenv(name, value)
     user_function("rotate_certificates")(TimerRequest(past_due=False))
     assert world.kube.get("Secret", *CA_STORE) is not None and len(world.apim.certificates) == 1
+
+
+@pytest.fixture(scope="module")
+def key_vault(session_world: World) -> Iterator[KeyVaultEmulator]:
+    server = KeyVaultEmulator(tls=session_world.tls, token=session_world.token).start()
+    assert isinstance(server, KeyVaultEmulator)
+    yield server
+    server.stop()
+
+
+def test_the_ca_can_live_in_key_vault_instead_of_a_secret(
+    world: World, rotation_deps: Dependencies, azurite: Azurite, key_vault: KeyVaultEmulator, make_deps: Any, clock: Clock
+) -> None:
+    key_vault.reset()
+    deps = make_deps(
+        AzureWebJobsStorage=azurite.connection_string,
+        TRUST_PROPAGATION_SECONDS="60",
+        CERT_GRACE_SECONDS="3600",
+        CA_KEYVAULT_URL=key_vault.url,
+    )
+    first = rotate(deps, clock)
+    stored = key_vault.latest("aks-apim-sync-ca")
+    assert stored is not None and world.kube.get("Secret", *CA_STORE) is None
+    assert list(json.loads(stored["value"])["cas"]) == bundle_ca_ids(world)
+    clock.advance(minutes=2)
+    rotate(deps, clock)
+    clock.advance(minutes=1)
+    rotate(deps, clock, force="ca")
+    clock.advance(minutes=2)
+    rotate(deps, clock)
+    clock.advance(hours=2)
+    rotate(deps, clock)
+    (ca_id,) = json.loads(key_vault.latest("aks-apim-sync-ca")["value"])["cas"]  # type: ignore[index]
+    assert bundle_ca_ids(world) == [ca_id] and len(key_vault.secrets["aks-apim-sync-ca"]) == 3
+    assert "PRIVATE KEY" not in json.dumps(first.to_json()) + first.to_text()
