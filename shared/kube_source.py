@@ -182,19 +182,23 @@ class KubeSource:
                     views.append(service_view(item))
         return views
 
+    def _read(self, what: str, read: Callable[..., Any], namespace: str, name: str) -> dict[str, Any] | None:
+        """One object as raw JSON; None when it does not exist (404), never an error."""
+        try:
+            with _translated(what):
+                response: Any = read(name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+        except errors.RemoteRejected as exc:
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
+                return None
+            raise
+        body: dict[str, Any] = json.loads(response.data)
+        return body
+
     def _get_service(self, namespace: str, name: str, *, check_scope: bool = True) -> list[ServiceView]:
         if check_scope and self._settings.namespaces and namespace not in self._settings.namespaces:
             return []
-        try:
-            with _translated(f"Service {namespace}/{name}"):
-                response = self._core.read_namespaced_service(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-                )
-        except errors.RemoteRejected as exc:
-            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
-                return []
-            raise
-        return [service_view(json.loads(response.data))]  # type: ignore[attr-defined]
+        found = self._read(f"Service {namespace}/{name}", self._core.read_namespaced_service, namespace, name)
+        return [service_view(found)] if found is not None else []
 
     def list_ingress_routes(self, scope: Scope) -> list[IngressRoute]:
         return [route for ingress in self.list_ingresses(scope) for route in ingress.routes]
@@ -214,45 +218,17 @@ class KubeSource:
         return found[0] if found else None
 
     def get_ingress(self, namespace: str, name: str) -> IngressView | None:
-        try:
-            with _translated(f"Ingress {namespace}/{name}"):
-                response = self._networking.read_namespaced_ingress(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-                )
-        except errors.RemoteRejected as exc:
-            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
-                return None
-            raise
-        return ingress_view(json.loads(response.data))  # type: ignore[attr-defined]
+        found = self._read(f"Ingress {namespace}/{name}", self._networking.read_namespaced_ingress, namespace, name)
+        return ingress_view(found) if found is not None else None
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Secret as the API returns it (data base64-encoded); None when it does not exist."""
-        try:
-            with _translated(f"Secret {namespace}/{name}"):
-                response = self._core.read_namespaced_secret(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-                )
-        except errors.RemoteRejected as exc:
-            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
-                return None
-            raise
-        raw: Any = response
-        body: dict[str, Any] = json.loads(raw.data)
-        return body
+        return self._read(f"Secret {namespace}/{name}", self._core.read_namespaced_secret, namespace, name)
 
     def get_configmap_value(self, namespace: str, name: str, key: str) -> str | None:
         """One key of a ConfigMap; None when the ConfigMap or the key does not exist."""
-        try:
-            with _translated(f"ConfigMap {namespace}/{name}"):
-                response = self._core.read_namespaced_config_map(
-                    name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
-                )
-        except errors.RemoteRejected as exc:
-            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
-                return None
-            raise
-        raw: Any = response
-        value = (json.loads(raw.data).get("data") or {}).get(key)
+        found = self._read(f"ConfigMap {namespace}/{name}", self._core.read_namespaced_config_map, namespace, name)
+        value = ((found or {}).get("data") or {}).get(key)
         return str(value) if value is not None else None
 
     def create_secret(self, namespace: str, body: dict[str, Any]) -> None:

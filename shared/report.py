@@ -238,17 +238,11 @@ def build_report(
     )
 
 
-@dataclass(frozen=True)
-class AllowListReport:
-    """What the allow-list step found, planned and did. `cidrs` is what every managed list should hold."""
+class _StepResult:
+    """failed / retryable for a step report with `changes` (each with an outcome) and one `error`."""
 
-    dry_run: bool
-    cidrs: tuple[str, ...] = ()
-    changes: tuple[dict[str, Any], ...] = ()
-    unchanged: int = 0
-    findings: tuple[dict[str, str], ...] = ()
-    error: RunError | None = None
-    skipped: str | None = None
+    changes: tuple[dict[str, Any], ...]
+    error: RunError | None
 
     @property
     def failed(self) -> bool:
@@ -259,7 +253,25 @@ class AllowListReport:
         failed = [c for c in self.changes if c["outcome"] == "failed"]
         if self.error is None and not failed:
             return False
-        return (self.error is None or self.error.retryable) and all(c["retryable"] for c in failed)
+        return (self.error is None or self.error.retryable) and all(c.get("retryable") for c in failed)
+
+    def _error_json(self) -> dict[str, Any]:
+        if self.error is None:
+            return {}
+        return {"error": {"reason": self.error.reason, "message": self.error.message, "retryable": self.error.retryable}}
+
+
+@dataclass(frozen=True)
+class AllowListReport(_StepResult):
+    """What the allow-list step found, planned and did. `cidrs` is what every managed list should hold."""
+
+    dry_run: bool
+    cidrs: tuple[str, ...] = ()
+    changes: tuple[dict[str, Any], ...] = ()
+    unchanged: int = 0
+    findings: tuple[dict[str, str], ...] = ()
+    error: RunError | None = None
+    skipped: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         shown: dict[str, Any] = {
@@ -268,8 +280,7 @@ class AllowListReport:
             "unchanged": self.unchanged,
             "warnings": [dict(f) for f in self.findings],
         }
-        if self.error is not None:
-            shown["error"] = {"reason": self.error.reason, "message": self.error.message, "retryable": self.error.retryable}
+        shown.update(self._error_json())
         if self.skipped:
             shown["skipped"] = self.skipped
         return shown
@@ -339,7 +350,7 @@ class RotationReport:
 
 
 @dataclass(frozen=True)
-class ApisReport:
+class ApisReport(_StepResult):
     """The API step: API, operation, policy and product changes, conflicts and refusals."""
 
     dry_run: bool
@@ -349,22 +360,10 @@ class ApisReport:
     error: RunError | None = None
     skipped: str | None = None
 
-    @property
-    def failed(self) -> bool:
-        return self.error is not None or any(c["outcome"] == "failed" for c in self.changes)
-
-    @property
-    def retryable(self) -> bool:
-        failed = [c for c in self.changes if c["outcome"] == "failed"]
-        if self.error is None and not failed:
-            return False
-        return (self.error is None or self.error.retryable) and all(c.get("retryable") for c in failed)
-
     def to_json(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"changes": [dict(c) for c in self.changes], "problems": [dict(p) for p in self.problems]}
         shown["unchanged"] = self.unchanged
-        if self.error is not None:
-            shown["error"] = {"reason": self.error.reason, "message": self.error.message, "retryable": self.error.retryable}
+        shown.update(self._error_json())
         if self.skipped:
             shown["skipped"] = self.skipped
         return shown

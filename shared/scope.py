@@ -74,8 +74,8 @@ def _flag(value: object, name: str) -> bool | BadRequest:
     return BadRequest(name, "must be true or false")
 
 
-def parse_resync_request(params: Mapping[str, str], body: bytes, *, cluster: str) -> ResyncRequest | BadRequest:
-    """Options come from the query string or a JSON object body; the query string wins."""
+def _options(params: Mapping[str, str], body: bytes, known: set[str]) -> dict[str, object] | BadRequest:
+    """Options from the query string or a JSON object body (the query string wins); unknown ones are refused."""
     options: dict[str, object] = {}
     if body.strip():
         try:
@@ -86,16 +86,30 @@ def parse_resync_request(params: Mapping[str, str], body: bytes, *, cluster: str
             return BadRequest("body", "must be a JSON object")
         options.update(decoded)
     options.update(params)
-    known = {"dryRun", "namespace", "service", "allowMassDelete", "scope"}
     unknown = sorted(set(options) - known)
     if unknown:
         return BadRequest(unknown[0], f"unknown option; known: {', '.join(sorted(known))}")
+    return options
+
+
+def _flags(options: Mapping[str, object], names: tuple[str, ...]) -> dict[str, bool] | BadRequest:
     flags: dict[str, bool] = {}
-    for name in ("dryRun", "allowMassDelete"):
+    for name in names:
         parsed = _flag(options.get(name, False), name)
         if isinstance(parsed, BadRequest):
             return parsed
         flags[name] = parsed
+    return flags
+
+
+def parse_resync_request(params: Mapping[str, str], body: bytes, *, cluster: str) -> ResyncRequest | BadRequest:
+    """Options come from the query string or a JSON object body; the query string wins."""
+    options = _options(params, body, {"dryRun", "namespace", "service", "allowMassDelete", "scope"})
+    if isinstance(options, BadRequest):
+        return options
+    flags = _flags(options, ("dryRun", "allowMassDelete"))
+    if isinstance(flags, BadRequest):
+        return flags
     namespace, service = options.get("namespace"), options.get("service")
     for name, value in (("namespace", namespace), ("service", service)):
         if value is not None and (not isinstance(value, str) or not _DNS_LABEL.match(value)):
@@ -115,23 +129,5 @@ def parse_resync_request(params: Mapping[str, str], body: bytes, *, cluster: str
 
 def parse_flags(params: Mapping[str, str], body: bytes, names: tuple[str, ...]) -> dict[str, bool] | BadRequest:
     """Boolean options from the query string or a JSON object body (the query string wins); unknown ones are refused."""
-    options: dict[str, object] = {}
-    if body.strip():
-        try:
-            decoded = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return BadRequest("body", "not valid JSON")
-        if not isinstance(decoded, dict):
-            return BadRequest("body", "must be a JSON object")
-        options.update(decoded)
-    options.update(params)
-    unknown = sorted(set(options) - set(names))
-    if unknown:
-        return BadRequest(unknown[0], f"unknown option; known: {', '.join(sorted(names))}")
-    flags: dict[str, bool] = {}
-    for name in names:
-        parsed = _flag(options.get(name, False), name)
-        if isinstance(parsed, BadRequest):
-            return parsed
-        flags[name] = parsed
-    return flags
+    options = _options(params, body, set(names))
+    return options if isinstance(options, BadRequest) else _flags(options, names)
