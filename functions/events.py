@@ -12,7 +12,8 @@ from typing import Any
 
 import azure.functions as func
 
-from shared import deps, dispatch, errors
+from functions._deps import dependencies_or_none
+from shared import dispatch, errors
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)
@@ -36,10 +37,8 @@ def raw_event(event: func.EventGridEvent | func.CloudEvent) -> dict[str, Any]:
 def on_event(event: func.EventGridEvent) -> None:
     # Annotated with one class because the worker checks the annotation with issubclass(); the host still
     # passes a func.CloudEvent for CloudEvents deliveries, and raw_event() reads both.
-    try:
-        dependencies = deps.dependencies()
-    except errors.InvalidSettings as error:
-        log.error("settings invalid; event %s not handled", event.id, extra={"settings": [n for n, _ in error.problems]})
+    dependencies = dependencies_or_none(log, f"event {event.id}")
+    if dependencies is None:
         return
     result = dispatch.handle_event(raw_event(event), dependencies)
     if result.malformed:

@@ -12,6 +12,7 @@ import logging
 
 import azure.functions as func
 
+from functions._deps import dependencies_or_none
 from functions._http import json_response, settings_error_response
 from shared import deps, errors, rotation_runner
 from shared.scope import BadRequest, parse_flags
@@ -26,10 +27,8 @@ ROTATION_SCHEDULE = "%ROTATION_SCHEDULE%"
 @bp.timer_trigger(arg_name="timer", schedule=ROTATION_SCHEDULE, run_on_startup=False, use_monitor=True)
 @bp.retry(strategy="exponential_backoff", max_retry_count="3", minimum_interval="00:01:00", maximum_interval="00:15:00")
 def rotate_certificates(timer: func.TimerRequest) -> None:
-    try:
-        dependencies = deps.dependencies()
-    except errors.InvalidSettings as error:
-        log.error("settings invalid", extra={"settings": [name for name, _ in error.problems]})
+    dependencies = dependencies_or_none(log, "rotation")
+    if dependencies is None:
         return
     report = rotation_runner.rotate(dependencies)
     log.info("rotation finished: %s", json.dumps(report.to_json()))

@@ -6,7 +6,8 @@ import logging
 
 import azure.functions as func
 
-from shared import deps, errors, scope, sync
+from functions._deps import dependencies_or_none
+from shared import errors, scope, sync
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)
@@ -19,10 +20,8 @@ PERIODIC_RESYNC_SCHEDULE = "%PERIODIC_RESYNC_SCHEDULE%"
 @bp.timer_trigger(arg_name="timer", schedule=PERIODIC_RESYNC_SCHEDULE, run_on_startup=False, use_monitor=True)
 @bp.retry(strategy="exponential_backoff", max_retry_count="3", minimum_interval="00:00:10", maximum_interval="00:05:00")
 def periodic_resync(timer: func.TimerRequest) -> None:
-    try:
-        dependencies = deps.dependencies()
-    except errors.InvalidSettings as error:
-        log.error("settings invalid", extra={"settings": [name for name, _ in error.problems]})
+    dependencies = dependencies_or_none(log, "periodic resync")
+    if dependencies is None:
         return
     report = sync.run(scope.Scope(dependencies.settings.kube.cluster_name), dependencies)
     log.info("periodic resync finished", extra={"counts": report.counts, "past_due": timer.past_due})
