@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from shared.model import KeyKind
+from shared.model import KeyKind as KeyKind
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 

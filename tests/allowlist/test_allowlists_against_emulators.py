@@ -27,7 +27,7 @@ def seed(world: World) -> None:
     world.kube.apply(service("payments", annotations=DENY))
 
 
-def annotations(world: World, name: str = "orders") -> dict[str, str]:
+def ingress_annotations(world: World, name: str = "orders") -> dict[str, str]:
     found = world.kube.get("Ingress", "shop", name)
     assert found is not None
     return dict(found["metadata"].get("annotations") or {})
@@ -48,7 +48,7 @@ def test_lists_follow_apim_addresses_then_a_second_run_writes_nothing(world: Wor
 
     report = sync.run(CLUSTER, deps)
 
-    assert annotations(world)[ALLOWLIST_ANNOTATION] == "20.0.0.7/32,20.1.0.1/32"
+    assert ingress_annotations(world)[ALLOWLIST_ANNOTATION] == "20.0.0.7/32,20.1.0.1/32"
     assert source_ranges(world) == ["20.0.0.7/32", "20.1.0.1/32"]
     assert report.allowlists is not None and len(report.allowlists.changes) == 2
     world.kube.clear_log()
@@ -66,7 +66,7 @@ def test_no_usable_addresses_writes_nothing_and_reports_why(world: World, make_d
     report = sync.run(CLUSTER, deps)
 
     assert world.kube.writes() == []
-    assert annotations(world)[ALLOWLIST_ANNOTATION] == "20.0.0.1/32", "the old list stays"
+    assert ingress_annotations(world)[ALLOWLIST_ANNOTATION] == "20.0.0.1/32", "the old list stays"
     error = report.to_json()["allowlists"]["error"]
     assert error["reason"] == "NoUsableApimAddresses" and "would admit everyone" in error["message"]
     assert report.failed and not report.retryable
@@ -77,7 +77,7 @@ def test_unmanaged_ingress_is_untouched(world: World, make_deps: Any) -> None:
     world.kube.apply(service("legacy", expose=False))
     world.kube.apply(ingress("legacy", "shop", "legacy.example.com", "legacy"))
     sync.run(CLUSTER, make_deps())
-    assert ALLOWLIST_ANNOTATION not in annotations(world, "legacy")
+    assert ALLOWLIST_ANNOTATION not in ingress_annotations(world, "legacy")
 
 
 def test_hand_edited_list_is_restored_and_reported(world: World, make_deps: Any) -> None:
@@ -91,7 +91,7 @@ def test_hand_edited_list_is_restored_and_reported(world: World, make_deps: Any)
 
     report = sync.run(CLUSTER, deps)
 
-    assert annotations(world)[ALLOWLIST_ANNOTATION] == "20.0.0.1/32"
+    assert ingress_annotations(world)[ALLOWLIST_ANNOTATION] == "20.0.0.1/32"
     (change,) = report.to_json()["allowlists"]["changes"]
     assert change == {
         "object": "Ingress shop/orders",
@@ -109,20 +109,20 @@ def test_other_annotations_are_kept(world: World, make_deps: Any) -> None:
     manifest["metadata"]["annotations"] = {"nginx.ingress.kubernetes.io/proxy-body-size": "8m"}
     world.kube.apply(manifest)
     sync.run(CLUSTER, make_deps())
-    assert annotations(world)["nginx.ingress.kubernetes.io/proxy-body-size"] == "8m"
+    assert ingress_annotations(world)["nginx.ingress.kubernetes.io/proxy-body-size"] == "8m"
 
 
 def test_both_annotation_names_when_asked(world: World, make_deps: Any) -> None:
     seed(world)
     sync.run(CLUSTER, make_deps(ALLOWLIST_ANNOTATION="both"))
-    assert annotations(world)[ALLOWLIST_ANNOTATION] == annotations(world)[WHITELIST_ANNOTATION] == "20.0.0.1/32"
+    assert ingress_annotations(world)[ALLOWLIST_ANNOTATION] == ingress_annotations(world)[WHITELIST_ANNOTATION] == "20.0.0.1/32"
 
 
 def test_concurrent_edit_is_reread_and_written_again(world: World, make_deps: Any) -> None:
     seed(world)
     world.kube.inject(Fault(409, method="PATCH", path_contains="/ingresses/orders", times=1))
     report = sync.run(CLUSTER, make_deps())
-    assert annotations(world)[ALLOWLIST_ANNOTATION] == "20.0.0.1/32"
+    assert ingress_annotations(world)[ALLOWLIST_ANNOTATION] == "20.0.0.1/32"
     ingress_change = next(c for c in report.to_json()["allowlists"]["changes"] if c["object"] == "Ingress shop/orders")
     assert ingress_change["outcome"] == "applied" and ingress_change["attempts"] == 2
 
@@ -160,7 +160,7 @@ def test_resync_endpoint_scope_allowlist_runs_only_that_step(world: World, monke
     response = resync_module.resync.build().get_user_function()(request)
     body = json.loads(response.get_body())
     assert response.status_code == 200 and body["counts"]["create"] == 0 and world.apim.backends == {}
-    assert annotations(world)[ALLOWLIST_ANNOTATION] == "20.0.0.1/32"
+    assert ingress_annotations(world)[ALLOWLIST_ANNOTATION] == "20.0.0.1/32"
 
 
 def test_cli_allowlist_dry_run_prints_the_plan(world: World, capsys: pytest.CaptureFixture[str]) -> None:
@@ -173,5 +173,5 @@ def test_cli_allowlist_dry_run_prints_the_plan(world: World, capsys: pytest.Capt
 def test_disabled_allow_lists_are_not_touched(world: World, make_deps: Any) -> None:
     seed(world)
     report = sync.run(CLUSTER, make_deps(ALLOWLIST_ENABLED="false"))
-    assert ALLOWLIST_ANNOTATION not in annotations(world)
+    assert ALLOWLIST_ANNOTATION not in ingress_annotations(world)
     assert report.to_json()["allowlists"]["skipped"] == "ALLOWLIST_ENABLED is false"

@@ -192,7 +192,10 @@ def test_dry_run_writes_nothing_and_shows_what_apply_would_do(world: World, make
     planned = engine.reconcile(EVERYTHING, deps, dry_run=True)
     assert world.apim.writes() == [] and world.apim.backends == {}
     applied = engine.reconcile(EVERYTHING, deps)
-    strip = lambda r: [{k: v for k, v in c.items() if k != "outcome"} for c in r.to_json()["changes"]]  # noqa: E731
+
+    def strip(report: Any) -> list[dict[str, Any]]:
+        return [{k: v for k, v in c.items() if k != "outcome"} for c in report.to_json()["changes"]]
+
     assert strip(planned) == strip(applied)
     assert planned.to_json()["changes"][0]["outcome"] == "planned"
 

@@ -235,7 +235,8 @@ def test_apim_address_change_reported_by_arm_updates_the_allow_lists(app: World)
 
     deliver(arm_event(app, "ResourceWriteSuccess", app.apim.service_id))
 
-    assert app.kube.get("Service", "shop", "orders")["spec"]["loadBalancerSourceRanges"] == ["20.0.0.2/32"]
+    orders = app.kube.get("Service", "shop", "orders")
+    assert orders is not None and orders["spec"]["loadBalancerSourceRanges"] == ["20.0.0.2/32"]
 
 
 def api_event(world: World, kind: str, api_id: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from shared.events import (
     route,
     watcher_source,
 )
+from shared.model import BackendId
 from shared.scope import Scope
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "events"
@@ -185,7 +186,9 @@ def test_arm_write_or_action_on_the_apim_service_refreshes_allow_lists(kind: str
 
 def test_arm_delete_of_an_apim_backend_rechecks_that_backend() -> None:
     event = eventgrid("Microsoft.Resources.ResourceDeleteSuccess", "/subscriptions/sub-1", APIM + "/backends/shop-orders-abc123")
-    assert route(event, CTX) == RecheckBackend("shop-orders-abc123", why="ResourceDeleteSuccess on backend 'shop-orders-abc123'")
+    assert route(event, CTX) == RecheckBackend(
+        BackendId("shop-orders-abc123"), why="ResourceDeleteSuccess on backend 'shop-orders-abc123'"
+    )
 
 
 def test_arm_event_from_a_foreign_subscription_is_ignored() -> None:

@@ -21,7 +21,7 @@ from tests.indexed import INDEXED
 
 
 def bindings() -> dict[str, list[dict[str, Any]]]:
-    return {f.get_function_name(): json.loads(f.get_function_json())["bindings"] for f in INDEXED}
+    return {str(f.get_function_name()): json.loads(f.get_function_json())["bindings"] for f in INDEXED}
 
 
 def test_indexed_functions_are_what_the_host_will_read() -> None:
