@@ -54,6 +54,7 @@ _ORDER = {
     ("create", "product"): 5,
     ("add", "product"): 6,
     ("delete", "operation"): 7,
+    ("delete", "product"): 7,
     ("delete", "api"): 8,
 }
 
@@ -64,7 +65,7 @@ def api_properties(desired: apis.DesiredApi, owner: OwnerId) -> dict[str, Any]:
         "displayName": desired.display_name,
         "subscriptionRequired": desired.subscription_required,
         "protocols": ["https"],
-        "description": apis.api_mark(owner, desired.namespace),
+        "description": apis.api_mark(owner, desired.namespace, desired.products),
     }
 
 
@@ -201,6 +202,10 @@ def _plan_one(
                 body=body,
             )
         )
+    if have is not None:
+        for product in sorted(apis.marked_products(have.description) - set(want.products)):
+            if product in have.products:
+                changes.append(ApiChange("delete", "product", want.id, product))
     for product in want.products:
         if have is not None and product in have.products:
             continue

@@ -62,7 +62,7 @@ def reconcile_apis(
             if api_id not in all_paths:
                 continue
             wanted = desired.apis.get(api_id)
-            products = [p for p in wanted.products if p in existing_products] if wanted else []
+            products = list(wanted.products) if wanted else []
             found = with_retries(deps, lambda a=api_id, p=products: store.observe(a, tagged=a in tagged, products=p))  # type: ignore[misc]
             if found is not None:
                 observed[api_id] = found
@@ -209,5 +209,7 @@ def _execute(change: api_plan.ApiChange, store: Any, tag: str) -> None:
         store.put_operation_policy(change.api_id, change.target, change.body)
     elif action == "create":
         store.create_product(change.target)
+    elif action == "delete":
+        store.remove_from_product(change.target, change.api_id)
     else:
         store.add_to_product(change.target, change.api_id)

@@ -77,7 +77,7 @@ class ApimApis:
                 policy=op_policy.value if op_policy is not None else None,
             )
         member_of = frozenset(
-            p for p in products if self._call(f"product {p}", self._client.product_api.check_entity_exists, p, api_id)
+            p for p in {*products, *apis.marked_products(str(raw.get("description") or ""))} if self._member(p, api_id)
         )
         return apis.ObservedApi(
             id=api_id,
@@ -92,6 +92,14 @@ class ApimApis:
             raw_properties=raw,
             etag=etag or None,
         )
+
+    def _member(self, product_id: str, api_id: str) -> bool:
+        """Whether the API is in the product; a product that does not exist holds nothing."""
+        found = self._absent_is_none(f"product {product_id}", self._client.product_api.check_entity_exists, product_id, api_id)
+        return bool(found)
+
+    def remove_from_product(self, product_id: str, api_id: str) -> None:
+        self._absent_is_none(f"product {product_id}", self._client.product_api.delete, product_id, api_id)
 
     def product_ids(self) -> frozenset[str]:
         with errors.translating(translate, "list products"):

@@ -279,8 +279,15 @@ def _group_conflict(group: Sequence[ApiClaim]) -> tuple[str, str] | None:
 # -- marks and policies --------------------------------------------------------------------------------
 
 
-def api_mark(owner: OwnerId, namespace: str) -> str:
-    return f"managed-by=aks-apim-sync; owner={owner}; namespace={namespace}"
+def api_mark(owner: OwnerId, namespace: str, products: Sequence[str] = ()) -> str:
+    """The owner mark, and the products this deployment added the API to (links carry no mark of their own)."""
+    mark = f"managed-by=aks-apim-sync; owner={owner}; namespace={namespace}"
+    return f"{mark}; products={','.join(sorted(products))}" if products else mark
+
+
+def marked_products(description: str) -> frozenset[str]:
+    matched = re.search(r"; products=([A-Za-z0-9._,-]+)", description or "")
+    return frozenset(matched[1].split(",")) if matched else frozenset()
 
 
 def parse_api_mark(description: str) -> tuple[str, str] | None:

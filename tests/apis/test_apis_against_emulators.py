@@ -223,3 +223,15 @@ def test_a_412_on_an_api_update_is_retryable_and_the_next_run_completes(world: W
     world.apim.faults.clear()
     run(deps)
     assert world.apim.api_side.apis["orders"]["properties"]["displayName"] == "Orders v2"
+
+
+def test_a_product_dropped_from_the_annotation_loses_the_api_but_foreign_links_stay(world: World, deps: Dependencies) -> None:
+    store = world.apim.api_side
+    for product in ("starter", "gold", "partner"):
+        store.products[product] = store._entity("products", f"products/{product}", product, {"displayName": product})
+    world.kube.apply(api_service("orders", **{"apim-sync.io/products": "starter, gold"}))
+    run(deps)
+    store.product_apis.add(("partner", "orders"))  # linked by hand in the portal
+    world.kube.apply(api_service("orders", **{"apim-sync.io/products": "starter"}))
+    run(deps)
+    assert {p for p, a in store.product_apis if a == "orders"} == {"starter", "partner"}
