@@ -151,10 +151,20 @@ def demo() -> int:
         _print_report("second resync", second)
         writes = len(world.apim.writes()) + len(world.kube.writes())
         print(f"\nsecond run: {writes} writes to APIM or Kubernetes")
+        _rotation_plan()
         followed = _event_driven_change(world)
         return 0 if writes == 0 and first["http_status"] == 200 and followed else 1
     finally:
         world.stop()
+
+
+def _rotation_plan() -> None:
+    """What the first certificate rotation would do (a dry run needs no lock, so no storage account)."""
+    from shared import deps, rotation_runner
+
+    report = rotation_runner.rotate(deps.dependencies(), dry_run=True)
+    print("\n== mTLS rotation, dry run (POST /api/rotate?dryRun=true)")
+    print("\n".join(report.to_text().splitlines()[1:]))
 
 
 def _print_apis(world: World) -> None:

@@ -269,5 +269,5 @@ def plan_steps(
             return steps, decided
         force = remaining_force(force, decided)
         steps.append(decided)
-        state = simulate(state, decided, now, policy, new_ca_id=f"{len(steps):08x}")
+        state = simulate(state, decided, now, policy, new_ca_id=f"(new CA {len(steps)})")
     return steps, Waiting("stopped after too many steps; the next run goes on")
