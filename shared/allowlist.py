@@ -96,6 +96,18 @@ def _modes(services: Sequence[ServiceView], ctx: AnnotationContext) -> dict[tupl
     return found
 
 
+def managed_ingresses(
+    services: Sequence[ServiceView], ingresses: Sequence[IngressView], ctx: AnnotationContext
+) -> list[IngressView]:
+    """The Ingresses this deployment manages: those routing to an ingress-mode Service it exposes."""
+    modes = _modes(services, ctx)
+    return [
+        ingress
+        for ingress in ingresses
+        if any(modes.get((ingress.namespace, name)) is Mode.INGRESS for name in ingress.service_names)
+    ]
+
+
 class IngressNginxWriter:
     """ingress-nginx: the source-range annotation on Ingresses that route to ingress-mode Services."""
 
@@ -105,13 +117,7 @@ class IngressNginxWriter:
     def targets(
         self, services: Sequence[ServiceView], ingresses: Sequence[IngressView], ctx: AnnotationContext
     ) -> tuple[list[Target], list[Finding]]:
-        modes = _modes(services, ctx)
-        managed = [
-            ingress
-            for ingress in ingresses
-            if any(modes.get((ingress.namespace, name)) is Mode.INGRESS for name in ingress.service_names)
-        ]
-        return [self.target_of(ingress) for ingress in managed], []
+        return [self.target_of(ingress) for ingress in managed_ingresses(services, ingresses, ctx)], []
 
     def target_of(self, obj: ServiceView | IngressView) -> Target:
         assert isinstance(obj, IngressView)
@@ -173,10 +179,8 @@ def change_for(target: Target, cidrs: tuple[str, ...], writer: AllowListWriter) 
     return AllowListChange(target, cidrs, writer.patch(target, cidrs))
 
 
-def controller_findings(controller: ServiceView | None, name: str, has_ingress_targets: bool) -> list[Finding]:
+def controller_findings(controller: ServiceView | None, name: str) -> list[Finding]:
     """ingress-nginx sees node addresses, not APIM's, unless its Service keeps the client address."""
-    if not has_ingress_targets or not name:
-        return []
     if controller is None:
         return [Finding(f"Service {name}", "IngressControllerNotFound", "the configured ingress controller Service is missing")]
     if controller.type == "LoadBalancer" and controller.external_traffic_policy != "Local":

@@ -39,7 +39,7 @@ def refresh(
     try:
         services, ingresses = cluster if cluster is not None else read_cluster(scope, deps)
     except SyncError as error:
-        return AllowListReport(dry_run=dry_run, error=_run_error(Reason.SOURCE_READ_FAILED.value, error))
+        return AllowListReport(dry_run=dry_run, error=RunError.of(error, Reason.SOURCE_READ_FAILED.value))
     context = annotation_context(deps.settings)
     targets: list[tuple[allowlist.Target, allowlist.AllowListWriter]] = []
     findings: list[allowlist.Finding] = []
@@ -54,7 +54,9 @@ def refresh(
     try:
         service = with_retries(deps, deps.sink.get_service)
     except SyncError as error:
-        return AllowListReport(dry_run=dry_run, error=_run_error(Reason.SINK_READ_FAILED.value, error), findings=_shown(findings))
+        return AllowListReport(
+            dry_run=dry_run, error=RunError.of(error, Reason.SINK_READ_FAILED.value), findings=_shown(findings)
+        )
     cidrs = addresses.allowed_cidrs(addresses.addresses_from_service(service), settings.policy)
     if isinstance(cidrs, addresses.NoUsableAddresses):
         unusable = RunError(NO_USABLE_ADDRESSES, cidrs.why, cidrs.retryable, retry_after_seconds=60 if cidrs.retryable else None)
@@ -72,7 +74,7 @@ def refresh(
         namespace, name = settings.ingress_controller.split("/", 1)
         try:
             controller = with_retries(deps, lambda: deps.source.get_service(namespace, name))
-            findings.extend(allowlist.controller_findings(controller, settings.ingress_controller, True))
+            findings.extend(allowlist.controller_findings(controller, settings.ingress_controller))
         except SyncError as error:
             findings.append(
                 allowlist.Finding(f"Service {settings.ingress_controller}", "IngressControllerUnreadable", str(error))
@@ -145,7 +147,3 @@ def _apply(change: allowlist.AllowListChange, writer: allowlist.AllowListWriter,
             else:
                 deps.sleep(backoff_seconds(error, attempt, max_wait_seconds=sync.max_retry_wait_seconds))
     raise AssertionError("unreachable")
-
-
-def _run_error(reason: str, error: SyncError) -> RunError:
-    return RunError(reason, str(error), error.retryable, getattr(error, "retry_after_seconds", None))

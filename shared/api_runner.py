@@ -7,16 +7,19 @@ that namespace's Services once. Claims whose backend is not there yet (pending, 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from shared import api_plan, apis, discovery
-from shared.engine import ClusterView, Dependencies, annotation_context, with_retries
+from shared.engine import ClusterView, Dependencies, annotation_context, read_cluster, with_retries
 from shared.errors import PermanentError, SyncError
 from shared.model import DesiredBackend, IngressRoute, ServiceView
 from shared.report import ApisReport, RunError
 from shared.scope import Scope
+
+if TYPE_CHECKING:
+    from shared.apim_apis import ApimApis
 
 
 def tag_for(deps: Dependencies) -> str:
@@ -41,14 +44,10 @@ def reconcile_apis(
     claims_now = any(s.annotations.get(f"{deps.settings.sync.annotation_prefix}/api-id", "").strip() for s in cluster[0])
     if scope.service is not None and not claims_now and not api_hints:
         return ApisReport(dry_run=dry_run)
-    from shared.apim_apis import ApimApis
-
-    sink: Any = deps.sink
-    store = ApimApis(sink)
-    prefix = deps.settings.sync.annotation_prefix
+    store = deps.sink.api_store()
     try:
         tagged = with_retries(deps, lambda: store.tagged_api_ids(tag_for(deps)))
-        if not tagged and not any(s.annotations.get(f"{prefix}/api-id", "").strip() for s in cluster[0]):
+        if not tagged and not claims_now:
             return ApisReport(dry_run=dry_run)  # no API claimed in scope and none of ours in APIM: one request
         services, routes, namespaces = _services_for(scope, deps, cluster)
         claims, problems = _claims(services, routes, deps)
@@ -67,7 +66,7 @@ def reconcile_apis(
             if found is not None:
                 observed[api_id] = found
     except SyncError as error:
-        return ApisReport(dry_run=dry_run, error=RunError(error.reason, str(error), error.retryable))
+        return ApisReport(dry_run=dry_run, error=RunError.of(error))
     plan = api_plan.plan_apis(
         desired,
         observed,
@@ -104,10 +103,8 @@ def _services_for(
     services, ingresses = cluster
     if scope.namespace is None:
         return services, [r for i in ingresses for r in i.routes], None
-    namespace_scope = Scope(scope.cluster, namespace=scope.namespace)
     if scope.service is not None:
-        services = with_retries(deps, lambda: deps.source.list_services(namespace_scope))
-        ingresses = with_retries(deps, lambda: deps.source.list_ingresses(namespace_scope)) if services else []
+        services, ingresses = read_cluster(Scope(scope.cluster, namespace=scope.namespace), deps)
     return services, [r for i in ingresses for r in i.routes], frozenset({scope.namespace})
 
 
@@ -168,7 +165,7 @@ def _openapi_operations(
         return None
 
 
-def _apply(plan: api_plan.ApiPlan, store: Any, deps: Dependencies) -> list[dict[str, Any]]:
+def _apply(plan: api_plan.ApiPlan, store: ApimApis, deps: Dependencies) -> list[dict[str, Any]]:
     """In plan order; a failed API stops its own later changes, never another API's."""
     entries: list[dict[str, Any]] = []
     broken: set[str] = set()
@@ -189,7 +186,7 @@ def _apply(plan: api_plan.ApiPlan, store: Any, deps: Dependencies) -> list[dict[
     return entries
 
 
-def _execute(change: api_plan.ApiChange, store: Any, tag: str) -> None:
+def _execute(change: api_plan.ApiChange, store: ApimApis, tag: str) -> None:
     kind, action = change.kind, change.action
     if kind == "api":
         if action == "delete":

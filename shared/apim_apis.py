@@ -11,9 +11,10 @@ import json
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
+from azure.mgmt.apimanagement import ApiManagementClient
 
 from shared import apis, errors
-from shared.apim_sink import ApimSink, translate
+from shared.apim_sink import translate
 
 
 def _body(properties: dict[str, Any]) -> io.BytesIO:
@@ -21,9 +22,9 @@ def _body(properties: dict[str, Any]) -> io.BytesIO:
 
 
 class ApimApis:
-    def __init__(self, sink: ApimSink) -> None:
-        self._client = sink._client
-        self._where = sink._where
+    def __init__(self, client: ApiManagementClient, where: tuple[str, str]) -> None:
+        self._client = client
+        self._where = where
 
     def _call(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         with errors.translating(translate, what):
@@ -47,15 +48,27 @@ class ApimApis:
             rows = self._client.api.list_by_tags(*self._where, filter=f"tag/name eq '{tag_name}'")
             return {str(row.api.id).rsplit("/", 1)[-1] for row in rows if row.api is not None and row.api.id}
 
-    def observe(self, api_id: str, *, tagged: bool, products: list[str]) -> apis.ObservedApi | None:
-        def with_etag(pipeline_response: Any, _model: Any, headers: dict[str, str]) -> tuple[dict[str, Any], str]:
-            return pipeline_response.http_response.json(), headers.get("ETag", "")
+    def _get(self, api_id: str) -> tuple[dict[str, Any], str] | None:
+        """The API's properties as ARM returns them, and its ETag; None when there is no such API."""
 
-        found = self._absent_is_none(f"API {api_id}", self._client.api.get, api_id, cls=with_etag)
+        def with_etag(pipeline_response: Any, _model: Any, headers: dict[str, str]) -> tuple[dict[str, Any], str]:
+            return pipeline_response.http_response.json().get("properties", {}), headers.get("ETag", "")
+
+        found: tuple[dict[str, Any], str] | None = self._absent_is_none(
+            f"API {api_id}", self._client.api.get, api_id, cls=with_etag
+        )
+        return found
+
+    def description(self, api_id: str) -> str | None:
+        """One GET: the API's description (where the owner mark is), or None when the API does not exist."""
+        found = self._get(api_id)
+        return str(found[0].get("description") or "") if found is not None else None
+
+    def observe(self, api_id: str, *, tagged: bool, products: list[str]) -> apis.ObservedApi | None:
+        found = self._get(api_id)
         if found is None:
             return None
-        body, etag = found
-        raw = body.get("properties", {})
+        raw, etag = found
         policy = self._absent_is_none(f"API {api_id} policy", self._client.api_policy.get, api_id, "policy", format="rawxml")
         operations: dict[str, apis.ObservedOperation] = {}
         with errors.translating(translate, f"list operations of API {api_id}"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
@@ -28,6 +28,9 @@ from shared import errors, ownership
 from shared.counters import RequestCounter
 from shared.model import BackendId, BackendSpec, DesiredBackend, ObservedBackend, OwnerId, normalise_headers
 from shared.settings import ApimSettings
+
+if TYPE_CHECKING:
+    from shared.apim_apis import ApimApis
 
 RETRYABLE_CONFLICT_CODES = {"PessimisticConcurrencyConflict", "ManagementApiRequestFailed"}
 
@@ -167,6 +170,12 @@ class ApimSink:
 
         with _translated(f"APIM service {self._settings.service_name}"):
             return self._client.api_management_service.get(*self._where, cls=raw)  # type: ignore[return-value]
+
+    def api_store(self) -> ApimApis:
+        """APIs, operations, policies, tags and products, through the same client."""
+        from shared.apim_apis import ApimApis
+
+        return ApimApis(self._client, self._where)
 
     def list_certificates(self) -> list[dict[str, Any]]:
         """Every certificate entity, as ARM returns it (id, name, properties.expirationDate, thumbprint...)."""

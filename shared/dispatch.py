@@ -14,7 +14,6 @@ from shared import engine, events, sync
 from shared.errors import SyncError
 from shared.model import ServiceRef
 from shared.report import Report
-from shared.retry import call_with_retries
 from shared.scope import Scope
 
 
@@ -68,19 +67,17 @@ def handle_event(raw: Mapping[str, Any], deps: engine.Dependencies) -> EventResu
 def _recheck_api(event_id: str, name: str, action: events.RecheckApi, deps: engine.Dependencies) -> EventResult:
     """An API changed in APIM (portal, another tool): ours -> reconcile its namespace; gone -> a cluster-wide run."""
     from shared import apis
-    from shared.apim_apis import ApimApis
 
     cluster = deps.settings.kube.cluster_name
     if not deps.settings.apis.enabled:
         return EventResult(event_id, "Acknowledge", f"{action.why}; APIS_ENABLED is false")
-    sink: Any = deps.sink
     try:
-        observed = engine.with_retries(deps, lambda: ApimApis(sink).observe(action.api_id, tagged=True, products=[]))
+        description = engine.with_retries(deps, lambda: deps.sink.api_store().description(action.api_id))
     except SyncError as error:
         return EventResult(event_id, name, action.why, report=engine.failed_report(Scope(cluster), error))
-    if observed is None:
+    if description is None:
         return _reconcile(event_id, name, f"{action.why}: gone, so a cluster-wide run decides", Scope(cluster), deps)
-    mark = apis.parse_api_mark(observed.description)
+    mark = apis.parse_api_mark(description)
     if mark is None or mark[0] != deps.settings.sync.owner_id:
         return EventResult(event_id, "Acknowledge", f"{action.why}: not owned by this deployment, left alone")
     return _reconcile(
@@ -107,21 +104,15 @@ def _recheck_backend(event_id: str, name: str, action: events.RecheckBackend, de
     can tell whether a Service still wants it. Foreign: not ours to touch.
     """
     cluster = deps.settings.kube.cluster_name
-    sync = deps.settings.sync
     try:
-        observed = call_with_retries(
-            lambda: deps.sink.get_backend(action.backend_id),
-            attempts=sync.max_attempts,
-            max_wait_seconds=sync.max_retry_wait_seconds,
-            sleep=deps.sleep,
-        )
+        observed = engine.with_retries(deps, lambda: deps.sink.get_backend(action.backend_id))
     except SyncError as error:
         report = engine.failed_report(Scope(cluster), error)
         return EventResult(event_id, name, action.why, report=report)
     if observed is None:
         return _reconcile(event_id, name, f"{action.why}: gone, so a cluster-wide run decides", Scope(cluster), deps)
     mark = observed.mark
-    if mark is None or mark.owner != sync.owner_id:
+    if mark is None or mark.owner != deps.settings.sync.owner_id:
         return EventResult(event_id, "Acknowledge", f"{action.why}: not owned by this deployment, left alone")
     source: ServiceRef = mark.source
     if source.cluster != cluster:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from shared import discovery, naming, plan
 from shared.apply import BackendWriter, apply_plan
@@ -23,6 +23,9 @@ from shared.report import Report, RunError, build_report
 from shared.retry import call_with_retries
 from shared.scope import Scope
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.apim_apis import ApimApis
 
 T = TypeVar("T")
 
@@ -58,6 +61,8 @@ class Sink(BackendWriter, Protocol):
 
     def set_backend_certificates(self, backend_id: BackendId, certificate_ids: list[str], *, owner: str) -> bool: ...
 
+    def api_store(self) -> ApimApis: ...
+
 
 ClusterView = tuple[list[ServiceView], list[IngressView]]
 
@@ -71,9 +76,9 @@ class Dependencies:
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    """Certificate lifetimes are decided against it."""
     credential: Any = None
     """The Azure credential the adapters were built with (Key Vault uses it too)."""
-    """Certificate lifetimes are decided against it."""
 
 
 def annotation_context(settings: Settings) -> discovery.AnnotationContext:
@@ -195,9 +200,4 @@ def _observe(
 
 
 def _run_error(reason: Reason, error: SyncError) -> RunError:
-    return RunError(
-        reason=reason.value,
-        message=str(error),
-        retryable=error.retryable,
-        retry_after_seconds=getattr(error, "retry_after_seconds", None),
-    )
+    return RunError.of(error, reason.value)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.discovery import Invalid, Pending, Skipped
+from shared.errors import SyncError
 from shared.model import BackendId, Reason
 from shared.plan import BackendChange, BackendPlan, CreateBackend, DesiredSet, UpdateBackend
 from shared.scope import Scope
@@ -38,6 +39,11 @@ class RunError:
     message: str
     retryable: bool
     retry_after_seconds: float | None = None
+
+    @classmethod
+    def of(cls, error: SyncError, reason: str | None = None) -> RunError:
+        """From one of our errors (whose text never holds a secret); `reason` defaults to the error's own."""
+        return cls(reason or error.reason, str(error), error.retryable, getattr(error, "retry_after_seconds", None))
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,7 @@ class Report:
         symbol = {"create": "+", "update": "~", "delete": "-"}
         lines = [f"aks-apim-sync {'plan (dry run)' if self.dry_run else 'sync'}: {_scope_text(self.scope)}"]
         for c in self.changes:
-            suffix = "" if c["outcome"] in ("planned", "applied") else f"  [{c['outcome']}: {c.get('message') or ''}]"
+            suffix = _outcome_suffix(c)
             lines.append(f"  {symbol[c['action']]} backend {c['id']}  ({c['source']}){suffix}")
             for name, (before, after) in c.get("diff", {}).items():
                 lines.append(f"      {name}: {_short(before)} -> {_short(after)}")
@@ -143,6 +149,13 @@ class Report:
         if self.apis is not None:
             lines.append(self.apis.to_text())
         return "\n".join(lines)
+
+
+def _outcome_suffix(change: Mapping[str, Any]) -> str:
+    """Nothing for a change planned or applied; otherwise its outcome and why."""
+    if change["outcome"] in ("planned", "applied"):
+        return ""
+    return f"  [{change['outcome']}: {change.get('message') or ''}]"
 
 
 def _scope_text(scope: Scope) -> str:
@@ -255,10 +268,16 @@ class _StepResult:
             return False
         return (self.error is None or self.error.retryable) and all(c.get("retryable") for c in failed)
 
-    def _error_json(self) -> dict[str, Any]:
-        if self.error is None:
-            return {}
-        return {"error": {"reason": self.error.reason, "message": self.error.message, "retryable": self.error.retryable}}
+    skipped: str | None
+
+    def _status_json(self) -> dict[str, Any]:
+        """The error and the reason the step was skipped, when there is one."""
+        shown: dict[str, Any] = {}
+        if self.error is not None:
+            shown["error"] = {"reason": self.error.reason, "message": self.error.message, "retryable": self.error.retryable}
+        if self.skipped:
+            shown["skipped"] = self.skipped
+        return shown
 
 
 @dataclass(frozen=True)
@@ -280,17 +299,14 @@ class AllowListReport(_StepResult):
             "unchanged": self.unchanged,
             "warnings": [dict(f) for f in self.findings],
         }
-        shown.update(self._error_json())
-        if self.skipped:
-            shown["skipped"] = self.skipped
-        return shown
+        return {**shown, **self._status_json()}
 
     def to_text(self) -> str:
         if self.skipped:
             return f"  allow-lists: skipped ({self.skipped})"
         lines = [f"  allow-lists: {', '.join(self.cidrs) or '-'}"]
         for c in self.changes:
-            suffix = "" if c["outcome"] in ("planned", "applied") else f"  [{c['outcome']}: {c.get('message') or ''}]"
+            suffix = _outcome_suffix(c)
             lines.append(f"  ~ {c['object']} {', '.join(c['fields'])}: {_short(c['before'])} -> {_short(c['after'])}{suffix}")
         for f in self.findings:
             lines.append(f"  ! {f['object']} ({f['reason']}): {f['message']}")
@@ -363,10 +379,7 @@ class ApisReport(_StepResult):
     def to_json(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"changes": [dict(c) for c in self.changes], "problems": [dict(p) for p in self.problems]}
         shown["unchanged"] = self.unchanged
-        shown.update(self._error_json())
-        if self.skipped:
-            shown["skipped"] = self.skipped
-        return shown
+        return {**shown, **self._status_json()}
 
     def to_text(self) -> str:
         if self.skipped:
@@ -375,7 +388,7 @@ class ApisReport(_StepResult):
         lines = []
         for c in self.changes:
             target = f" {c['target']}" if c.get("target") else ""
-            suffix = "" if c["outcome"] in ("planned", "applied") else f"  [{c['outcome']}: {c.get('message') or ''}]"
+            suffix = _outcome_suffix(c)
             lines.append(f"  {symbol[c['action']]} {c['kind']} {c['api']}{target}{suffix}")
             for name, (before, after) in (c.get("diff") or {}).items():
                 lines.append(f"      {name}: {_short(before)} -> {_short(after)}")

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared import discovery, errors, rotation
-from shared.allowlist import AnnotationChoice, IngressNginxWriter
+from shared.allowlist import managed_ingresses
 from shared.engine import ClusterView, Dependencies, annotation_context, read_cluster, with_retries
 from shared.model import BackendId, DesiredBackend, Mode, OwnerId
 from shared.report import RotationReport, RunError
@@ -48,8 +48,11 @@ class World:
 
     state: rotation.RotationState
     ca_pems: Mapping[str, tuple[bytes, bytes]]
-    ca_secret: dict[str, Any] | None
+    ca_store: CaStore
+    """The store the CAs were read from; it writes them back (with the version it read)."""
     bundle_secret: dict[str, Any] | None
+    cluster: ClusterView
+    """Services and Ingresses, read once per run: rotation steps change neither."""
 
 
 def rotate(
@@ -76,7 +79,7 @@ def rotate(
     except errors.LeaseHeld:
         return RotationReport(dry_run=False, skipped="another rotation holds the lock; it does the work")
     except errors.SyncError as error:
-        return RotationReport(dry_run=False, error=RunError(error.reason, str(error), error.retryable))
+        return RotationReport(dry_run=False, error=RunError.of(error))
 
 
 def _run(
@@ -87,7 +90,7 @@ def _run(
     try:
         if deps.settings.mtls.source is CertificateSource.KEYVAULT:
             return _keyvault_run(deps, dry_run=dry_run, clock=clock)
-        world = read_world(deps)
+        world = read_world(deps, read_cluster(Scope(deps.settings.kube.cluster_name), deps))
         if dry_run:
             steps, waiting = rotation.plan_steps(world.state, clock(), policy, force=force)
             planned = [{"step": type(s).__name__, "why": s.why, "outcome": "planned"} for s in steps]
@@ -102,10 +105,10 @@ def _run(
             force = rotation.remaining_force(force, decided)
             if lease is not None:
                 lease.renew()
-            world = read_world(deps)
+            world = read_world(deps, world.cluster)
         return _report(world, done, rotation.Waiting("stopped after too many steps; the next run goes on"), dry_run=False)
     except errors.SyncError as error:
-        return RotationReport(dry_run=dry_run, steps=tuple(done), error=RunError(error.reason, str(error), error.retryable))
+        return RotationReport(dry_run=dry_run, steps=tuple(done), error=RunError.of(error))
 
 
 # -- reading -------------------------------------------------------------------------------------------
@@ -135,9 +138,9 @@ class CaStore(Protocol):
 class SecretCaStore:
     """ca-<id>.crt / ca-<id>.key in the Secret CERT_NAMESPACE/CA_SECRET_NAME; writes carry its resourceVersion."""
 
-    def __init__(self, deps: Dependencies, secret: dict[str, Any] | None = None) -> None:
+    def __init__(self, deps: Dependencies) -> None:
         self._deps = deps
-        self.secret = secret
+        self.secret: dict[str, Any] | None = None
 
     def read(self) -> dict[str, tuple[bytes, bytes]]:
         mtls = self._deps.settings.mtls
@@ -157,7 +160,7 @@ class SecretCaStore:
         _write_secret(self._deps, self.secret, self._deps.settings.mtls.ca_store, data, {})
 
 
-def ca_store(deps: Dependencies, secret: dict[str, Any] | None = None) -> CaStore:
+def ca_store(deps: Dependencies) -> CaStore:
     mtls = deps.settings.mtls
     if mtls.ca_keyvault_url:
         from shared.keyvault_store import KeyVaultCaStore  # azure-keyvault-secrets: only when configured
@@ -165,13 +168,13 @@ def ca_store(deps: Dependencies, secret: dict[str, Any] | None = None) -> CaStor
         return KeyVaultCaStore(
             mtls.ca_keyvault_url, mtls.ca_keyvault_name, deps.credential, ca_bundle=deps.settings.credentials.arm_ca_bundle
         )
-    return SecretCaStore(deps, secret)
+    return SecretCaStore(deps)
 
 
 def _read_trust(
     deps: Dependencies,
-) -> tuple[list[rotation.Ca], dict[str, tuple[bytes, bytes]], dict[str, datetime] | None, Any, Any]:
-    """The CAs (CA store), the bundle (bundle Secret) and the raw Secrets: two reads."""
+) -> tuple[list[rotation.Ca], dict[str, tuple[bytes, bytes]], dict[str, datetime] | None, CaStore, Any]:
+    """The CAs (CA store), the bundle (bundle Secret), the store and the raw bundle Secret: two reads."""
     from shared import pki
 
     mtls, owner = deps.settings.mtls, deps.settings.sync.owner_id
@@ -182,7 +185,6 @@ def _read_trust(
     for ca_id, (cert_pem, _key) in sorted(ca_pems.items()):
         info = pki.cert_info(cert_pem)
         cas.append(rotation.Ca(ca_id, info.not_before, info.not_after))
-    ca_secret = getattr(store, "secret", None)
 
     bundle_secret = with_retries(deps, lambda: source.get_secret(mtls.namespace, mtls.trust_bundle))
     _ours(bundle_secret, owner, f"Secret {mtls.namespace}/{mtls.trust_bundle}")
@@ -194,7 +196,7 @@ def _read_trust(
             ca_id = pki.cert_info(pem).short_id
             since = annotations.get(TRUSTED_PREFIX + ca_id)
             bundle[ca_id] = datetime.fromisoformat(since) if since else LONG_AGO
-    return cas, ca_pems, bundle, ca_secret, bundle_secret
+    return cas, ca_pems, bundle, store, bundle_secret
 
 
 def _read_certificates(deps: Dependencies) -> list[rotation.ApimCertificate]:
@@ -211,9 +213,9 @@ def _read_certificates(deps: Dependencies) -> list[rotation.ApimCertificate]:
     return certificates
 
 
-def read_world(deps: Dependencies) -> World:
+def read_world(deps: Dependencies, cluster: ClusterView) -> World:
     owner = deps.settings.sync.owner_id
-    cas, ca_pems, bundle, ca_secret, bundle_secret = _read_trust(deps)
+    cas, ca_pems, bundle, store, bundle_secret = _read_trust(deps)
     certificates = _read_certificates(deps)
     observed = with_retries(deps, deps.sink.list_backends)
     references = {
@@ -229,9 +231,9 @@ def read_world(deps: Dependencies) -> World:
         bundle=bundle,
         certificates=tuple(certificates),
         backend_references=references,
-        ingress_backends=frozenset(owned & _ingress_backend_ids(deps)),
+        ingress_backends=frozenset(owned & _ingress_backend_ids(deps, cluster)),
     )
-    return World(state, ca_pems, ca_secret, bundle_secret)
+    return World(state, ca_pems, store, bundle_secret, cluster)
 
 
 def ingress_backends_among(deps: Dependencies, cluster: ClusterView, backend_ids: Sequence[str]) -> list[BackendId]:
@@ -266,8 +268,8 @@ def present_active_certificate(deps: Dependencies, backend_ids: Sequence[Backend
     return pointed
 
 
-def _ingress_backend_ids(deps: Dependencies, cluster: ClusterView | None = None) -> set[BackendId]:
-    services, ingresses = cluster or read_cluster(Scope(deps.settings.kube.cluster_name), deps)
+def _ingress_backend_ids(deps: Dependencies, cluster: ClusterView) -> set[BackendId]:
+    services, ingresses = cluster
     context = annotation_context(deps.settings)
     routes = [route for ingress in ingresses for route in ingress.routes]
     wanted: set[BackendId] = set()
@@ -327,8 +329,7 @@ def _execute(step: rotation.Step, world: World, deps: Dependencies, now: datetim
     if isinstance(step, rotation.CreateCa):
         material = pki.new_ca(f"aks-apim-sync client CA ({owner})", now=now, days=mtls.ca_days, kind=mtls.key_kind)
         ca_id = material.info.short_id
-        store = ca_store(deps, world.ca_secret)
-        with_retries(deps, lambda: store.write(world.ca_pems, {ca_id: (material.cert_pem, material.key_pem)}))
+        with_retries(deps, lambda: world.ca_store.write(world.ca_pems, {ca_id: (material.cert_pem, material.key_pem)}))
     elif isinstance(step, rotation.TrustCas):
         pem = b"".join(world.ca_pems[ca_id][0] for ca_id in step.ca_ids)
         old = world.state.bundle or {}
@@ -359,8 +360,7 @@ def _execute(step: rotation.Step, world: World, deps: Dependencies, now: datetim
     elif isinstance(step, rotation.DeleteCertificate):
         with_retries(deps, lambda: deps.sink.delete_certificate(step.certificate_id))
     else:
-        store = ca_store(deps, world.ca_secret)
-        with_retries(deps, lambda: store.write(world.ca_pems, {step.ca_id: None}))
+        with_retries(deps, lambda: world.ca_store.write(world.ca_pems, {step.ca_id: None}))
 
 
 def _annotate_ingresses(deps: Dependencies, world: World) -> list[dict[str, Any]]:
@@ -369,17 +369,14 @@ def _annotate_ingresses(deps: Dependencies, world: World) -> list[dict[str, Any]
         return []
     mtls = deps.settings.mtls
     wanted = {AUTH_TLS_SECRET: f"{mtls.namespace}/{mtls.trust_bundle}", AUTH_TLS_VERIFY_CLIENT: "on"}
-    services, ingresses = read_cluster(Scope(deps.settings.kube.cluster_name), deps)
-    targets, _ = IngressNginxWriter(AnnotationChoice.ALLOWLIST).targets(services, ingresses, annotation_context(deps.settings))
     done = []
-    by_name = {(i.namespace, i.name): i for i in ingresses}
-    for target in targets:
-        ingress = by_name[(target.namespace, target.name)]
+    for ingress in managed_ingresses(*world.cluster, annotation_context(deps.settings)):
         if all(ingress.annotations.get(k) == v for k, v in wanted.items()):
             continue
         patch = {"metadata": {"resourceVersion": ingress.resource_version, "annotations": wanted}}
-        with_retries(deps, lambda t=target, p=patch: deps.source.patch("Ingress", t.namespace, t.name, p))  # type: ignore[misc]
-        done.append({"step": "AnnotateIngress", "why": f"{target.object} must check client certificates", "outcome": "applied"})
+        with_retries(deps, lambda i=ingress, p=patch: deps.source.patch("Ingress", i.namespace, i.name, p))  # type: ignore[misc]
+        why = f"Ingress {ingress.namespace}/{ingress.name} must check client certificates"
+        done.append({"step": "AnnotateIngress", "why": why, "outcome": "applied"})
     return done
 
 
@@ -418,7 +415,7 @@ def _keyvault_run(deps: Dependencies, *, dry_run: bool, clock: Callable[[], date
     issuer = mtls.keyvault_issuer_ca or ""
     issuer_pem = issuer.encode() if issuer.lstrip().startswith("-----BEGIN") else open(issuer, "rb").read()  # noqa: SIM115
     issuer_id = pki.cert_info(issuer_pem).short_id
-    world = read_world(deps)
+    world = read_world(deps, read_cluster(Scope(deps.settings.kube.cluster_name), deps))
     if world.state.bundle is None or set(world.state.bundle) != {issuer_id}:
         notes: dict[str, str | None] = {TRUSTED_PREFIX + issuer_id: clock().isoformat()}
         notes.update({TRUSTED_PREFIX + c: None for c in (world.state.bundle or {}) if c != issuer_id})
@@ -445,6 +442,6 @@ def _keyvault_run(deps: Dependencies, *, dry_run: bool, clock: Callable[[], date
             lambda b=backend_id: sink.set_backend_certificates(b, [reference], owner=owner),  # type: ignore[misc]
         )
     if not dry_run:
-        steps.extend(_annotate_ingresses(deps, read_world(deps)))
+        steps.extend(_annotate_ingresses(deps, read_world(deps, world.cluster)))
     waiting = rotation.Waiting("Key Vault renews the certificate; APIM refreshes it within 4 hours")
     return _report(world, steps, waiting, dry_run=dry_run)

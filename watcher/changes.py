@@ -53,7 +53,7 @@ class ServiceChange:
     api_ids: frozenset[str] = field(default=frozenset())
 
 
-def _key(obj: Mapping[str, Any]) -> ObjectKey:
+def key_of(obj: Mapping[str, Any]) -> ObjectKey:
     metadata = obj.get("metadata") or {}
     return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
 
@@ -122,7 +122,3 @@ def relist_diff(known: Mapping[ObjectKey, Any], listed: Mapping[ObjectKey, Any])
     """(key, before, after) for every object that changed while nobody watched, deletions included."""
     keys = sorted(set(known) | set(listed))
     return [(key, known.get(key), listed.get(key)) for key in keys if known.get(key) != listed.get(key)]
-
-
-def key_of(obj: Mapping[str, Any]) -> ObjectKey:
-    return _key(obj)

@@ -101,7 +101,7 @@ class ClusterWatcher:
             kwargs: dict[str, Any] = {"limit": 500, "_preload_content": False, "_request_timeout": (5, 60)}
             if token:
                 kwargs["_continue"] = token
-            body = _json(list_function(*args, **kwargs))
+            body: dict[str, Any] = json.loads(list_function(*args, **kwargs).data)
             items.extend(body.get("items") or [])
             token = (body.get("metadata") or {}).get("continue")
             if not token:
@@ -114,15 +114,9 @@ class ClusterWatcher:
         return version
 
     def _diff(self, kind: str, namespace: str | None, items: list[dict[str, Any]]) -> list[tuple[changes.ObjectKey, Any, Any]]:
-        prefix = self._settings.annotation_prefix
-        listed: dict[changes.ObjectKey, Any]
+        listed = {changes.key_of(item): self._state(kind, item) for item in items}
         with self._lock:
-            if kind == "Service":
-                listed = {changes.key_of(i): changes.service_state(i, prefix) for i in items}
-                known: dict[changes.ObjectKey, Any] = dict(self.services)
-            else:
-                listed = {changes.key_of(i): changes.ingress_state(i) for i in items}
-                known = dict(self.ingresses)
+            known = dict(self._table(kind))
         if namespace is not None:
             known = {key: state for key, state in known.items() if key[0] == namespace}
         return changes.relist_diff(known, listed)
@@ -143,40 +137,37 @@ class ClusterWatcher:
             if event["type"] == "BOOKMARK":
                 continue
             key = changes.key_of(obj)
-            prefix = self._settings.annotation_prefix
-            deleted = event["type"] == "DELETED"
             with self._lock:
-                if kind == "Service":
-                    before: Any = self.services.get(key)
-                    after: Any = None if deleted else changes.service_state(obj, prefix)
-                else:
-                    before = self.ingresses.get(key)
-                    after = None if deleted else changes.ingress_state(obj)
+                before = self._table(kind).get(key)
+            after = None if event["type"] == "DELETED" else self._state(kind, obj)
             self._apply(kind, key, before, after, report=True)
             if self._stop.is_set():
                 break
         return version
 
+    def _state(self, kind: str, obj: dict[str, Any]) -> changes.ServiceState | changes.IngressState:
+        if kind == "Service":
+            return changes.service_state(obj, self._settings.annotation_prefix)
+        return changes.ingress_state(obj)
+
+    def _table(self, kind: str) -> dict[changes.ObjectKey, Any]:
+        return self.services if kind == "Service" else self.ingresses
+
     def _apply(self, kind: str, key: changes.ObjectKey, before: Any, after: Any, *, report: bool) -> None:
         with self._lock:
-            table: dict[changes.ObjectKey, Any] = self.services if kind == "Service" else self.ingresses
             if after is None:
-                table.pop(key, None)
+                self._table(kind).pop(key, None)
             else:
-                table[key] = after
-            exposed = [k for k, state in self.services.items() if state.exposed]
+                self._table(kind)[key] = after
         if not report:
             return
         if kind == "Service":
             change = changes.service_event(key, before, after)
             found = [change] if change else []
         else:
+            with self._lock:
+                exposed = [k for k, state in self.services.items() if state.exposed]
             found = changes.ingress_events(key[0], before, after, exposed)
         for item in found:
             log.info("Service %s/%s changed", item.namespace, item.name)
             self._outbox.add(item)
-
-
-def _json(response: Any) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(response.data)
-    return body

@@ -61,4 +61,4 @@ def test_load_balancer_patch_sets_source_ranges() -> None:
 
 def test_controller_with_local_traffic_policy_has_no_warning() -> None:
     controller = ServiceView("ingress-nginx", "c", type="LoadBalancer", external_traffic_policy="Local")
-    assert controller_findings(controller, "ingress-nginx/c", True) == []
+    assert controller_findings(controller, "ingress-nginx/c") == []
