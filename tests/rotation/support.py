@@ -57,3 +57,10 @@ def ingress_backends(world: World) -> list[str]:
     found = sorted(b for b in world.apim.backends if "-shop-orders-" in b or "-shop-payments-" in b)
     assert len(found) == 2, "both ingress-mode Services have backends"
     return found
+
+
+def in_service(deps: Dependencies, clock: Clock) -> None:
+    """From nothing to backends presenting a certificate: set up, wait out the propagation, switch."""
+    assert steps(rotate(deps, clock))[:3] == ["CreateCa", "TrustCas", "IssueCertificate"]
+    clock.advance(minutes=2)
+    assert steps(rotate(deps, clock)) == ["PointBackends"]

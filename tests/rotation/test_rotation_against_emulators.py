@@ -22,7 +22,17 @@ from shared import pki, rotation_runner
 from shared.__main__ import main
 from shared.engine import Dependencies
 from shared.report import RotationReport
-from tests.rotation.support import CA_STORE, T0, Clock, bundle_ca_ids, ingress_backends, presented, rotate, steps
+from tests.rotation.support import (
+    CA_STORE,
+    T0,
+    Clock,
+    bundle_ca_ids,
+    in_service,
+    ingress_backends,
+    presented,
+    rotate,
+    steps,
+)
 
 
 def test_first_run_sets_up_trust_and_uploads_then_the_next_switches_after_propagation(
@@ -52,9 +62,7 @@ def test_first_run_sets_up_trust_and_uploads_then_the_next_switches_after_propag
 def test_forced_rotation_switches_at_once_and_prunes_after_the_grace_period(
     world: World, rotation_deps: Dependencies, clock: Clock
 ) -> None:
-    rotate(rotation_deps, clock)
-    clock.advance(minutes=2)
-    rotate(rotation_deps, clock)
+    in_service(rotation_deps, clock)
     (old,) = world.apim.certificates
 
     clock.advance(minutes=1)
@@ -72,9 +80,7 @@ def test_forced_rotation_switches_at_once_and_prunes_after_the_grace_period(
 def test_ca_rotation_overlaps_old_and_new_ca_then_retires_the_old(
     world: World, rotation_deps: Dependencies, clock: Clock
 ) -> None:
-    rotate(rotation_deps, clock)
-    clock.advance(minutes=2)
-    rotate(rotation_deps, clock)
+    in_service(rotation_deps, clock)
     (old_ca,) = bundle_ca_ids(world)
 
     clock.advance(minutes=1)
@@ -212,9 +218,7 @@ def test_a_new_ingress_service_presents_the_certificate_in_use_at_its_first_sync
     from shared.scope import Scope
     from tests.conftest import ingress, service
 
-    rotate(rotation_deps, clock)
-    clock.advance(minutes=2)
-    rotate(rotation_deps, clock)
+    in_service(rotation_deps, clock)
     (certificate,) = world.apim.certificates
     world.kube.apply(service("catalog", mode="ingress", lb_ip=None))
     world.kube.apply(ingress("catalog", "shop", "catalog.example.com", "catalog"))
