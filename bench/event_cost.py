@@ -19,9 +19,10 @@ from azure.functions.eventgrid import EventGridEventInConverter
 
 from bench.noop_resync import service
 from sandbox.world import CLUSTER_NAME, World, start_world
-from shared import deps, settings, sync
-from shared.events import SERVICE_CHANGED, watcher_source
-from shared.scope import Scope
+from shared import deps, sync
+from shared.core import settings
+from shared.core.scope import Scope
+from shared.events.routing import SERVICE_CHANGED, watcher_source
 
 
 def event(name: str, namespace: str) -> Any:

@@ -12,8 +12,9 @@ import sys
 import time
 
 from sandbox.world import start_world
-from shared import deps, settings, sync
-from shared.scope import Scope
+from shared import deps, sync
+from shared.core import settings
+from shared.core.scope import Scope
 
 
 def service(i: int) -> dict[str, object]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from shared import deps, errors
-from shared.engine import Dependencies
+from shared import deps
+from shared.backends.reconcile import Dependencies
+from shared.core import errors
 
 
 def dependencies_or_none(log: logging.Logger, what: str) -> Dependencies | None:

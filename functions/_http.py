@@ -8,7 +8,7 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.report import Report
+from shared.core.reporting import Report
 
 
 def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:

@@ -13,7 +13,8 @@ from typing import Any
 import azure.functions as func
 
 from functions._deps import dependencies_or_none
-from shared import dispatch, errors
+from shared.core import errors
+from shared.events import dispatch
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)

@@ -10,7 +10,8 @@ import logging
 import azure.functions as func
 
 from functions._http import json_response, report_response, settings_error_response
-from shared import deps, errors, scope, sync
+from shared import deps, sync
+from shared.core import errors, scope
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)

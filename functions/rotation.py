@@ -14,8 +14,10 @@ import azure.functions as func
 
 from functions._deps import dependencies_or_none
 from functions._http import json_response, settings_error_response
-from shared import deps, errors, rotation_runner
-from shared.scope import BadRequest, parse_flags
+from shared import deps
+from shared.core import errors
+from shared.core.scope import BadRequest, parse_flags
+from shared.rotation import rotate as rotation_runner
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)

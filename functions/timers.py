@@ -7,7 +7,8 @@ import logging
 import azure.functions as func
 
 from functions._deps import dependencies_or_none
-from shared import errors, scope, sync
+from shared import sync
+from shared.core import errors, scope
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)

@@ -160,7 +160,8 @@ def demo() -> int:
 
 def _rotation_plan() -> None:
     """What the first certificate rotation would do (a dry run needs no lock, so no storage account)."""
-    from shared import deps, rotation_runner
+    from shared import deps
+    from shared.rotation import rotate as rotation_runner
 
     report = rotation_runner.rotate(deps.dependencies(), dry_run=True)
     print("\n== mTLS rotation, dry run (POST /api/rotate?dryRun=true)")
@@ -168,7 +169,7 @@ def _rotation_plan() -> None:
 
 
 def _print_apis(world: World) -> None:
-    from shared import apis
+    from shared.apis import claims as apis
 
     store = world.apim.api_side
     print("\n== APIM APIs now (each operation and the backend its policy routes to)")

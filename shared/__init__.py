@@ -4,7 +4,7 @@ Import modules, not names, inside the package (`from shared import plan`). The n
 public surface for the Functions handlers, the CLI and the sandbox.
 """
 
-from shared.errors import (
+from shared.core.errors import (
     AccessDenied,
     ConcurrentEdit,
     InvalidAnnotation,
@@ -17,9 +17,9 @@ from shared.errors import (
     SyncError,
     Throttled,
 )
-from shared.report import Report
-from shared.scope import BadRequest, ResyncRequest, Scope, parse_resync_request
-from shared.settings import Settings, load_settings
+from shared.core.reporting import Report
+from shared.core.scope import BadRequest, ResyncRequest, Scope, parse_resync_request
+from shared.core.settings import Settings, load_settings
 
 __all__ = [
     "AccessDenied",

@@ -39,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--env-file", help="read settings from this dotenv file (as written by `python -m sandbox serve`)")
     args = parser.parse_args(argv)
 
-    from shared import deps, errors, rotation_runner, scope, settings, sync
+    from shared import deps, sync
+    from shared.core import errors, scope, settings
+    from shared.rotation import rotate as rotation_runner
 
     environ = {**os.environ, **(load_env_file(args.env_file) if args.env_file else {})}
     try:

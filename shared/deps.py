@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from shared.counters import RequestCounter
-from shared.engine import Dependencies
-from shared.settings import Settings, load_settings
+from shared.backends.reconcile import Dependencies
+from shared.core.settings import Settings, load_settings
+from shared.runtime.counters import RequestCounter
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -25,9 +25,9 @@ _cached: Dependencies | None = None
 
 
 def build_dependencies(settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> Dependencies:
-    from shared import credentials
-    from shared.apim_sink import ApimSink
-    from shared.kube_source import KubeSource, api_client_for
+    from shared.adapters import credentials
+    from shared.adapters.apim import ApimSink
+    from shared.adapters.kube import KubeSource, api_client_for
 
     counter = RequestCounter()
     arm_credential: TokenCredential

@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import replace
 from enum import StrEnum
 
-from shared import allowlist_runner, engine
-from shared.errors import SyncError
-from shared.model import BackendId, Reason
-from shared.report import Report
-from shared.scope import Scope
-from shared.settings import CertificateSource
+from shared.allowlists import refresh as allowlist_runner
+from shared.backends import reconcile as engine
+from shared.core.errors import SyncError
+from shared.core.model import BackendId, Reason
+from shared.core.reporting import Report
+from shared.core.scope import Scope
+from shared.core.settings import CertificateSource
 
 
 class Steps(StrEnum):
@@ -47,7 +48,7 @@ def run(
     if not dry_run and deps.settings.mtls.source is not CertificateSource.NONE:
         report = _present_certificate(report, deps, cluster)
     if steps is Steps.ALL:
-        from shared import api_runner
+        from shared.apis import reconcile as api_runner
 
         report = replace(
             report,
@@ -66,7 +67,7 @@ def _present_certificate(report: Report, deps: engine.Dependencies, cluster: eng
     created = [c["id"] for c in report.changes if c["action"] == "create" and c["outcome"] == "applied"]
     if not created:
         return report
-    from shared import rotation_runner  # cryptography: loaded only when there is something to present
+    from shared.rotation import rotate as rotation_runner  # cryptography: loaded only when there is something to present
 
     try:
         ingress = rotation_runner.ingress_backends_among(deps, cluster, created)

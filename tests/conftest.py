@@ -10,8 +10,9 @@ import pytest
 
 from sandbox.tools import Azurite, find_azurite, start_azurite
 from sandbox.world import World, start_world
-from shared import deps, settings
-from shared.engine import Dependencies
+from shared import deps
+from shared.backends.reconcile import Dependencies
+from shared.core import settings
 
 
 @pytest.fixture(scope="session")

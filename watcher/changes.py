@@ -14,8 +14,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.allowlist import ALLOWLIST_ANNOTATION, AZURE_ALLOWED_IP_RANGES, DENY_ALL_EXCEPT_SOURCE_RANGES, WHITELIST_ANNOTATION
-from shared.discovery import INTERNAL_LB_ANNOTATION
+from shared.allowlists.writers import (
+    ALLOWLIST_ANNOTATION,
+    AZURE_ALLOWED_IP_RANGES,
+    DENY_ALL_EXCEPT_SOURCE_RANGES,
+    WHITELIST_ANNOTATION,
+)
+from shared.backends.discovery import INTERNAL_LB_ANNOTATION
 
 ObjectKey = tuple[str, str]
 """(namespace, name)"""

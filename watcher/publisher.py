@@ -11,7 +11,7 @@ from typing import Any
 from azure.core.credentials import AzureKeyCredential, TokenCredential
 from azure.eventgrid import EventGridPublisherClient
 
-from shared.events import CLUSTER_RESYNC, SERVICE_CHANGED
+from shared.events.routing import CLUSTER_RESYNC, SERVICE_CHANGED
 from watcher.outbox import ClusterResync, Message
 
 # With per-send options the SDK also offers them to its CloudEvent model, which warns that each is "not a

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from shared.events import watcher_source
-from shared.settings import DEFAULT_ANNOTATION_PREFIX
+from shared.core.settings import DEFAULT_ANNOTATION_PREFIX
+from shared.events.routing import watcher_source
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.addresses import (
+from shared.allowlists.addresses import (
     AddressSource,
     AllowListPolicy,
     NoUsableAddresses,
@@ -18,8 +18,8 @@ from shared.addresses import (
     allowed_cidrs,
     parse_list,
 )
-from shared.errors import InvalidSettings
-from shared.settings import load_settings
+from shared.core.errors import InvalidSettings
+from shared.core.settings import load_settings
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "apim"
 

@@ -13,8 +13,8 @@ from sandbox.httpbase import Fault
 from sandbox.world import World
 from shared import sync
 from shared.__main__ import main
-from shared.allowlist import ALLOWLIST_ANNOTATION, DENY_ALL_EXCEPT_SOURCE_RANGES, WHITELIST_ANNOTATION
-from shared.scope import Scope
+from shared.allowlists.writers import ALLOWLIST_ANNOTATION, DENY_ALL_EXCEPT_SOURCE_RANGES, WHITELIST_ANNOTATION
+from shared.core.scope import Scope
 from tests.conftest import ingress, service
 
 CLUSTER = Scope("aks-sandbox")

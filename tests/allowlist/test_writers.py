@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.allowlist import (
+from shared.allowlists.writers import (
     ALLOWLIST_ANNOTATION,
     AnnotationChoice,
     IngressNginxWriter,
@@ -11,8 +11,8 @@ from shared.allowlist import (
     change_for,
     controller_findings,
 )
-from shared.discovery import AnnotationContext
-from shared.model import IngressRoute, IngressView, Mode, OwnerId, ServiceView
+from shared.backends.discovery import AnnotationContext
+from shared.core.model import IngressRoute, IngressView, Mode, OwnerId, ServiceView
 
 CTX = AnnotationContext(cluster="c", owner=OwnerId("o"), prefix="apim-sync.io", default_mode=Mode.INGRESS)
 EXPOSED = {"apim-sync.io/expose": "true"}

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from shared.apis import (
+from shared.apis.claims import (
     ApiClaim,
     ApiProblem,
     claim_for,
@@ -16,7 +16,7 @@ from shared.apis import (
     policy_backend,
     with_managed_block,
 )
-from shared.model import BackendId, ServiceRef, ServiceView
+from shared.core.model import BackendId, ServiceRef, ServiceView
 
 PREFIX = "apim-sync.io"
 

@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 
 from sandbox.world import World
-from shared import apis, naming, sync
-from shared.engine import Dependencies
-from shared.model import ServiceRef
-from shared.report import Report
-from shared.scope import Scope
+from shared import sync
+from shared.apis import claims as apis
+from shared.backends.reconcile import Dependencies
+from shared.core import naming
+from shared.core.model import ServiceRef
+from shared.core.reporting import Report
+from shared.core.scope import Scope
 from tests.conftest import service
 
 CLUSTER = Scope("aks-sandbox")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.discovery import AnnotationContext, Invalid, Pending, Skipped, backend_for
-from shared.kube_source import ingress_routes, service_view
-from shared.model import DesiredBackend, IngressRoute, Mode, OwnerId, Reason
+from shared.adapters.kube import ingress_routes, service_view
+from shared.backends.discovery import AnnotationContext, Invalid, Pending, Skipped, backend_for
+from shared.core.model import DesiredBackend, IngressRoute, Mode, OwnerId, Reason
 from tests.conftest import ingress, service
 
 CONTEXT = AnnotationContext(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from shared import ownership
-from shared.errors import InvalidSettings
-from shared.model import OwnerId, OwnerMark, ReconcilePolicy, ServiceRef
-from shared.naming import backend_id_for, id_problem
-from shared.scope import BadRequest, Scope, parse_resync_request
-from shared.settings import load_settings
+from shared.core import ownership
+from shared.core.errors import InvalidSettings
+from shared.core.model import OwnerId, OwnerMark, ReconcilePolicy, ServiceRef
+from shared.core.naming import backend_id_for, id_problem
+from shared.core.scope import BadRequest, Scope, parse_resync_request
+from shared.core.settings import load_settings
 
 GOOD = {
     "APIM_SUBSCRIPTION_ID": "sub",
@@ -116,7 +116,7 @@ def test_every_setting_is_documented_in_the_readme_and_the_example() -> None:
     from pathlib import Path
 
     root = Path(__file__).parent.parent.parent
-    names = set(re.findall(r'r\.(?:raw|required|parsed)\(\s*"([A-Z_]+)"', (root / "shared" / "settings.py").read_text()))
+    names = set(re.findall(r'r\.(?:raw|required|parsed)\(\s*"([A-Z_]+)"', (root / "shared" / "core" / "settings.py").read_text()))
     readme = (root / "README.md").read_text()
     example = (root / "local.settings.json.example").read_text()
     assert names and not {n for n in names if f"`{n}`" not in readme and n not in readme}

@@ -17,7 +17,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from sandbox.world import RESOURCE_GROUP, SERVICE_NAME, SUBSCRIPTION_ID, World
-from shared.credentials import SandboxCredential
+from shared.adapters.credentials import SandboxCredential
 from tests.conftest import service
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -205,7 +205,7 @@ def _pfx() -> tuple[str, str]:
     import base64
     from datetime import UTC, datetime
 
-    from shared import pki
+    from shared.rotation import pki
 
     now = datetime.now(UTC)
     ca = pki.new_ca("test CA", now=now, days=30, kind=pki.KeyKind.EC_P256)

@@ -8,11 +8,11 @@ from typing import Any
 from azure.core.credentials import AccessToken
 
 from sandbox.world import World
-from shared.counters import RequestCounter
-from shared.credentials import RefreshingToken
-from shared.kube_source import KubeSource, api_client_for
-from shared.scope import Scope
-from shared.settings import AKS_SERVER_SCOPE
+from shared.adapters.credentials import RefreshingToken
+from shared.adapters.kube import KubeSource, api_client_for
+from shared.core.scope import Scope
+from shared.core.settings import AKS_SERVER_SCOPE
+from shared.runtime.counters import RequestCounter
 from tests.conftest import service, settings_for
 
 

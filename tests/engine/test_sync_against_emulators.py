@@ -10,10 +10,11 @@ from typing import Any
 
 from sandbox.httpbase import Fault
 from sandbox.world import World
-from shared import engine, ownership
-from shared.model import OwnerId, OwnerMark, ServiceRef
-from shared.naming import backend_id_for
-from shared.scope import Scope
+from shared.backends import reconcile as engine
+from shared.core import ownership
+from shared.core.model import OwnerId, OwnerMark, ServiceRef
+from shared.core.naming import backend_id_for
+from shared.core.scope import Scope
 from tests.conftest import RecordedSleeps, ingress, service
 
 EVERYTHING = Scope("aks-sandbox")

@@ -14,9 +14,9 @@ from azure.functions.eventgrid import EventGridEventInConverter
 import shared
 from sandbox.httpbase import Fault
 from sandbox.world import SERVICE_NAME, World
-from shared import naming
-from shared.events import CLUSTER_RESYNC, SERVICE_CHANGED, watcher_source
-from shared.model import ServiceRef
+from shared.core import naming
+from shared.core.model import ServiceRef
+from shared.events.routing import CLUSTER_RESYNC, SERVICE_CHANGED, watcher_source
 from tests.conftest import service
 from tests.indexed import user_function
 

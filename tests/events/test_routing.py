@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from shared.events import (
+from shared.core.model import BackendId
+from shared.core.scope import Scope
+from shared.events.routing import (
     CLUSTER_RESYNC,
     SERVICE_CHANGED,
     Acknowledge,
@@ -21,8 +23,6 @@ from shared.events import (
     route,
     watcher_source,
 )
-from shared.model import BackendId
-from shared.scope import Scope
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "events"
 SAMPLE_APIM = (

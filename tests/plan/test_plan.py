@@ -5,9 +5,20 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import ownership
-from shared.discovery import Invalid, Pending
-from shared.model import (
+from shared.backends.discovery import Invalid, Pending
+from shared.backends.plan import (
+    CreateBackend,
+    DeleteBackend,
+    FieldChange,
+    Refusal,
+    UpdateBackend,
+    apply_sync_policy,
+    cap_deletes,
+    collect_desired,
+    plan_backends,
+)
+from shared.core import ownership
+from shared.core.model import (
     BackendId,
     BackendSpec,
     DesiredBackend,
@@ -19,18 +30,7 @@ from shared.model import (
     ServiceRef,
     SyncPolicy,
 )
-from shared.plan import (
-    CreateBackend,
-    DeleteBackend,
-    FieldChange,
-    Refusal,
-    UpdateBackend,
-    apply_sync_policy,
-    cap_deletes,
-    collect_desired,
-    plan_backends,
-)
-from shared.scope import Scope
+from shared.core.scope import Scope
 
 OWNER = OwnerId("team-a")
 CLUSTER = "aks-prod"

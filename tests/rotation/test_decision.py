@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.model import BackendId, OwnerId
-from shared.rotation import (
+from shared.core.model import BackendId, OwnerId
+from shared.rotation.decision import (
     ApimCertificate,
     Ca,
     CreateCa,

@@ -18,10 +18,11 @@ from sandbox.httpbase import Fault
 from sandbox.keyvault import KeyVaultEmulator
 from sandbox.tools import Azurite
 from sandbox.world import World
-from shared import pki, rotation_runner
 from shared.__main__ import main
-from shared.engine import Dependencies
-from shared.report import RotationReport
+from shared.backends.reconcile import Dependencies
+from shared.core.reporting import RotationReport
+from shared.rotation import pki
+from shared.rotation import rotate as rotation_runner
 from tests.rotation.support import (
     CA_STORE,
     T0,
@@ -215,7 +216,7 @@ def test_a_new_ingress_service_presents_the_certificate_in_use_at_its_first_sync
     world: World, rotation_deps: Dependencies, clock: Clock
 ) -> None:
     from shared import sync
-    from shared.scope import Scope
+    from shared.core.scope import Scope
     from tests.conftest import ingress, service
 
     in_service(rotation_deps, clock)

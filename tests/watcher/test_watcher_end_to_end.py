@@ -19,9 +19,9 @@ from azure.functions.eventgrid import EventGridEventInConverter
 from sandbox.eventgrid import EventGridTopic
 from sandbox.httpbase import Fault
 from sandbox.world import CLUSTER_NAME, World
-from shared import naming
-from shared.events import CLUSTER_RESYNC, SERVICE_CHANGED
-from shared.model import ServiceRef
+from shared.core import naming
+from shared.core.model import ServiceRef
+from shared.events.routing import CLUSTER_RESYNC, SERVICE_CHANGED
 from tests.conftest import service
 from tests.indexed import user_function
 from watcher.__main__ import Running

@@ -1,0 +1,169 @@
+"""Read and write APIM APIs, operations, policies, tags and product links through azure-mgmt-apimanagement.
+
+The second half of the APIM adapter (shared.apim_sink holds backends and certificates); it shares that
+module's client and error translation. Bodies are sent as raw JSON, so what is written is what the plan shows.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.mgmt.apimanagement import ApiManagementClient
+
+from shared.adapters.apim import translate
+from shared.apis import claims as apis
+from shared.core import errors
+
+
+def _body(properties: dict[str, Any]) -> io.BytesIO:
+    return io.BytesIO(json.dumps({"properties": properties}).encode())
+
+
+class ApimApis:
+    def __init__(self, client: ApiManagementClient, where: tuple[str, str]) -> None:
+        self._client = client
+        self._where = where
+
+    def _call(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        with errors.translating(translate, what):
+            return call(*self._where, *args, **kwargs)
+
+    def _absent_is_none(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._call(what, call, *args, **kwargs)
+        except errors.RemoteRejected as exc:
+            if isinstance(exc.__cause__, ResourceNotFoundError):
+                return None
+            raise
+
+    def all_paths(self) -> dict[str, str]:
+        """api id -> path of every API in APIM (to find a path already taken)."""
+        with errors.translating(translate, "list APIs"):
+            return {str(a.name): str(a.path or "") for a in self._client.api.list_by_service(*self._where)}
+
+    def tagged_api_ids(self, tag_name: str) -> set[str]:
+        with errors.translating(translate, "list APIs by tag"):
+            rows = self._client.api.list_by_tags(*self._where, filter=f"tag/name eq '{tag_name}'")
+            return {str(row.api.id).rsplit("/", 1)[-1] for row in rows if row.api is not None and row.api.id}
+
+    def _get(self, api_id: str) -> tuple[dict[str, Any], str] | None:
+        """The API's properties as ARM returns them, and its ETag; None when there is no such API."""
+
+        def with_etag(pipeline_response: Any, _model: Any, headers: dict[str, str]) -> tuple[dict[str, Any], str]:
+            return pipeline_response.http_response.json().get("properties", {}), headers.get("ETag", "")
+
+        found: tuple[dict[str, Any], str] | None = self._absent_is_none(
+            f"API {api_id}", self._client.api.get, api_id, cls=with_etag
+        )
+        return found
+
+    def description(self, api_id: str) -> str | None:
+        """One GET: the API's description (where the owner mark is), or None when the API does not exist."""
+        found = self._get(api_id)
+        return str(found[0].get("description") or "") if found is not None else None
+
+    def observe(self, api_id: str, *, tagged: bool, products: list[str]) -> apis.ObservedApi | None:
+        found = self._get(api_id)
+        if found is None:
+            return None
+        raw, etag = found
+        policy = self._absent_is_none(f"API {api_id} policy", self._client.api_policy.get, api_id, "policy", format="rawxml")
+        operations: dict[str, apis.ObservedOperation] = {}
+        with errors.translating(translate, f"list operations of API {api_id}"):
+            listed = list(self._client.api_operation.list_by_api(*self._where, api_id))
+        for operation in listed:
+            op_policy = self._absent_is_none(
+                f"operation {operation.name} policy",
+                self._client.api_operation_policy.get,
+                api_id,
+                operation.name,
+                "policy",
+                format="rawxml",
+            )
+            operations[str(operation.name)] = apis.ObservedOperation(
+                id=str(operation.name),
+                method=str(operation.method or ""),
+                url_template=str(operation.url_template or ""),
+                description=str(operation.description or ""),
+                policy=op_policy.value if op_policy is not None else None,
+            )
+        member_of = frozenset(
+            p for p in {*products, *apis.marked_products(str(raw.get("description") or ""))} if self._member(p, api_id)
+        )
+        return apis.ObservedApi(
+            id=api_id,
+            path=str(raw.get("path") or ""),
+            display_name=str(raw.get("displayName") or ""),
+            subscription_required=bool(raw.get("subscriptionRequired", True)),
+            description=str(raw.get("description") or ""),
+            tagged=tagged,
+            policy=policy.value if policy is not None else None,
+            operations=operations,
+            products=member_of,
+            raw_properties=raw,
+            etag=etag or None,
+        )
+
+    def _member(self, product_id: str, api_id: str) -> bool:
+        """Whether the API is in the product; a product that does not exist holds nothing."""
+        found = self._absent_is_none(f"product {product_id}", self._client.product_api.check_entity_exists, product_id, api_id)
+        return bool(found)
+
+    def remove_from_product(self, product_id: str, api_id: str) -> None:
+        self._absent_is_none(f"product {product_id}", self._client.product_api.delete, product_id, api_id)
+
+    def product_ids(self) -> frozenset[str]:
+        with errors.translating(translate, "list products"):
+            return frozenset(str(p.name) for p in self._client.product.list_by_service(*self._where))
+
+    def put_api(self, api_id: str, properties: dict[str, Any], *, if_match: str | None = None) -> None:
+        """If-Match on updates: a concurrent edit of the API is a 412 (retried on the next run), never lost."""
+        poller = self._call(
+            f"API {api_id}",
+            self._client.api.begin_create_or_update,
+            api_id,
+            _body(properties),
+            if_match=if_match,
+            polling_interval=0,
+        )
+        with errors.translating(translate, f"API {api_id}"):
+            poller.result()
+
+    def delete_api(self, api_id: str) -> None:
+        poller = self._absent_is_none(
+            f"API {api_id}", self._client.api.begin_delete, api_id, "*", delete_revisions=True, polling_interval=0
+        )
+        if poller is not None:
+            with errors.translating(translate, f"API {api_id}"):
+                poller.result()
+
+    def tag_api(self, api_id: str, tag_id: str) -> None:
+        self._call(f"tag {tag_id}", self._client.tag.create_or_update, tag_id, _body({"displayName": tag_id}))
+        self._call(f"tag {tag_id} on API {api_id}", self._client.tag.assign_to_api, api_id, tag_id)
+
+    def put_operation(self, api_id: str, operation_id: str, properties: dict[str, Any]) -> None:
+        self._call(
+            f"operation {operation_id}", self._client.api_operation.create_or_update, api_id, operation_id, _body(properties)
+        )
+
+    def delete_operation(self, api_id: str, operation_id: str) -> None:
+        self._absent_is_none(f"operation {operation_id}", self._client.api_operation.delete, api_id, operation_id, "*")
+
+    def put_api_policy(self, api_id: str, xml: str) -> None:
+        body = _body({"format": "rawxml", "value": xml})
+        self._call(f"API {api_id} policy", self._client.api_policy.create_or_update, api_id, "policy", body)
+
+    def put_operation_policy(self, api_id: str, operation_id: str, xml: str) -> None:
+        body = _body({"format": "rawxml", "value": xml})
+        what = f"operation {operation_id} policy"
+        self._call(what, self._client.api_operation_policy.create_or_update, api_id, operation_id, "policy", body)
+
+    def create_product(self, product_id: str) -> None:
+        properties = {"displayName": product_id, "subscriptionRequired": True, "state": "published"}
+        self._call(f"product {product_id}", self._client.product.create_or_update, product_id, _body(properties))
+
+    def add_to_product(self, product_id: str, api_id: str) -> None:
+        self._call(f"product {product_id}", self._client.product_api.create_or_update, product_id, api_id)

@@ -1,0 +1,59 @@
+"""The CA kept in an Azure Key Vault secret instead of a Kubernetes Secret; the only module importing
+azure-keyvault-secrets.
+
+One secret holds every CA in use as JSON ({"cas": {"<id>": {"crt": PEM, "key": PEM}}}); each write is a new
+secret version, so Key Vault keeps the history. The rotation lock is what serialises writers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import ResourceNotFoundError
+from azure.keyvault.secrets import SecretClient
+
+from shared.adapters.apim import translate as translate_arm
+from shared.core import errors
+
+
+def translate(exc: Exception, what: str) -> errors.SyncError:
+    """The ARM translation (same azure-core errors, same status rules), naming Key Vault instead."""
+    translated = translate_arm(exc, what)
+    translated.args = (str(translated).replace(": ARM ", ": Key Vault ").replace("cannot reach ARM", "cannot reach Key Vault"),)
+    return translated
+
+
+class KeyVaultCaStore:
+    def __init__(self, vault_url: str, secret_name: str, credential: TokenCredential, *, ca_bundle: str | None = None) -> None:
+        self._client = SecretClient(
+            vault_url, credential, verify_challenge_resource=ca_bundle is None, retry_total=0, connection_verify=ca_bundle or True
+        )
+        self._name = secret_name
+        self.where = f"Key Vault secret {secret_name}"
+
+    def read(self) -> dict[str, tuple[bytes, bytes]]:
+        try:
+            with errors.translating(translate, self.where):
+                secret = self._client.get_secret(self._name)
+        except errors.RemoteRejected as exc:
+            if isinstance(exc.__cause__, ResourceNotFoundError):
+                return {}
+            raise
+        try:
+            cas = json.loads(secret.value or "{}").get("cas") or {}
+        except ValueError:
+            raise errors.RemoteRejected(f"{self.where} does not hold the CA document aks-apim-sync writes") from None
+        return {ca_id: (entry["crt"].encode(), entry["key"].encode()) for ca_id, entry in cas.items()}
+
+    def write(self, current: Mapping[str, tuple[bytes, bytes]], changes: Mapping[str, tuple[bytes, bytes] | None]) -> None:
+        merged: dict[str, Any] = {k: {"crt": c.decode(), "key": k_.decode()} for k, (c, k_) in current.items()}
+        for ca_id, material in changes.items():
+            if material is None:
+                merged.pop(ca_id, None)
+            else:
+                merged[ca_id] = {"crt": material[0].decode(), "key": material[1].decode()}
+        with errors.translating(translate, self.where):
+            self._client.set_secret(self._name, json.dumps({"cas": merged}), content_type="application/json")

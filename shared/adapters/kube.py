@@ -1,0 +1,259 @@
+"""Read Services and Ingresses through the official kubernetes client; the only module that imports it.
+
+Lists are paged (limit/continue) and decoded from raw JSON rather than the client's models, which cost
+several times more CPU per object at thousands of Services. ApiException and urllib3 errors become our
+error tree here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from shared.adapters.credentials import RefreshingToken
+from shared.core import errors
+from shared.core.model import IngressRoute, IngressView, ServicePort, ServiceView
+from shared.core.scope import Scope
+from shared.core.settings import KubeSettings
+from shared.runtime.counters import RequestCounter
+
+PAGE_SIZE = 500
+REQUEST_TIMEOUT = (5, 30)
+
+
+def translate(exc: Exception, what: str) -> errors.SyncError:
+    if isinstance(exc, ApiException):
+        status = exc.status or 0
+        try:
+            message = errors.truncate_remote_text(json.loads(exc.body or "{}").get("message", ""))
+        except ValueError:
+            message = ""
+        detail = f"{what}: Kubernetes {status} {exc.reason or ''}: {message}".rstrip(": ")
+        retry_after = (exc.headers or {}).get("Retry-After")
+        wait = float(retry_after) if retry_after and retry_after.isdigit() else None
+        if status == 429:
+            return errors.Throttled(detail, retry_after_seconds=wait)
+        if status >= 500 or status == 0:
+            return errors.ServiceUnavailable(detail, retry_after_seconds=wait)
+        if status == 409:
+            return errors.ConcurrentEdit(detail)
+        if status in (401, 403):
+            return errors.AccessDenied(detail)
+        return errors.RemoteRejected(detail)
+    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+        return errors.ServiceUnavailable(f"{what}: cannot reach the Kubernetes API ({type(exc).__name__})")
+    return errors.RemoteRejected(f"{what}: {type(exc).__name__}")
+
+
+def _translated(what: str) -> AbstractContextManager[None]:
+    return errors.translating(translate, what)
+
+
+def api_client_for(settings: KubeSettings, token: RefreshingToken | None) -> client.ApiClient:
+    """A kubeconfig for local runs and the sandbox; otherwise the AKS server URL, CA and an Entra token."""
+    if settings.kubeconfig:
+        loaded: client.ApiClient = config.new_client_from_config(config_file=settings.kubeconfig)  # type: ignore[no-untyped-call]
+        return loaded
+    assert settings.api_server and settings.ca_cert and token is not None
+    configuration = client.Configuration(host=settings.api_server)
+    if settings.ca_cert.lstrip().startswith("-----BEGIN"):
+        configuration.ssl_ca_cert = None
+        configuration.ca_cert_data = settings.ca_cert
+    else:
+        configuration.ssl_ca_cert = settings.ca_cert
+    # auth_settings() emits the header only if the key exists already: seed it, then refresh per request.
+    configuration.api_key = {"authorization": ""}
+    configuration.api_key_prefix = {"authorization": "Bearer"}
+
+    def refresh(c: client.Configuration) -> None:
+        c.api_key["authorization"] = token.value()
+
+    configuration.refresh_api_key_hook = refresh  # type: ignore[assignment]
+    return client.ApiClient(configuration)
+
+
+def service_view(item: dict[str, Any]) -> ServiceView:
+    metadata, spec = item.get("metadata") or {}, item.get("spec") or {}
+    ingress = ((item.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    return ServiceView(
+        namespace=metadata.get("namespace", ""),
+        name=metadata.get("name", ""),
+        annotations=dict(metadata.get("annotations") or {}),
+        type=spec.get("type") or "ClusterIP",
+        ports=tuple(
+            ServicePort(port=int(p.get("port", 0)), name=p.get("name") or "", protocol=p.get("protocol") or "TCP")
+            for p in spec.get("ports") or []
+        ),
+        load_balancer_addresses=tuple(a.get("ip") or a.get("hostname") for a in ingress if a.get("ip") or a.get("hostname")),
+        resource_version=metadata.get("resourceVersion") or "",
+        load_balancer_source_ranges=tuple(spec.get("loadBalancerSourceRanges") or ()),
+        external_traffic_policy=spec.get("externalTrafficPolicy") or "",
+    )
+
+
+def ingress_view(item: dict[str, Any]) -> IngressView:
+    metadata = item.get("metadata") or {}
+    return IngressView(
+        namespace=metadata.get("namespace", ""),
+        name=metadata.get("name", ""),
+        annotations=dict(metadata.get("annotations") or {}),
+        resource_version=metadata.get("resourceVersion") or "",
+        routes=tuple(ingress_routes(item)),
+    )
+
+
+def ingress_routes(item: dict[str, Any]) -> list[IngressRoute]:
+    metadata, spec = item.get("metadata") or {}, item.get("spec") or {}
+    tls_hosts = {host for tls in spec.get("tls") or [] for host in tls.get("hosts") or []}
+    routes = []
+    for rule in spec.get("rules") or []:
+        host = rule.get("host") or ""
+        for path in (rule.get("http") or {}).get("paths") or []:
+            backend = (path.get("backend") or {}).get("service") or {}
+            port = backend.get("port") or {}
+            if not backend.get("name"):
+                continue
+            routes.append(
+                IngressRoute(
+                    namespace=metadata.get("namespace", ""),
+                    ingress_name=metadata.get("name", ""),
+                    host=host,
+                    path=path.get("path") or "/",
+                    service_name=backend["name"],
+                    service_port=str(port.get("name") or port.get("number") or ""),
+                    tls=host in tls_hosts,
+                )
+            )
+    return routes
+
+
+class KubeSource:
+    def __init__(self, api_client: client.ApiClient, settings: KubeSettings, *, counter: RequestCounter) -> None:
+        self._settings = settings
+        self._core = client.CoreV1Api(api_client)  # type: ignore[no-untyped-call]
+        self._networking = client.NetworkingV1Api(api_client)  # type: ignore[no-untyped-call]
+        rest: Any = api_client.rest_client
+        original = rest.request
+
+        def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            counter.add("kubernetes", method)
+            return original(method, url, *args, **kwargs)
+
+        rest.request = counted
+
+    def _namespaces(self, scope: Scope) -> list[str | None]:
+        if scope.namespace:
+            if self._settings.namespaces and scope.namespace not in self._settings.namespaces:
+                return []
+            return [scope.namespace]
+        return list(self._settings.namespaces) or [None]
+
+    def _pages(
+        self, list_in: Callable[..., Any], list_all: Callable[..., Any], namespace: str | None
+    ) -> Iterator[dict[str, Any]]:
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": PAGE_SIZE, "_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
+            if token:
+                kwargs["_continue"] = token
+            response = list_in(namespace, **kwargs) if namespace else list_all(**kwargs)
+            body = json.loads(response.data)
+            yield from body.get("items") or []
+            token = (body.get("metadata") or {}).get("continue")
+            if not token:
+                return
+
+    def list_services(self, scope: Scope) -> list[ServiceView]:
+        """Services in scope. A failed read raises: it must never look like 'no Services'."""
+        if scope.service and scope.namespace:
+            return self._get_service(scope.namespace, scope.service)
+        views: list[ServiceView] = []
+        for namespace in self._namespaces(scope):
+            with _translated(f"list Services in {namespace or 'all namespaces'}"):
+                for item in self._pages(
+                    self._core.list_namespaced_service, self._core.list_service_for_all_namespaces, namespace
+                ):
+                    views.append(service_view(item))
+        return views
+
+    def _read(self, what: str, read: Callable[..., Any], namespace: str, name: str) -> dict[str, Any] | None:
+        """One object as raw JSON; None when it does not exist (404), never an error."""
+        try:
+            with _translated(what):
+                response: Any = read(name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+        except errors.RemoteRejected as exc:
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
+                return None
+            raise
+        body: dict[str, Any] = json.loads(response.data)
+        return body
+
+    def _get_service(self, namespace: str, name: str, *, check_scope: bool = True) -> list[ServiceView]:
+        if check_scope and self._settings.namespaces and namespace not in self._settings.namespaces:
+            return []
+        found = self._read(f"Service {namespace}/{name}", self._core.read_namespaced_service, namespace, name)
+        return [service_view(found)] if found is not None else []
+
+    def list_ingress_routes(self, scope: Scope) -> list[IngressRoute]:
+        return [route for ingress in self.list_ingresses(scope) for route in ingress.routes]
+
+    def list_ingresses(self, scope: Scope) -> list[IngressView]:
+        views: list[IngressView] = []
+        for namespace in self._namespaces(scope):
+            with _translated(f"list Ingresses in {namespace or 'all namespaces'}"):
+                for item in self._pages(
+                    self._networking.list_namespaced_ingress, self._networking.list_ingress_for_all_namespaces, namespace
+                ):
+                    views.append(ingress_view(item))
+        return views
+
+    def get_service(self, namespace: str, name: str) -> ServiceView | None:
+        found = self._get_service(namespace, name, check_scope=False)
+        return found[0] if found else None
+
+    def get_ingress(self, namespace: str, name: str) -> IngressView | None:
+        found = self._read(f"Ingress {namespace}/{name}", self._networking.read_namespaced_ingress, namespace, name)
+        return ingress_view(found) if found is not None else None
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Secret as the API returns it (data base64-encoded); None when it does not exist."""
+        return self._read(f"Secret {namespace}/{name}", self._core.read_namespaced_secret, namespace, name)
+
+    def get_configmap_value(self, namespace: str, name: str, key: str) -> str | None:
+        """One key of a ConfigMap; None when the ConfigMap or the key does not exist."""
+        found = self._read(f"ConfigMap {namespace}/{name}", self._core.read_namespaced_config_map, namespace, name)
+        value = ((found or {}).get("data") or {}).get(key)
+        return str(value) if value is not None else None
+
+    def create_secret(self, namespace: str, body: dict[str, Any]) -> None:
+        """Create; a Secret that appeared meanwhile is a 409 ConcurrentEdit, so the caller re-reads."""
+        with _translated(f"Secret {namespace}/{body['metadata']['name']}"):
+            self._core.create_namespaced_secret(
+                namespace,
+                body,  # type: ignore[arg-type]
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+
+    def patch(self, kind: str, namespace: str, name: str, body: dict[str, Any]) -> None:
+        """A JSON merge patch; a metadata.resourceVersion in the body makes a concurrent edit a 409."""
+        patchers = {
+            "Ingress": self._networking.patch_namespaced_ingress,
+            "Service": self._core.patch_namespaced_service,
+            "Secret": self._core.patch_namespaced_secret,
+        }
+        with _translated(f"{kind} {namespace}/{name}"):
+            patchers[kind](
+                name,
+                namespace,
+                body,
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )

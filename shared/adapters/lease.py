@@ -1,0 +1,64 @@
+"""One run at a time across all instances: a lease on a blob in the Functions storage account.
+
+The timer's own singleton lock does not cover an HTTP-triggered run, so rotation takes this lease
+(azure-storage-blob; AzureWebJobsStorage). A lease expires by itself if its holder dies, so a crash never
+blocks rotation for longer than the lease duration. The only module that imports azure-storage-blob.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ServiceRequestError, ServiceResponseError
+from azure.storage.blob import BlobLeaseClient, ContainerClient
+
+from shared.core import errors
+
+CONTAINER = "aks-apim-sync-locks"
+LEASE_SECONDS = 60
+
+
+class Lease:
+    def __init__(self, lease: BlobLeaseClient) -> None:
+        self._lease = lease
+
+    def renew(self) -> None:
+        """Call between long steps: the lease lasts LEASE_SECONDS from the last renewal."""
+        with errors.translating(_translate, "renew the lock"):
+            self._lease.renew()
+
+
+def _translate(exc: Exception, what: str) -> errors.SyncError:
+    if isinstance(exc, ServiceRequestError | ServiceResponseError):
+        return errors.ServiceUnavailable(f"{what}: cannot reach the storage account ({type(exc).__name__})")
+    if isinstance(exc, HttpResponseError):
+        status = exc.status_code or 0
+        code = str(getattr(exc, "error_code", "") or "")
+        if status == 409 and code in ("LeaseAlreadyPresent", "LeaseIdMismatchWithLeaseOperation"):
+            return errors.LeaseHeld(f"{what}: another instance holds the lease")
+        if status == 429 or status >= 500:
+            return errors.ServiceUnavailable(f"{what}: storage {status} {code}")
+        if status in (401, 403):
+            return errors.AccessDenied(f"{what}: storage {status} {code}")
+        return errors.RemoteRejected(f"{what}: storage {status} {code}")
+    return errors.RemoteRejected(f"{what}: {type(exc).__name__}")
+
+
+@contextmanager
+def exclusive(connection_string: str, name: str, **client_options: Any) -> Iterator[Lease]:
+    """Hold the lease `name` for the block; raises LeaseHeld at once when another instance holds it."""
+    container = ContainerClient.from_connection_string(connection_string, CONTAINER, **client_options)
+    blob = container.get_blob_client(f"{name}.lock")
+    with errors.translating(_translate, f"take the lock {name}"):
+        with suppress(ResourceExistsError):
+            container.create_container()
+        with suppress(ResourceExistsError):
+            blob.upload_blob(b"", overwrite=False)
+        lease = blob.acquire_lease(lease_duration=LEASE_SECONDS)
+    try:
+        yield Lease(lease)
+    finally:
+        with suppress(Exception):  # an unreleased lease expires by itself in LEASE_SECONDS
+            lease.release()

@@ -1,0 +1,150 @@
+"""One allow-list run: read APIM's addresses and the managed objects, plan, patch, report.
+
+Nothing is written unless APIM reports usable addresses: an empty list would admit everyone. A patch
+that meets a concurrent edit (409 on the resourceVersion) re-reads that object and decides again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from shared.allowlists import addresses
+from shared.allowlists import writers as allowlist
+from shared.backends.reconcile import Dependencies, annotation_context, read_cluster, with_retries
+from shared.core.errors import ConcurrentEdit, PermanentError, RetryableError, SyncError
+from shared.core.model import IngressView, Reason, ServiceView
+from shared.core.reporting import AllowListReport, RunError
+from shared.core.scope import Scope
+from shared.runtime.retry import backoff_seconds
+
+NO_USABLE_ADDRESSES = "NoUsableApimAddresses"
+
+
+def writers(deps: Dependencies) -> list[allowlist.AllowListWriter]:
+    return [allowlist.IngressNginxWriter(deps.settings.allowlist.annotation), allowlist.LoadBalancerWriter()]
+
+
+def refresh(
+    deps: Dependencies,
+    *,
+    scope: Scope | None = None,
+    dry_run: bool = False,
+    cluster: tuple[Sequence[ServiceView], Sequence[IngressView]] | None = None,
+) -> AllowListReport:
+    """`cluster` passes Services and Ingresses already read for the same scope, saving a second read."""
+    settings = deps.settings.allowlist
+    if not settings.enabled:
+        return AllowListReport(dry_run=dry_run, skipped="ALLOWLIST_ENABLED is false")
+    scope = scope or Scope(deps.settings.kube.cluster_name)
+    try:
+        services, ingresses = cluster if cluster is not None else read_cluster(scope, deps)
+    except SyncError as error:
+        return AllowListReport(dry_run=dry_run, error=RunError.of(error, Reason.SOURCE_READ_FAILED.value))
+    context = annotation_context(deps.settings)
+    targets: list[tuple[allowlist.Target, allowlist.AllowListWriter]] = []
+    findings: list[allowlist.Finding] = []
+    for writer in writers(deps):
+        found_targets, found = writer.targets(services, ingresses, context)
+        findings.extend(found)
+        targets.extend((target, writer) for target in found_targets)
+    if not targets:
+        # Nothing to write in this scope: APIM's addresses are not even read.
+        return AllowListReport(dry_run=dry_run, findings=_shown(findings))
+
+    try:
+        service = with_retries(deps, deps.sink.get_service)
+    except SyncError as error:
+        return AllowListReport(
+            dry_run=dry_run, error=RunError.of(error, Reason.SINK_READ_FAILED.value), findings=_shown(findings)
+        )
+    cidrs = addresses.allowed_cidrs(addresses.addresses_from_service(service), settings.policy)
+    if isinstance(cidrs, addresses.NoUsableAddresses):
+        unusable = RunError(NO_USABLE_ADDRESSES, cidrs.why, cidrs.retryable, retry_after_seconds=60 if cidrs.retryable else None)
+        return AllowListReport(dry_run=dry_run, error=unusable, findings=_shown(findings))
+
+    planned: list[tuple[allowlist.AllowListChange, allowlist.AllowListWriter]] = []
+    unchanged = 0
+    for target, writer in targets:
+        change = allowlist.change_for(target, cidrs, writer)
+        if change is None:
+            unchanged += 1
+        else:
+            planned.append((change, writer))
+    if settings.ingress_controller and any(t.kind == "Ingress" for t, _ in targets):
+        namespace, name = settings.ingress_controller.split("/", 1)
+        try:
+            controller = with_retries(deps, lambda: deps.source.get_service(namespace, name))
+            findings.extend(allowlist.controller_findings(controller, settings.ingress_controller))
+        except SyncError as error:
+            findings.append(
+                allowlist.Finding(f"Service {settings.ingress_controller}", "IngressControllerUnreadable", str(error))
+            )
+
+    entries = [_entry(change, "planned") for change, _ in planned]
+    if not dry_run:
+        entries = [_apply(change, writer, deps) for change, writer in planned]
+        unchanged += sum(1 for e in entries if e["outcome"] == "noop")
+        entries = [e for e in entries if e["outcome"] != "noop"]
+    return AllowListReport(
+        dry_run=dry_run,
+        cidrs=cidrs,
+        changes=tuple(entries),
+        unchanged=unchanged,
+        findings=_shown(findings),
+    )
+
+
+def _shown(findings: Sequence[allowlist.Finding]) -> tuple[dict[str, str], ...]:
+    return tuple({"object": f.object, "reason": f.reason, "message": f.message} for f in findings)
+
+
+def _entry(change: allowlist.AllowListChange, outcome: str, **extra: Any) -> dict[str, Any]:
+    before = sorted({value for _, value in change.target.held if value is not None})
+    return {
+        "object": change.target.object,
+        "fields": [name for name, _ in change.target.held],
+        "before": before[0] if len(before) == 1 else (before or None),
+        "after": ",".join(change.cidrs),
+        "reason": "Restored" if change.restored else "Set",
+        "outcome": outcome,
+        **extra,
+    }
+
+
+def _refetch(change: allowlist.AllowListChange, writer: allowlist.AllowListWriter, deps: Dependencies) -> allowlist.Target | None:
+    target = change.target
+    fresh: ServiceView | IngressView | None
+    if target.kind == "Ingress":
+        fresh = deps.source.get_ingress(target.namespace, target.name)
+    else:
+        fresh = deps.source.get_service(target.namespace, target.name)
+    return writer.target_of(fresh) if fresh is not None else None
+
+
+def _apply(change: allowlist.AllowListChange, writer: allowlist.AllowListWriter, deps: Dependencies) -> dict[str, Any]:
+    sync = deps.settings.sync
+    current: allowlist.AllowListChange | None = change
+    for attempt in range(1, sync.max_attempts + 1):
+        assert current is not None
+        try:
+            deps.source.patch(current.target.kind, current.target.namespace, current.target.name, dict(current.patch))
+            return _entry(current, "applied", **({"attempts": attempt} if attempt > 1 else {}))
+        except PermanentError as error:
+            return _entry(current, "failed", message=str(error), retryable=False)
+        except RetryableError as error:
+            if attempt == sync.max_attempts:
+                return _entry(current, "failed", message=str(error), retryable=True)
+            if isinstance(error, ConcurrentEdit):
+                try:
+                    target = _refetch(current, writer, deps)
+                except SyncError as refetch_error:
+                    return _entry(current, "failed", message=str(refetch_error), retryable=refetch_error.retryable)
+                if target is None:
+                    return _entry(current, "noop")
+                current = allowlist.change_for(target, current.cidrs, writer)
+                if current is None:
+                    return _entry(change, "noop")
+            else:
+                deps.sleep(backoff_seconds(error, attempt, max_wait_seconds=sync.max_retry_wait_seconds))
+    raise AssertionError("unreachable")

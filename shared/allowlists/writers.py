@@ -1,0 +1,195 @@
+"""Plan the IP allow-lists of the cluster's entry points: which objects, which field, what value.
+
+Pure. A writer knows one object model (ingress-nginx annotations, LoadBalancer source ranges; a Gateway
+API or Istio writer would be a third): which objects it manages, what they hold now, and the patch that
+sets a list. Objects are managed only when they front a Service this deployment exposes; nothing else is
+read for writing. Every patch carries the resourceVersion it was planned on, so a concurrent edit is a
+conflict, not a lost update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from shared.allowlists.addresses import parse_list
+from shared.backends.discovery import AnnotationContext, managed_mode
+from shared.core.model import IngressView, Mode, ServiceView
+
+ALLOWLIST_ANNOTATION = "nginx.ingress.kubernetes.io/allowlist-source-range"
+WHITELIST_ANNOTATION = "nginx.ingress.kubernetes.io/whitelist-source-range"
+DENY_ALL_EXCEPT_SOURCE_RANGES = "service.beta.kubernetes.io/azure-deny-all-except-load-balancer-source-ranges"
+AZURE_ALLOWED_IP_RANGES = "service.beta.kubernetes.io/azure-allowed-ip-ranges"
+SOURCE_RANGES_FIELD = "spec.loadBalancerSourceRanges"
+
+
+class AnnotationChoice(StrEnum):
+    ALLOWLIST = "allowlist"
+    WHITELIST = "whitelist"
+    BOTH = "both"
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return {
+            AnnotationChoice.ALLOWLIST: (ALLOWLIST_ANNOTATION,),
+            AnnotationChoice.WHITELIST: (WHITELIST_ANNOTATION,),
+            AnnotationChoice.BOTH: (ALLOWLIST_ANNOTATION, WHITELIST_ANNOTATION),
+        }[self]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One object whose allow-list fields are managed, with what each field holds now (None: absent)."""
+
+    kind: str
+    namespace: str
+    name: str
+    resource_version: str
+    held: tuple[tuple[str, str | None], ...]
+
+    @property
+    def object(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A preflight warning: the allow-list cannot work as intended, or was not written, and why."""
+
+    object: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class AllowListChange:
+    target: Target
+    cidrs: tuple[str, ...]
+    patch: Mapping[str, Any]
+
+    @property
+    def restored(self) -> bool:
+        """The object held a list that differs: someone edited it (or APIM's addresses changed)."""
+        return any(value is not None for _, value in self.target.held)
+
+
+class AllowListWriter(Protocol):
+    def targets(
+        self, services: Sequence[ServiceView], ingresses: Sequence[IngressView], ctx: AnnotationContext
+    ) -> tuple[list[Target], list[Finding]]: ...
+
+    def target_of(self, obj: ServiceView | IngressView) -> Target | None:
+        """The target for one freshly read object (after a conflict), if this writer manages its kind."""
+        ...
+
+    def patch(self, target: Target, cidrs: tuple[str, ...]) -> dict[str, Any]: ...
+
+
+def _modes(services: Sequence[ServiceView], ctx: AnnotationContext) -> dict[tuple[str, str], Mode]:
+    found = {}
+    for service in services:
+        mode = managed_mode(service, ctx)
+        if mode is not None:
+            found[(service.namespace, service.name)] = mode
+    return found
+
+
+def managed_ingresses(
+    services: Sequence[ServiceView], ingresses: Sequence[IngressView], ctx: AnnotationContext
+) -> list[IngressView]:
+    """The Ingresses this deployment manages: those routing to an ingress-mode Service it exposes."""
+    modes = _modes(services, ctx)
+    return [
+        ingress
+        for ingress in ingresses
+        if any(modes.get((ingress.namespace, name)) is Mode.INGRESS for name in ingress.service_names)
+    ]
+
+
+class IngressNginxWriter:
+    """ingress-nginx: the source-range annotation on Ingresses that route to ingress-mode Services."""
+
+    def __init__(self, choice: AnnotationChoice) -> None:
+        self.keys = choice.keys
+
+    def targets(
+        self, services: Sequence[ServiceView], ingresses: Sequence[IngressView], ctx: AnnotationContext
+    ) -> tuple[list[Target], list[Finding]]:
+        return [self.target_of(ingress) for ingress in managed_ingresses(services, ingresses, ctx)], []
+
+    def target_of(self, obj: ServiceView | IngressView) -> Target:
+        assert isinstance(obj, IngressView)
+        held = tuple((key, obj.annotations.get(key)) for key in self.keys)
+        return Target("Ingress", obj.namespace, obj.name, obj.resource_version, held)
+
+    def patch(self, target: Target, cidrs: tuple[str, ...]) -> dict[str, Any]:
+        value = ",".join(cidrs)
+        return {"metadata": {"resourceVersion": target.resource_version, "annotations": dict.fromkeys(self.keys, value)}}
+
+
+class LoadBalancerWriter:
+    """public-mode Services of type LoadBalancer: spec.loadBalancerSourceRanges."""
+
+    def targets(
+        self, services: Sequence[ServiceView], ingresses: Sequence[IngressView], ctx: AnnotationContext
+    ) -> tuple[list[Target], list[Finding]]:
+        modes = _modes(services, ctx)
+        targets: list[Target] = []
+        findings: list[Finding] = []
+        for service in services:
+            if modes.get((service.namespace, service.name)) is not Mode.PUBLIC or service.type != "LoadBalancer":
+                continue
+            where = f"Service {service.namespace}/{service.name}"
+            if service.annotations.get(AZURE_ALLOWED_IP_RANGES, "").strip():
+                findings.append(
+                    Finding(
+                        where,
+                        "ExclusiveAllowListAnnotation",
+                        f"{AZURE_ALLOWED_IP_RANGES} is set; it excludes {SOURCE_RANGES_FIELD}, so nothing was written",
+                    )
+                )
+                continue
+            if service.annotations.get(DENY_ALL_EXCEPT_SOURCE_RANGES, "").strip().lower() != "true":
+                findings.append(
+                    Finding(
+                        where,
+                        "VnetTrafficNotDenied",
+                        f'without {DENY_ALL_EXCEPT_SOURCE_RANGES}: "true" traffic from inside the VNet still gets in',
+                    )
+                )
+            targets.append(self.target_of(service))
+        return targets, findings
+
+    def target_of(self, obj: ServiceView | IngressView) -> Target:
+        assert isinstance(obj, ServiceView)
+        held = ",".join(obj.load_balancer_source_ranges) if obj.load_balancer_source_ranges else None
+        return Target("Service", obj.namespace, obj.name, obj.resource_version, ((SOURCE_RANGES_FIELD, held),))
+
+    def patch(self, target: Target, cidrs: tuple[str, ...]) -> dict[str, Any]:
+        return {"metadata": {"resourceVersion": target.resource_version}, "spec": {"loadBalancerSourceRanges": list(cidrs)}}
+
+
+def change_for(target: Target, cidrs: tuple[str, ...], writer: AllowListWriter) -> AllowListChange | None:
+    """None when every field already holds exactly this set (order, spacing and duplicates aside)."""
+    assert cidrs, "an empty allow-list admits everyone; never planned"
+    if all(parse_list(value) == cidrs for _, value in target.held):
+        return None
+    return AllowListChange(target, cidrs, writer.patch(target, cidrs))
+
+
+def controller_findings(controller: ServiceView | None, name: str) -> list[Finding]:
+    """ingress-nginx sees node addresses, not APIM's, unless its Service keeps the client address."""
+    if controller is None:
+        return [Finding(f"Service {name}", "IngressControllerNotFound", "the configured ingress controller Service is missing")]
+    if controller.type == "LoadBalancer" and controller.external_traffic_policy != "Local":
+        return [
+            Finding(
+                f"Service {name}",
+                "ClientAddressNotPreserved",
+                "externalTrafficPolicy is Cluster: ingress-nginx sees node addresses, not APIM's, so the allow-list "
+                "refuses APIM too; set externalTrafficPolicy: Local",
+            )
+        ]
+    return []

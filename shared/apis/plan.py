@@ -1,0 +1,239 @@
+"""Plan the APIM changes for APIs: the API, its tag, operations, policies and product links.
+
+Pure. Only APIs that carry this deployment's tag and owner mark are changed or deleted; inside them only
+operations with our mark. Policies change only inside the managed block, so an operator's own lines stay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.apis import claims as apis
+from shared.core.model import OwnerId
+
+
+@dataclass(frozen=True)
+class ApiChange:
+    action: str
+    """create | update | delete | add"""
+    kind: str
+    """api | tag | operation | policy | operation-policy | product"""
+    api_id: str
+    target: str = ""
+    diff: Mapping[str, Any] = field(default_factory=dict)
+    body: Any = None
+    etag: str | None = None
+    """If-Match for updates of the API itself."""
+
+    def to_json(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {"action": self.action, "kind": self.kind, "api": self.api_id}
+        if self.target:
+            shown["target"] = self.target
+        if self.diff:
+            shown["diff"] = dict(self.diff)
+        return shown
+
+
+@dataclass(frozen=True)
+class ApiPlan:
+    changes: tuple[ApiChange, ...] = ()
+    refusals: tuple[apis.ApiProblem, ...] = ()
+    unchanged: int = 0
+
+
+_ORDER = {
+    ("create", "api"): 0,
+    ("update", "api"): 0,
+    ("add", "tag"): 1,
+    ("create", "operation"): 2,
+    ("update", "operation"): 2,
+    ("update", "policy"): 3,
+    ("update", "operation-policy"): 4,
+    ("create", "product"): 5,
+    ("add", "product"): 6,
+    ("delete", "operation"): 7,
+    ("delete", "product"): 7,
+    ("delete", "api"): 8,
+}
+
+
+def api_properties(desired: apis.DesiredApi, owner: OwnerId) -> dict[str, Any]:
+    return {
+        "path": desired.path,
+        "displayName": desired.display_name,
+        "subscriptionRequired": desired.subscription_required,
+        "protocols": ["https"],
+        "description": apis.api_mark(owner, desired.namespace, desired.products),
+    }
+
+
+def operation_properties(operation: apis.DesiredOperation) -> dict[str, Any]:
+    return {
+        "displayName": operation.display_name,
+        "method": operation.method,
+        "urlTemplate": operation.url_template,
+        "templateParameters": apis.template_parameters(operation.url_template),
+        "description": apis.operation_mark(operation.source),
+    }
+
+
+def owned(observed: apis.ObservedApi, owner: OwnerId) -> bool:
+    mark = apis.parse_api_mark(observed.description)
+    return observed.tagged and mark is not None and mark[0] == owner
+
+
+def plan_apis(
+    desired: apis.DesiredApis,
+    observed: Mapping[str, apis.ObservedApi],
+    *,
+    all_paths: Mapping[str, str],
+    owner: OwnerId,
+    namespaces: frozenset[str] | None,
+    keep_apis: bool,
+    existing_products: frozenset[str],
+    create_products: bool,
+) -> ApiPlan:
+    """`all_paths`: api id -> path of every API in APIM; `namespaces`: the run's scope (None: all)."""
+    changes: list[ApiChange] = []
+    refusals: list[apis.ApiProblem] = []
+    unchanged = 0
+    for api_id, want in sorted(desired.apis.items()):
+        have = observed.get(api_id)
+        taken_by = next((other for other, path in all_paths.items() if other != api_id and path.strip("/") == want.path), None)
+        if taken_by is not None:
+            refusals.append(
+                apis.ApiProblem(f"API {api_id}", "api-path", "PathTaken", f"'{want.path}' is the path of API '{taken_by}'")
+            )
+            continue
+        if have is None and api_id in all_paths:
+            refusals.append(
+                apis.ApiProblem(f"API {api_id}", "api-id", "OwnedByOther", "an API with this id exists and is not ours")
+            )
+            continue
+        if have is not None and not owned(have, owner):
+            refusals.append(
+                apis.ApiProblem(f"API {api_id}", "api-id", "OwnedByOther", "an API with this id exists and is not ours")
+            )
+            continue
+        api_changes, same = _plan_one(want, have, owner, existing_products, create_products, refusals)
+        changes += api_changes
+        unchanged += same
+    for api_id, have in sorted(observed.items()):
+        if api_id in desired.apis or api_id in desired.held or not owned(have, owner):
+            continue
+        mark = apis.parse_api_mark(have.description)
+        if namespaces is not None and (mark is None or mark[1] not in namespaces):
+            continue
+        if keep_apis:
+            refusals.append(apis.ApiProblem(f"API {api_id}", "", "KeptBySetting", "no Service claims it; KEEP_APIS keeps it"))
+            continue
+        changes.append(ApiChange("delete", "api", api_id))
+    changes.sort(key=lambda c: (_ORDER[(c.action, c.kind)], c.api_id, c.target))
+    return ApiPlan(changes=tuple(changes), refusals=tuple(refusals), unchanged=unchanged)
+
+
+def _plan_one(
+    want: apis.DesiredApi,
+    have: apis.ObservedApi | None,
+    owner: OwnerId,
+    existing_products: frozenset[str],
+    create_products: bool,
+    refusals: list[apis.ApiProblem],
+) -> tuple[list[ApiChange], int]:
+    changes: list[ApiChange] = []
+    unchanged = 0
+    properties = api_properties(want, owner)
+    if have is None:
+        changes.append(ApiChange("create", "api", want.id, diff={k: [None, v] for k, v in properties.items()}, body=properties))
+        changes.append(ApiChange("add", "tag", want.id))
+    else:
+        before = {
+            "path": have.path,
+            "displayName": have.display_name,
+            "subscriptionRequired": have.subscription_required,
+            "description": have.description,
+        }
+        diff = {k: [before[k], properties[k]] for k in before if before[k] != properties[k]}
+        if diff:
+            updated = {**dict(have.raw_properties), **properties}
+            changes.append(ApiChange("update", "api", want.id, diff=diff, body=updated, etag=have.etag))
+        else:
+            unchanged += 1
+    observed_ops = have.operations if have else {}
+    for operation in want.operations:
+        current = observed_ops.get(operation.id)
+        wanted = operation_properties(operation)
+        if current is not None and not apis.is_managed_operation(current):
+            refusals.append(
+                apis.ApiProblem(f"API {want.id}", operation.id, "OwnedByOther", "an operation with this id is not ours")
+            )
+            continue
+        if current is None:
+            changes.append(
+                ApiChange("create", "operation", want.id, operation.id, {"operation": [None, operation.display_name]}, wanted)
+            )
+        elif (current.method, current.url_template, current.description) != (
+            operation.method,
+            operation.url_template,
+            wanted["description"],
+        ):
+            diff = {"operation": [f"{current.method} {current.url_template}", operation.display_name]}
+            changes.append(ApiChange("update", "operation", want.id, operation.id, diff, wanted))
+        held_policy = current.policy if current else None
+        if apis.policy_backend(held_policy) != operation.backend_id:
+            body = apis.with_managed_block(held_policy, operation.backend_id)
+            diff = {"set-backend-service": [apis.policy_backend(held_policy), operation.backend_id]}
+            changes.append(ApiChange("update", "operation-policy", want.id, operation.id, diff, body))
+    desired_ids = {o.id for o in want.operations} | set(want.held_operations)
+    for op_id, current in sorted(observed_ops.items()):
+        if op_id not in desired_ids and apis.is_managed_operation(current):
+            changes.append(ApiChange("delete", "operation", want.id, op_id))
+    held_policy = have.policy if have else None
+    if apis.policy_backend(held_policy) != want.default_backend:
+        body = apis.with_managed_block(held_policy, want.default_backend)
+        changes.append(
+            ApiChange(
+                "update",
+                "policy",
+                want.id,
+                diff={"set-backend-service": [apis.policy_backend(held_policy), want.default_backend]},
+                body=body,
+            )
+        )
+    if have is not None:
+        for product in sorted(apis.marked_products(have.description) - set(want.products)):
+            if product in have.products:
+                changes.append(ApiChange("delete", "product", want.id, product))
+    for product in want.products:
+        if have is not None and product in have.products:
+            continue
+        if product not in existing_products:
+            if not create_products:
+                refusals.append(
+                    apis.ApiProblem(
+                        f"API {want.id}",
+                        "products",
+                        "ProductMissing",
+                        f"product '{product}' does not exist (CREATE_PRODUCTS is off)",
+                    )
+                )
+                continue
+            changes.append(ApiChange("create", "product", want.id, product))
+        changes.append(ApiChange("add", "product", want.id, product))
+    return changes, unchanged
+
+
+def cap_api_deletes(plan: ApiPlan, *, owned: int, max_deletes: int, max_fraction: float, allow_mass_delete: bool) -> ApiPlan:
+    """The backends' deletion guard, for APIs: too many API deletes at once delete nothing and say why."""
+    deletes = [c for c in plan.changes if c.action == "delete" and c.kind == "api"]
+    if allow_mass_delete or len(deletes) <= max_deletes or len(deletes) / max(owned, 1) <= max_fraction:
+        return plan
+    why = (
+        f"would delete {len(deletes)} of {owned} owned APIs (limit: more than {max_deletes} and more than "
+        f"{max_fraction:.0%}); nothing deleted. Set ALLOW_MASS_DELETE=true or pass --allow-mass-delete"
+    )
+    kept = tuple(c for c in plan.changes if not (c.action == "delete" and c.kind == "api"))
+    refused = tuple(apis.ApiProblem(f"API {c.api_id}", "", "DeleteCapReached", why) for c in deletes)
+    return ApiPlan(changes=kept, refusals=(*plan.refusals, *refused), unchanged=plan.unchanged)

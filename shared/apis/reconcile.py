@@ -1,0 +1,214 @@
+"""The API step of a run: claims from the namespace's Services -> plan against APIM -> apply -> report.
+
+APIs are reconciled per namespace (Services form an API within one namespace), so a one-Service run reads
+that namespace's Services once. Claims whose backend is not there yet (pending, invalid) hold their API.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from shared.apis import claims as apis
+from shared.apis import plan as api_plan
+from shared.backends import discovery
+from shared.backends.reconcile import ClusterView, Dependencies, annotation_context, read_cluster, with_retries
+from shared.core.errors import PermanentError, SyncError
+from shared.core.model import DesiredBackend, IngressRoute, ServiceView
+from shared.core.reporting import ApisReport, RunError
+from shared.core.scope import Scope
+
+if TYPE_CHECKING:
+    from shared.adapters.apim_apis import ApimApis
+
+
+def tag_for(deps: Dependencies) -> str:
+    return f"aks-apim-sync-{deps.settings.sync.owner_id}"
+
+
+def reconcile_apis(
+    scope: Scope,
+    deps: Dependencies,
+    cluster: ClusterView,
+    *,
+    dry_run: bool = False,
+    api_hints: frozenset[str] = frozenset(),
+    allow_mass_delete: bool = False,
+) -> ApisReport:
+    """`api_hints`: APIs the Service claimed before (from its event). A one-Service run that neither claims an
+    API now nor did before costs nothing; a Service that dropped its api-id without an event telling so is
+    found by the next namespace or cluster run.
+    """
+    if not deps.settings.apis.enabled:
+        return ApisReport(dry_run=dry_run, skipped="APIS_ENABLED is false")
+    claims_now = any(s.annotations.get(f"{deps.settings.sync.annotation_prefix}/api-id", "").strip() for s in cluster[0])
+    if scope.service is not None and not claims_now and not api_hints:
+        return ApisReport(dry_run=dry_run)
+    store = deps.sink.api_store()
+    try:
+        tagged = with_retries(deps, lambda: store.tagged_api_ids(tag_for(deps)))
+        if not tagged and not claims_now:
+            return ApisReport(dry_run=dry_run)  # no API claimed in scope and none of ours in APIM: one request
+        services, routes, namespaces = _services_for(scope, deps, cluster)
+        claims, problems = _claims(services, routes, deps)
+        desired = apis.collect_apis(claims)
+        problems += [_problem(p) for p in desired.problems]
+        all_paths = with_retries(deps, store.all_paths)
+        wants_products = any(a.products for a in desired.apis.values())
+        existing_products = with_retries(deps, store.product_ids) if wants_products else frozenset()
+        observed: dict[str, apis.ObservedApi] = {}
+        for api_id in sorted(set(desired.apis) | tagged):
+            if api_id not in all_paths:
+                continue
+            wanted = desired.apis.get(api_id)
+            products = list(wanted.products) if wanted else []
+            found = with_retries(deps, lambda a=api_id, p=products: store.observe(a, tagged=a in tagged, products=p))  # type: ignore[misc]
+            if found is not None:
+                observed[api_id] = found
+    except SyncError as error:
+        return ApisReport(dry_run=dry_run, error=RunError.of(error))
+    plan = api_plan.plan_apis(
+        desired,
+        observed,
+        all_paths=all_paths,
+        owner=deps.settings.sync.owner_id,
+        namespaces=namespaces,
+        keep_apis=deps.settings.apis.keep_apis,
+        existing_products=frozenset(existing_products),
+        create_products=deps.settings.apis.create_products,
+    )
+    sync_settings = deps.settings.sync
+    plan = api_plan.cap_api_deletes(
+        plan,
+        owned=sum(1 for a in observed.values() if api_plan.owned(a, sync_settings.owner_id)),
+        max_deletes=sync_settings.max_deletes_per_run,
+        max_fraction=sync_settings.max_delete_fraction,
+        allow_mass_delete=allow_mass_delete or sync_settings.allow_mass_delete,
+    )
+    problems += [_problem(p) for p in plan.refusals]
+    entries = [{**c.to_json(), "outcome": "planned"} for c in plan.changes]
+    if not dry_run:
+        entries = _apply(plan, store, deps)
+    return ApisReport(dry_run=dry_run, changes=tuple(entries), problems=tuple(problems), unchanged=plan.unchanged)
+
+
+def _problem(problem: apis.ApiProblem) -> dict[str, str]:
+    return {"object": problem.object, "field": problem.field, "reason": problem.reason, "message": problem.message}
+
+
+def _services_for(
+    scope: Scope, deps: Dependencies, cluster: ClusterView
+) -> tuple[list[ServiceView], list[IngressRoute], frozenset[str] | None]:
+    """Cluster runs use what was read; narrower runs widen to the namespace, where an API's Services live."""
+    services, ingresses = cluster
+    if scope.namespace is None:
+        return services, [r for i in ingresses for r in i.routes], None
+    if scope.service is not None:
+        services, ingresses = read_cluster(Scope(scope.cluster, namespace=scope.namespace), deps)
+    return services, [r for i in ingresses for r in i.routes], frozenset({scope.namespace})
+
+
+def _claims(
+    services: list[ServiceView], routes: list[IngressRoute], deps: Dependencies
+) -> tuple[list[apis.ApiClaim], list[dict[str, str]]]:
+    context = annotation_context(deps.settings)
+    prefix = context.prefix
+    claims: list[apis.ApiClaim] = []
+    problems: list[dict[str, str]] = []
+    for service in services:
+        if not service.annotations.get(f"{prefix}/api-id", "").strip():
+            continue
+        where = f"{service.namespace}/{service.name}"
+        outcome = discovery.backend_for(service, routes, context)
+        if not isinstance(outcome, DesiredBackend):
+            why = "the Service is not exposed" if outcome is None else "its backend is not ready (pending or invalid)"
+            problems.append(
+                {"object": where, "field": f"{prefix}/api-id", "reason": "ApiHeld", "message": f"{why}; its API waits"}
+            )
+            continue
+        claim = apis.claim_for(service, outcome.id, context.cluster, prefix)
+        if isinstance(claim, apis.ApiProblem):
+            problems.append(_problem(claim))
+            continue
+        if claim is None:
+            continue
+        reference = service.annotations.get(f"{prefix}/openapi", "").strip()
+        if reference:
+            operations = _openapi_operations(service, reference, deps, prefix, problems)
+            if operations is None:
+                continue
+            claim = apis.ApiClaim(**{**claim.__dict__, "operations": tuple(operations)})
+        claims.append(claim)
+    return claims, problems
+
+
+def _openapi_operations(
+    service: ServiceView, reference: str, deps: Dependencies, prefix: str, problems: list[dict[str, str]]
+) -> list[tuple[str, str]] | None:
+    where, field = f"{service.namespace}/{service.name}", f"{prefix}/openapi"
+    if reference.count("/") != 1:
+        problems.append({"object": where, "field": field, "reason": "InvalidAnnotation", "message": "expected <configmap>/<key>"})
+        return None
+    name, key = reference.split("/")
+    text = with_retries(deps, lambda: deps.source.get_configmap_value(service.namespace, name, key))
+    if text is None:
+        problems.append(
+            {"object": where, "field": field, "reason": "OpenApiMissing", "message": f"ConfigMap {name} has no key {key}"}
+        )
+        return None
+    try:
+        document = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+        return apis.operations_from_openapi(document if isinstance(document, dict) else {})
+    except (ValueError, yaml.YAMLError) as error:
+        message = f"ConfigMap {name}/{key} is not an OpenAPI document: {str(error)[:120]}"
+        problems.append({"object": where, "field": field, "reason": "InvalidOpenApi", "message": message})
+        return None
+
+
+def _apply(plan: api_plan.ApiPlan, store: ApimApis, deps: Dependencies) -> list[dict[str, Any]]:
+    """In plan order; a failed API stops its own later changes, never another API's."""
+    entries: list[dict[str, Any]] = []
+    broken: set[str] = set()
+    tag = tag_for(deps)
+    for change in plan.changes:
+        entry = {**change.to_json(), "outcome": "applied"}
+        if change.api_id in broken:
+            entries.append({**entry, "outcome": "skipped", "message": "an earlier change of this API failed"})
+            continue
+        try:
+            with_retries(deps, lambda c=change: _execute(c, store, tag))  # type: ignore[misc]
+        except SyncError as error:
+            broken.add(change.api_id)
+            entry.update(
+                outcome="failed", message=str(error), retryable=error.retryable and not isinstance(error, PermanentError)
+            )
+        entries.append(entry)
+    return entries
+
+
+def _execute(change: api_plan.ApiChange, store: ApimApis, tag: str) -> None:
+    kind, action = change.kind, change.action
+    if kind == "api":
+        if action == "delete":
+            store.delete_api(change.api_id)
+        else:
+            store.put_api(change.api_id, change.body, if_match=change.etag)
+    elif kind == "tag":
+        store.tag_api(change.api_id, tag)
+    elif kind == "operation":
+        if action == "delete":
+            store.delete_operation(change.api_id, change.target)
+        else:
+            store.put_operation(change.api_id, change.target, change.body)
+    elif kind == "policy":
+        store.put_api_policy(change.api_id, change.body)
+    elif kind == "operation-policy":
+        store.put_operation_policy(change.api_id, change.target, change.body)
+    elif action == "create":
+        store.create_product(change.target)
+    elif action == "delete":
+        store.remove_from_product(change.target, change.api_id)
+    else:
+        store.add_to_product(change.target, change.api_id)

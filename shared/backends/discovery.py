@@ -1,0 +1,238 @@
+"""Turn one Service (and the Ingress rules routing to it) into the backend it wants, or say why not.
+
+Pure. Every problem is returned as data naming the object, the annotation and the reason, never raised,
+so one broken Service cannot stop the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from shared.core import naming, ownership
+from shared.core.model import (
+    BackendId,
+    BackendSpec,
+    DesiredBackend,
+    IngressRoute,
+    Mode,
+    OwnerId,
+    OwnerMark,
+    Reason,
+    ReconcilePolicy,
+    ServicePort,
+    ServiceRef,
+    ServiceView,
+)
+
+E = TypeVar("E", Mode, ReconcilePolicy)
+
+INTERNAL_LB_ANNOTATION = "service.beta.kubernetes.io/azure-load-balancer-internal"
+MAX_TITLE_LENGTH = 300
+
+
+@dataclass(frozen=True)
+class Pending:
+    source: ServiceRef
+    reason: Reason
+    message: str
+
+
+@dataclass(frozen=True)
+class Invalid:
+    source: ServiceRef
+    field: str
+    message: str
+    reason: Reason = Reason.INVALID_ANNOTATION
+
+
+@dataclass(frozen=True)
+class Skipped:
+    source: ServiceRef
+    reason: Reason = Reason.RECONCILE_SKIPPED
+
+
+ServiceOutcome = DesiredBackend | Pending | Invalid | Skipped
+
+
+@dataclass(frozen=True)
+class AnnotationContext:
+    cluster: str
+    owner: OwnerId
+    prefix: str
+    default_mode: Mode
+    public_auth_header: str | None = None
+    public_auth_named_value: str | None = None
+
+
+class _Problem(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        self.field, self.message = field, message
+
+
+def is_exposed(annotations: Mapping[str, str], prefix: str) -> bool:
+    return annotations.get(f"{prefix}/expose", "").strip().lower() == "true"
+
+
+def managed_mode(service: ServiceView, ctx: AnnotationContext) -> Mode | None:
+    """The mode of a Service this deployment manages; None when it is not exposed, skipped or its mode is invalid."""
+    key = _Keys(ctx.prefix)
+    if not is_exposed(service.annotations, ctx.prefix):
+        return None
+    try:
+        if _enum(service.annotations, key.policy, ReconcilePolicy, ReconcilePolicy.MANAGE) is ReconcilePolicy.SKIP:
+            return None
+        return _enum(service.annotations, key.mode, Mode, ctx.default_mode)
+    except _Problem:
+        return None
+
+
+def backend_for(service: ServiceView, routes: Sequence[IngressRoute], ctx: AnnotationContext) -> ServiceOutcome | None:
+    """The outcome for one Service; None when the Service does not ask to be exposed."""
+    ref = ServiceRef(ctx.cluster, service.namespace, service.name)
+    key = _Keys(ctx.prefix)
+    expose = service.annotations.get(key.expose, "").strip().lower()
+    if expose in ("", "false"):
+        return None
+    try:
+        if expose != "true":
+            raise _Problem(key.expose, f"'{_shown(expose)}' is not 'true' or 'false'")
+        policy = _enum(service.annotations, key.policy, ReconcilePolicy, ReconcilePolicy.MANAGE)
+        mode = _enum(service.annotations, key.mode, Mode, ctx.default_mode)
+        backend_id = _backend_id(service.annotations.get(key.backend_id), ref, key)
+        title = service.annotations.get(key.title, "").strip()
+        if len(title) > MAX_TITLE_LENGTH:
+            raise _Problem(key.title, f"longer than {MAX_TITLE_LENGTH} characters")
+        if policy is ReconcilePolicy.SKIP:
+            return Skipped(ref)
+        url = _url(service, routes, mode, key, ref)
+    except _Problem as problem:
+        return Invalid(ref, field=problem.field, message=problem.message)
+    if isinstance(url, Pending):
+        return url
+    headers: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    if mode is Mode.PUBLIC and ctx.public_auth_header and ctx.public_auth_named_value:
+        headers = ((ctx.public_auth_header, (f"{{{{{ctx.public_auth_named_value}}}}}",)),)
+    mark = OwnerMark(owner=ctx.owner, source=ref, policy=policy)
+    spec = BackendSpec(url=url, description=ownership.render_mark(mark), title=title, headers=headers)
+    return DesiredBackend(id=backend_id, source=ref, spec=spec, policy=policy)
+
+
+class _Keys:
+    def __init__(self, prefix: str) -> None:
+        self.expose = f"{prefix}/expose"
+        self.mode = f"{prefix}/mode"
+        self.policy = f"{prefix}/reconcile-policy"
+        self.backend_id = f"{prefix}/backend-id"
+        self.port = f"{prefix}/port"
+        self.protocol = f"{prefix}/protocol"
+        self.path = f"{prefix}/path"
+        self.url = f"{prefix}/url"
+        self.title = f"{prefix}/title"
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _enum(annotations: Mapping[str, str], key: str, kind: type[E], default: E) -> E:
+    text = annotations.get(key, "").strip()
+    if not text:
+        return default
+    try:
+        return kind(text.lower())
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise _Problem(key, f"'{_shown(text)}' is not one of {allowed}") from None
+
+
+def _backend_id(explicit: str | None, ref: ServiceRef, key: _Keys) -> BackendId:
+    if explicit is None:
+        return naming.backend_id_for(ref)
+    problem = naming.id_problem(explicit.strip())
+    if problem:
+        raise _Problem(key.backend_id, f"'{_shown(explicit)}' {problem}")
+    return BackendId(explicit.strip())
+
+
+def _protocol(annotations: Mapping[str, str], key: _Keys, default: str) -> str:
+    text = annotations.get(key.protocol, "").strip().lower()
+    if not text:
+        return default
+    if text not in ("http", "https"):
+        raise _Problem(key.protocol, f"'{_shown(text)}' is not http or https")
+    return text
+
+
+def _base_path(annotations: Mapping[str, str], key: _Keys) -> str | None:
+    text = annotations.get(key.path)
+    if text is None:
+        return None
+    text = text.strip()
+    if not text.startswith("/") or any(c in text for c in "?# \t"):
+        raise _Problem(key.path, f"'{_shown(text)}' must start with '/' and hold no query, fragment or space")
+    return text.rstrip("/")
+
+
+def _url(service: ServiceView, routes: Sequence[IngressRoute], mode: Mode, key: _Keys, ref: ServiceRef) -> str | Pending:
+    explicit = service.annotations.get(key.url)
+    path = _base_path(service.annotations, key)
+    if explicit is not None:
+        parts = urlsplit(explicit.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _Problem(key.url, f"'{_shown(explicit)}' is not an http(s) URL with a host")
+        return explicit.strip()
+    if mode is Mode.INGRESS:
+        return _ingress_url(service, routes, key, path, ref)
+    internal = service.annotations.get(INTERNAL_LB_ANNOTATION, "").strip().lower() == "true"
+    if service.type != "LoadBalancer":
+        raise _Problem(key.mode, f"{mode.value} mode needs a Service of type LoadBalancer, not {service.type}")
+    if mode is Mode.INTERNAL and not internal:
+        raise _Problem(key.mode, f'internal mode needs the annotation {INTERNAL_LB_ANNOTATION}: "true"')
+    if mode is Mode.PUBLIC and internal:
+        raise _Problem(key.mode, "public mode on an internal load balancer; use mode internal")
+    port = _port(service, key)
+    if not service.load_balancer_addresses:
+        return Pending(ref, Reason.ADDRESS_PENDING, "the load balancer has no address yet")
+    default_protocol = "https" if port.port == 443 or port.name == "https" else "http"
+    protocol = _protocol(service.annotations, key, default_protocol)
+    host = sorted(service.load_balancer_addresses)[0]
+    if ":" in host:
+        host = f"[{host}]"
+    default_port = {"http": 80, "https": 443}[protocol]
+    authority = host if port.port == default_port else f"{host}:{port.port}"
+    return f"{protocol}://{authority}{path or ''}"
+
+
+def _port(service: ServiceView, key: _Keys) -> ServicePort:
+    wanted = service.annotations.get(key.port, "").strip()
+    if not wanted:
+        if len(service.ports) == 1:
+            return service.ports[0]
+        raise _Problem(key.port, f"the Service has {len(service.ports)} ports; name one")
+    for port in service.ports:
+        if wanted in (port.name, str(port.port)):
+            return port
+    if wanted.isdigit() and not 0 < int(wanted) < 65536:
+        raise _Problem(key.port, f"'{_shown(wanted)}' is not a port number")
+    raise _Problem(key.port, f"'{_shown(wanted)}' is not a port of the Service")
+
+
+def _ingress_url(
+    service: ServiceView, routes: Sequence[IngressRoute], key: _Keys, path: str | None, ref: ServiceRef
+) -> str | Pending:
+    wanted = service.annotations.get(key.port, "").strip()
+    if wanted.isdigit() and not 0 < int(wanted) < 65536:
+        raise _Problem(key.port, f"'{_shown(wanted)}' is not a port number")
+    candidates = sorted(
+        (r for r in routes if r.service_name == service.name and r.host and (not wanted or r.service_port == wanted)),
+        key=lambda r: (r.ingress_name, r.host, r.path),
+    )
+    if not candidates:
+        return Pending(ref, Reason.ADDRESS_PENDING, "no Ingress rule with a host routes to this Service yet")
+    route = candidates[0]
+    protocol = _protocol(service.annotations, key, "https" if route.tls else "http")
+    base = path if path is not None else route.path.rstrip("/")
+    return f"{protocol}://{route.host}{base}"

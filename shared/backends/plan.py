@@ -1,0 +1,247 @@
+"""Compute backend changes from desired and observed state, then filter them through policies.
+
+Pure: no I/O, no clock, no logging, no input mutation. Same inputs, same plan.
+
+How one backend id is decided (first matching row wins):
+
+    desired            observed                         -> outcome
+    ----------------   ------------------------------   ------------------------------------------
+    -                  not ours (no mark / other owner)  ignored
+    -                  ours, source outside the scope    ignored
+    -                  ours, source held (pending,       left alone (HeldWhileSourceBroken /
+                       invalid or skip)                   ReconcileSkipped)
+    -                  ours, policy detach-on-delete     refused (DetachedOnDelete), never deleted
+    -                  ours                              delete (SourceGone)
+    yes                absent                            create
+    yes                not ours                          refused (OwnedByOther), never overwritten
+    yes                ours, source another Service      refused (ClaimedByOtherService): only a run that
+                       outside the scope                  also sees that Service may move the backend
+    yes                ours, same projection             unchanged
+    yes                ours, projection differs          update, listing every differing field
+
+Then policies, each a Plan -> Plan filter whose removals become refusals: the sync policy
+(upsert-only drops deletes, create-only keeps creates only) and the delete cap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from shared.backends.discovery import Invalid, Pending, ServiceOutcome, Skipped
+from shared.core.model import (
+    BackendId,
+    BackendSpec,
+    DesiredBackend,
+    ObservedBackend,
+    OwnerId,
+    Reason,
+    ReconcilePolicy,
+    ServiceRef,
+    SyncPolicy,
+)
+from shared.core.ownership import is_owned
+from shared.core.scope import Scope
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    field: str
+    before: object
+    after: object
+
+
+@dataclass(frozen=True)
+class CreateBackend:
+    desired: DesiredBackend
+
+    @property
+    def id(self) -> BackendId:
+        return self.desired.id
+
+
+@dataclass(frozen=True)
+class UpdateBackend:
+    desired: DesiredBackend
+    observed: ObservedBackend
+    diff: tuple[FieldChange, ...]
+
+    @property
+    def id(self) -> BackendId:
+        return self.desired.id
+
+
+@dataclass(frozen=True)
+class DeleteBackend:
+    observed: ObservedBackend
+    source: ServiceRef
+
+    @property
+    def id(self) -> BackendId:
+        return self.observed.id
+
+
+BackendChange = CreateBackend | UpdateBackend | DeleteBackend
+
+
+@dataclass(frozen=True)
+class Refusal:
+    id: BackendId
+    reason: Reason
+    message: str
+    source: ServiceRef | None = None
+    change: BackendChange | None = None
+
+
+@dataclass(frozen=True)
+class DesiredSet:
+    """Desired backends by id, plus the Services whose existing backends must be left alone."""
+
+    backends: Mapping[BackendId, DesiredBackend]
+    held: Mapping[ServiceRef, Reason]
+    problems: tuple[Invalid | Pending | Skipped, ...]
+
+
+@dataclass(frozen=True)
+class BackendPlan:
+    changes: tuple[BackendChange, ...] = ()
+    refusals: tuple[Refusal, ...] = ()
+    unchanged: tuple[BackendId, ...] = ()
+    owned_in_scope: int = 0
+    notes: tuple[str, ...] = field(default=())
+
+
+def collect_desired(outcomes: Iterable[ServiceOutcome]) -> DesiredSet:
+    """Index outcomes by backend id; two Services wanting one id are both invalid, neither wins."""
+    by_id: dict[BackendId, list[DesiredBackend]] = {}
+    problems: list[Invalid | Pending | Skipped] = []
+    held: dict[ServiceRef, Reason] = {}
+    for outcome in outcomes:
+        if isinstance(outcome, DesiredBackend):
+            by_id.setdefault(outcome.id, []).append(outcome)
+        else:
+            problems.append(outcome)
+            held[outcome.source] = outcome.reason
+    backends: dict[BackendId, DesiredBackend] = {}
+    for backend_id, claimants in by_id.items():
+        if len(claimants) == 1:
+            backends[backend_id] = claimants[0]
+            continue
+        names = ", ".join(sorted(str(c.source) for c in claimants))
+        for claimant in claimants:
+            message = f"backend id '{backend_id}' is wanted by several Services: {names}"
+            problems.append(Invalid(claimant.source, field="backend-id", message=message, reason=Reason.DUPLICATE_BACKEND_ID))
+            held[claimant.source] = Reason.DUPLICATE_BACKEND_ID
+    return DesiredSet(backends=backends, held=held, problems=tuple(problems))
+
+
+def diff_specs(desired: BackendSpec, observed: BackendSpec) -> tuple[FieldChange, ...]:
+    after, before = desired.normalised().as_fields(), observed.normalised().as_fields()
+    return tuple(FieldChange(name, before[name], after[name]) for name in after if after[name] != before[name])
+
+
+def decide(
+    backend_id: BackendId,
+    desired: DesiredBackend | None,
+    observed: ObservedBackend | None,
+    *,
+    owner: OwnerId,
+    scope: Scope,
+    held: Mapping[ServiceRef, Reason],
+) -> BackendChange | Refusal | BackendId | None:
+    """One row of the table above: a change, a refusal, the id itself when unchanged, or None when ignored."""
+    if desired is None:
+        if observed is None or not is_owned(observed.mark, owner):
+            return None
+        assert observed.mark is not None
+        source = observed.mark.source
+        if not scope.covers(source):
+            return None
+        if source in held:
+            return backend_id
+        if observed.mark.policy is ReconcilePolicy.DETACH_ON_DELETE:
+            return Refusal(backend_id, Reason.DETACHED, "its Service is gone; detach-on-delete keeps the backend", source)
+        return DeleteBackend(observed=observed, source=source)
+    if observed is None:
+        return CreateBackend(desired)
+    if not is_owned(observed.mark, owner):
+        who = f"owner '{observed.mark.owner}'" if observed.mark else "no owner mark"
+        return Refusal(
+            backend_id, Reason.OWNED_BY_OTHER, f"a backend with this id exists with {who}; not overwritten", desired.source
+        )
+    claimant = observed.mark.source if observed.mark else None
+    if claimant is not None and claimant != desired.source and not scope.covers(claimant):
+        return Refusal(
+            backend_id,
+            Reason.CLAIMED_BY_OTHER_SERVICE,
+            f"the backend belongs to Service {claimant}, outside this run's scope; a wider resync decides",
+            desired.source,
+        )
+    diff = diff_specs(desired.spec, observed.spec)
+    return UpdateBackend(desired, observed, diff) if diff else backend_id
+
+
+def plan_backends(
+    desired: DesiredSet,
+    observed: Mapping[BackendId, ObservedBackend],
+    *,
+    owner: OwnerId,
+    scope: Scope,
+) -> BackendPlan:
+    creates: list[BackendChange] = []
+    updates: list[BackendChange] = []
+    deletes: list[BackendChange] = []
+    refusals: list[Refusal] = []
+    unchanged: list[BackendId] = []
+    for backend_id in sorted(set(desired.backends) | set(observed)):
+        verdict = decide(
+            backend_id, desired.backends.get(backend_id), observed.get(backend_id), owner=owner, scope=scope, held=desired.held
+        )
+        if isinstance(verdict, CreateBackend):
+            creates.append(verdict)
+        elif isinstance(verdict, UpdateBackend):
+            updates.append(verdict)
+        elif isinstance(verdict, DeleteBackend):
+            deletes.append(verdict)
+        elif isinstance(verdict, Refusal):
+            refusals.append(verdict)
+        elif verdict is not None:
+            unchanged.append(verdict)
+    owned = sum(1 for o in observed.values() if is_owned(o.mark, owner) and o.mark is not None and scope.covers(o.mark.source))
+    return BackendPlan(
+        changes=(*creates, *updates, *deletes), refusals=tuple(refusals), unchanged=tuple(unchanged), owned_in_scope=owned
+    )
+
+
+def _refuse(change: BackendChange, reason: Reason, message: str) -> Refusal:
+    source = change.source if isinstance(change, DeleteBackend) else change.desired.source
+    return Refusal(change.id, reason, message, source=source, change=change)
+
+
+def apply_sync_policy(plan: BackendPlan, policy: SyncPolicy) -> BackendPlan:
+    if policy is SyncPolicy.SYNC:
+        return plan
+    dropped: list[BackendChange]
+    if policy is SyncPolicy.UPSERT_ONLY:
+        dropped = [c for c in plan.changes if isinstance(c, DeleteBackend)]
+        reason, why = Reason.POLICY_UPSERT_ONLY, "SYNC_POLICY upsert-only never deletes"
+    else:
+        dropped = [c for c in plan.changes if not isinstance(c, CreateBackend)]
+        reason, why = Reason.POLICY_CREATE_ONLY, "SYNC_POLICY create-only never updates or deletes"
+    kept = tuple(c for c in plan.changes if c not in dropped)
+    return replace(plan, changes=kept, refusals=(*plan.refusals, *(_refuse(c, reason, why) for c in dropped)))
+
+
+def cap_deletes(plan: BackendPlan, *, max_deletes: int, max_fraction: float, allow_mass_delete: bool) -> BackendPlan:
+    """Refuse every delete when a run would delete more than max_deletes AND more than max_fraction of owned backends."""
+    deletes = [c for c in plan.changes if isinstance(c, DeleteBackend)]
+    owned = max(plan.owned_in_scope, 1)
+    if allow_mass_delete or len(deletes) <= max_deletes or len(deletes) / owned <= max_fraction:
+        return plan
+    why = (
+        f"would delete {len(deletes)} of {plan.owned_in_scope} owned backends (limit: more than {max_deletes} "
+        f"and more than {max_fraction:.0%}); nothing deleted. Set ALLOW_MASS_DELETE=true or pass --allow-mass-delete"
+    )
+    kept = tuple(c for c in plan.changes if not isinstance(c, DeleteBackend))
+    refusals = (*plan.refusals, *(_refuse(c, Reason.DELETE_CAP_REACHED, why) for c in deletes))
+    return replace(plan, changes=kept, refusals=refusals, notes=(*plan.notes, why))

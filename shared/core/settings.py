@@ -1,0 +1,435 @@
+"""Read and validate the app settings (environment variables) into one typed configuration.
+
+Pure: takes a mapping, returns frozen dataclasses or raises InvalidSettings naming every bad setting at
+once. Values of settings are never put into an error message (some are secrets).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from shared.allowlists.addresses import AddressSource, AllowListPolicy, canonical, network
+from shared.allowlists.writers import AnnotationChoice
+from shared.core.errors import InvalidSettings
+from shared.core.model import KeyKind, Mode, OwnerId, SyncPolicy
+
+T = TypeVar("T")
+
+AKS_SERVER_SCOPE = "6dae42f8-4368-4678-94ff-3960e28e3630/.default"
+DEFAULT_ANNOTATION_PREFIX = "apim-sync.io"
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_OWNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_NAMED_VALUE = re.compile(r"^[A-Za-z0-9._-]{1,256}$")
+_AKS_RESOURCE_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.ContainerService/managedClusters/[^/]+$", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True)
+class ApimSettings:
+    subscription_id: str
+    """Azure subscription that holds the APIM instance."""
+    resource_group: str
+    """Resource group of the APIM instance."""
+    service_name: str
+    """Name of the APIM instance."""
+    arm_endpoint: str
+    """Azure Resource Manager endpoint, e.g. https://management.azure.com (sovereign clouds differ)."""
+    arm_scope: str
+    """Token scope for ARM; defaults to <ARM_ENDPOINT>/.default."""
+
+    @property
+    def service_id(self) -> str:
+        """The ARM resource id of the APIM instance, as Event Grid names it in topic and subject."""
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.ApiManagement/service/{self.service_name}"
+        )
+
+
+@dataclass(frozen=True)
+class KubeSettings:
+    cluster_name: str
+    """Name of the AKS cluster; part of every default backend id and owner mark."""
+    namespaces: tuple[str, ...]
+    """Namespaces to watch; empty means all."""
+    kubeconfig: str | None
+    """Path of a kubeconfig file (local runs, sandbox)."""
+    api_server: str | None
+    """AKS API server URL, used with an Entra token when no kubeconfig is given."""
+    ca_cert: str | None
+    """PEM of the cluster CA (or a path to it) for api_server."""
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    owner_id: OwnerId
+    """Owner id written into every object this deployment creates; unique per deployment."""
+    annotation_prefix: str
+    """Annotation prefix, e.g. apim-sync.io (apim-sync.io/expose)."""
+    default_mode: Mode
+    """Mode of a Service without the mode annotation."""
+    policy: SyncPolicy
+    """sync | upsert-only | create-only; required, as in external-dns v0.22, because sync deletes."""
+    max_deletes_per_run: int
+    """Deletes above this count AND above max_delete_fraction of owned backends are refused."""
+    max_delete_fraction: float
+    """See max_deletes_per_run."""
+    allow_mass_delete: bool
+    """Switch the delete cap off."""
+    apply_concurrency: int
+    """Changes applied at once."""
+    max_attempts: int
+    """Attempts per remote call for transient faults (429, 5xx, timeouts, 409/412)."""
+    max_retry_wait_seconds: float
+    """Longest single wait between attempts, whatever Retry-After says."""
+
+
+@dataclass(frozen=True)
+class PublicAuthSettings:
+    header_name: str | None
+    """Header APIM adds to calls to public-mode backends (Option 1)."""
+    named_value: str | None
+    """APIM named value whose {{reference}} is the header's value; the secret stays in APIM."""
+
+
+@dataclass(frozen=True)
+class CredentialSettings:
+    sandbox_token: str | None
+    """Static bearer token for the sandbox emulators; refused unless ARM_ENDPOINT is loopback."""
+    arm_ca_bundle: str | None
+    """Extra CA bundle file for ARM TLS (the sandbox's self-signed CA)."""
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    aks_resource_id: str | None
+    """ARM id of the AKS cluster: AKS events from any other cluster are acknowledged and ignored."""
+    trusted_sources: tuple[str, ...]
+    """Further accepted event topics/sources, e.g. the watcher's custom topic or CloudEvents source."""
+
+
+@dataclass(frozen=True)
+class AllowListSettings:
+    enabled: bool
+    """Keep ingress allow-lists in step with APIM's addresses."""
+    policy: AllowListPolicy
+    """Which APIM addresses (auto follows virtualNetworkType), a private subnet prefix, and extra CIDRs."""
+    annotation: AnnotationChoice
+    """ingress-nginx annotation to write: allowlist-source-range, the older whitelist-source-range, or both."""
+    ingress_controller: str | None
+    """<namespace>/<name> of the ingress controller's Service, checked for externalTrafficPolicy."""
+
+
+class CertificateSource(StrEnum):
+    MANAGED = "managed"
+    KEYVAULT = "keyvault"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class MtlsSettings:
+    source: CertificateSource
+    """managed: our own CA issues APIM's client certificate; keyvault: Key Vault holds it; none: no mTLS."""
+    namespace: str
+    """Namespace of the CA Secret and the trust bundle Secret."""
+    ca_store: str
+    trust_bundle: str
+    """Secret with ca.crt that the ingress controller checks client certificates against (auth-tls-secret)."""
+    key_kind: KeyKind
+    certificate_days: int
+    ca_days: int
+    renew_fraction: float
+    propagation_seconds: float
+    """How long a new CA must sit in the bundle before a certificate it signed is presented."""
+    grace_seconds: float
+    """How long a superseded certificate is kept after the switch."""
+    storage_connection: str | None
+    """AzureWebJobsStorage: the lock blob."""
+    keyvault_secret_id: str | None
+    keyvault_identity_client_id: str | None
+    keyvault_issuer_ca: str | None
+    """PEM (or a path to it) of the CA that issues the Key Vault certificate: what the ingress must trust."""
+    ca_keyvault_url: str | None = None
+    """Keep the managed CA in this Key Vault (secret ca_keyvault_name) instead of a Kubernetes Secret."""
+    ca_keyvault_name: str = "aks-apim-sync-ca"
+
+
+DEFAULT_MTLS = MtlsSettings(
+    source=CertificateSource.NONE,
+    namespace="aks-apim-sync",
+    ca_store="aks-apim-sync-ca",
+    trust_bundle="aks-apim-sync-client-ca",
+    key_kind=KeyKind.EC_P256,
+    certificate_days=90,
+    ca_days=730,
+    renew_fraction=1 / 3,
+    propagation_seconds=120,
+    grace_seconds=86400,
+    storage_connection=None,
+    keyvault_secret_id=None,
+    keyvault_identity_client_id=None,
+    keyvault_issuer_ca=None,
+)
+
+
+DEFAULT_ALLOWLIST = AllowListSettings(
+    enabled=False, policy=AllowListPolicy(), annotation=AnnotationChoice.ALLOWLIST, ingress_controller=None
+)
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    enabled: bool
+    """Publish APIs from the api-* annotations."""
+    keep_apis: bool
+    """Never delete an owned API that no Service claims any more (some teams never delete published APIs)."""
+    create_products: bool
+    """Create products named in annotations that do not exist (otherwise reported)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    apim: ApimSettings
+    kube: KubeSettings
+    sync: SyncSettings
+    public_auth: PublicAuthSettings
+    credentials: CredentialSettings
+    events: EventSettings = EventSettings(aks_resource_id=None, trusted_sources=())
+    allowlist: AllowListSettings = DEFAULT_ALLOWLIST
+    mtls: MtlsSettings = DEFAULT_MTLS
+    apis: ApiSettings = ApiSettings(enabled=False, keep_apis=False, create_products=False)
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Reader:
+    """Collects every problem instead of stopping at the first."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[tuple[str, str]] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        return value.strip() if value is not None and value.strip() else None
+
+    def required(self, name: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            self.problems.append((name, "missing"))
+            return ""
+        return value
+
+    def parsed(self, name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except ValueError:
+            self.problems.append((name, f"expected {expected}"))
+            return default
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ValueError(text)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise ValueError(text)
+    return value
+
+
+def _cidrs(text: str) -> tuple[str, ...]:
+    """CIDRs with no host bits set; a /0 would open the list to the world, so it is refused here."""
+    networks = [network(item) for item in text.split(",") if item.strip()]
+    if any(n.prefixlen == 0 for n in networks):
+        raise ValueError(text)
+    return canonical(networks)
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    r = _Reader(environ)
+    arm_endpoint = (r.raw("ARM_ENDPOINT") or "https://management.azure.com").rstrip("/")
+    if urlsplit(arm_endpoint).scheme != "https":
+        r.problems.append(("ARM_ENDPOINT", "must be an https URL"))
+    apim = ApimSettings(
+        subscription_id=r.required("APIM_SUBSCRIPTION_ID"),
+        resource_group=r.required("APIM_RESOURCE_GROUP"),
+        service_name=r.required("APIM_SERVICE_NAME"),
+        arm_endpoint=arm_endpoint,
+        arm_scope=r.raw("ARM_SCOPE") or f"{arm_endpoint}/.default",
+    )
+
+    namespaces = tuple(ns.strip() for ns in (r.raw("NAMESPACES") or "").split(",") if ns.strip() not in ("", "*"))
+    for ns in namespaces:
+        if not _DNS_SUBDOMAIN.match(ns):
+            r.problems.append(("NAMESPACES", "each entry must be a namespace name"))
+            break
+    kubeconfig, api_server, ca_cert = r.raw("KUBECONFIG"), r.raw("AKS_API_SERVER"), r.raw("AKS_CA_CERT")
+    if kubeconfig is None and (api_server is None or ca_cert is None):
+        r.problems.append(("KUBECONFIG", "missing, and AKS_API_SERVER + AKS_CA_CERT are not both set"))
+    kube = KubeSettings(
+        cluster_name=r.required("CLUSTER_NAME"),
+        namespaces=namespaces,
+        kubeconfig=kubeconfig,
+        api_server=api_server,
+        ca_cert=ca_cert,
+    )
+
+    owner = r.required("OWNER_ID")
+    if owner and not _OWNER_ID.match(owner):
+        r.problems.append(("OWNER_ID", "1-63 characters: letters, digits, '.', '_', '-'"))
+    prefix = r.raw("ANNOTATION_PREFIX") or DEFAULT_ANNOTATION_PREFIX
+    if not _DNS_SUBDOMAIN.match(prefix):
+        r.problems.append(("ANNOTATION_PREFIX", "must be a DNS subdomain such as apim-sync.io"))
+    policy_text = r.required("SYNC_POLICY")
+    policy = SyncPolicy.UPSERT_ONLY
+    if policy_text:
+        policy = r.parsed("SYNC_POLICY", SyncPolicy.UPSERT_ONLY, SyncPolicy, "sync, upsert-only or create-only")
+    sync = SyncSettings(
+        owner_id=OwnerId(owner),
+        annotation_prefix=prefix,
+        default_mode=r.parsed("DEFAULT_MODE", Mode.INGRESS, Mode, "public, ingress or internal"),
+        policy=policy,
+        max_deletes_per_run=r.parsed("MAX_DELETES_PER_RUN", 10, _positive_int, "a positive whole number"),
+        max_delete_fraction=r.parsed("MAX_DELETE_FRACTION", 0.5, _fraction, "a number in (0, 1]"),
+        allow_mass_delete=r.parsed("ALLOW_MASS_DELETE", False, _bool, "true or false"),
+        apply_concurrency=r.parsed("APPLY_CONCURRENCY", 4, _positive_int, "a positive whole number"),
+        max_attempts=r.parsed("MAX_ATTEMPTS", 5, _positive_int, "a positive whole number"),
+        max_retry_wait_seconds=r.parsed("MAX_RETRY_WAIT_SECONDS", 20.0, float, "a number of seconds"),
+    )
+
+    header, named_value = r.raw("PUBLIC_AUTH_HEADER"), r.raw("PUBLIC_AUTH_NAMED_VALUE")
+    if (header is None) != (named_value is None):
+        r.problems.append(("PUBLIC_AUTH_NAMED_VALUE", "set PUBLIC_AUTH_HEADER and PUBLIC_AUTH_NAMED_VALUE together"))
+    if header is not None and not _HEADER_NAME.match(header):
+        r.problems.append(("PUBLIC_AUTH_HEADER", "not a valid HTTP header name"))
+    if named_value is not None and not _NAMED_VALUE.match(named_value):
+        r.problems.append(("PUBLIC_AUTH_NAMED_VALUE", "not a valid APIM named value id"))
+    public_auth = PublicAuthSettings(header_name=header, named_value=named_value)
+
+    sandbox_token = r.raw("SANDBOX_TOKEN")
+    if sandbox_token is not None and not is_loopback_url(arm_endpoint):
+        r.problems.append(("SANDBOX_TOKEN", "only allowed with a loopback ARM_ENDPOINT"))
+    credentials = CredentialSettings(sandbox_token=sandbox_token, arm_ca_bundle=r.raw("ARM_CA_BUNDLE"))
+
+    aks_resource_id = r.raw("AKS_RESOURCE_ID")
+    if aks_resource_id is not None and not _AKS_RESOURCE_ID.match(aks_resource_id):
+        r.problems.append(
+            (
+                "AKS_RESOURCE_ID",
+                "expected /subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.ContainerService/managedClusters/<name>",
+            )
+        )
+    trusted = tuple(s.strip().rstrip("/") for s in (r.raw("EVENT_SOURCES") or "").split(",") if s.strip())
+    events = EventSettings(aks_resource_id=aks_resource_id, trusted_sources=trusted)
+
+    allowlist = AllowListSettings(
+        enabled=r.parsed("ALLOWLIST_ENABLED", True, _bool, "true or false"),
+        policy=AllowListPolicy(
+            source=r.parsed("ALLOWLIST_ADDRESSES", AddressSource.AUTO, AddressSource, "auto, public, private or both"),
+            private_prefixes=r.parsed("ALLOWLIST_PRIVATE_PREFIXES", (), _cidrs, "comma-separated CIDRs, none of them /0"),
+            extra_cidrs=r.parsed("ALLOWLIST_EXTRA_CIDRS", (), _cidrs, "comma-separated CIDRs, none of them /0"),
+        ),
+        annotation=r.parsed("ALLOWLIST_ANNOTATION", AnnotationChoice.ALLOWLIST, AnnotationChoice, "allowlist, whitelist or both"),
+        ingress_controller=r.raw("INGRESS_CONTROLLER_SERVICE"),
+    )
+    controller = allowlist.ingress_controller
+    if controller is not None and not re.match(r"^[a-z0-9-]+/[a-z0-9.-]+$", controller):
+        r.problems.append(("INGRESS_CONTROLLER_SERVICE", "expected <namespace>/<name>"))
+
+    mtls = _mtls_settings(r)
+    if sandbox_token is not None and mtls.ca_keyvault_url and not is_loopback_url(mtls.ca_keyvault_url):
+        r.problems.append(("SANDBOX_TOKEN", "only allowed with a loopback CA_KEYVAULT_URL"))
+    api_settings = ApiSettings(
+        enabled=r.parsed("APIS_ENABLED", True, _bool, "true or false"),
+        keep_apis=r.parsed("KEEP_APIS", False, _bool, "true or false"),
+        create_products=r.parsed("CREATE_PRODUCTS", False, _bool, "true or false"),
+    )
+
+    if r.problems:
+        raise InvalidSettings(r.problems)
+    return Settings(
+        apim=apim,
+        kube=kube,
+        sync=sync,
+        public_auth=public_auth,
+        credentials=credentials,
+        events=events,
+        allowlist=allowlist,
+        mtls=mtls,
+        apis=api_settings,
+    )
+
+
+_KEYVAULT_SECRET = re.compile(r"^https://[a-z0-9-]+\.vault\.(azure\.net|azure\.cn|usgovcloudapi\.net)/secrets/[A-Za-z0-9-]+/?$")
+
+
+def _mtls_settings(r: _Reader) -> MtlsSettings:
+    source = r.parsed("CLIENT_CERTIFICATE_SOURCE", CertificateSource.MANAGED, CertificateSource, "managed, keyvault or none")
+    namespace = r.raw("CERT_NAMESPACE") or DEFAULT_MTLS.namespace
+    for name, value in (("CERT_NAMESPACE", namespace),):
+        if not _DNS_SUBDOMAIN.match(value):
+            r.problems.append((name, "must be a namespace name"))
+    fraction = r.parsed("CERT_RENEW_FRACTION", 1 / 3, _fraction, "a number in (0, 1]")
+    settings = MtlsSettings(
+        source=source,
+        namespace=namespace,
+        ca_store=r.raw("CA_SECRET_NAME") or DEFAULT_MTLS.ca_store,
+        trust_bundle=r.raw("TRUST_BUNDLE_SECRET_NAME") or DEFAULT_MTLS.trust_bundle,
+        key_kind=r.parsed("CERT_KEY_TYPE", KeyKind.EC_P256, KeyKind, "ec-p256, rsa-2048, rsa-3072 or rsa-4096"),
+        certificate_days=r.parsed("CERT_VALIDITY_DAYS", 90, _positive_int, "a positive whole number of days"),
+        ca_days=r.parsed("CA_VALIDITY_DAYS", 730, _positive_int, "a positive whole number of days"),
+        renew_fraction=fraction,
+        propagation_seconds=r.parsed("TRUST_PROPAGATION_SECONDS", 120.0, float, "a number of seconds"),
+        grace_seconds=r.parsed("CERT_GRACE_SECONDS", 86400.0, float, "a number of seconds"),
+        storage_connection=r.raw("AzureWebJobsStorage"),
+        keyvault_secret_id=r.raw("KEYVAULT_CERT_SECRET_ID"),
+        keyvault_identity_client_id=r.raw("KEYVAULT_IDENTITY_CLIENT_ID"),
+        keyvault_issuer_ca=r.raw("KEYVAULT_ISSUER_CA"),
+        ca_keyvault_url=r.raw("CA_KEYVAULT_URL"),
+        ca_keyvault_name=r.raw("CA_KEYVAULT_SECRET_NAME") or "aks-apim-sync-ca",
+    )
+    if settings.ca_keyvault_url is not None and urlsplit(settings.ca_keyvault_url).scheme != "https":
+        r.problems.append(("CA_KEYVAULT_URL", "must be an https URL (https://<vault>.vault.azure.net)"))
+    if not re.match(r"^[A-Za-z0-9-]{1,127}$", settings.ca_keyvault_name):
+        r.problems.append(("CA_KEYVAULT_SECRET_NAME", "1-127 letters, digits and '-'"))
+    if source is CertificateSource.KEYVAULT:
+        if not settings.keyvault_secret_id or not _KEYVAULT_SECRET.match(settings.keyvault_secret_id):
+            r.problems.append(
+                ("KEYVAULT_CERT_SECRET_ID", "a versionless Key Vault secret URL (https://<vault>.vault.azure.net/secrets/<name>)")
+            )
+        if not settings.keyvault_issuer_ca:
+            r.problems.append(("KEYVAULT_ISSUER_CA", "missing: the ingress must trust the issuer of the Key Vault certificate"))
+    return settings

@@ -1,0 +1,123 @@
+"""Carry out what one event asks for (see shared.events for the routing table), and say how it went.
+
+The shell around the pure router: it reads the truth for the scope the event names and reconciles it.
+An event never carries desired state here; at most it widens what is read (backend hints).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared import sync
+from shared.backends import reconcile as engine
+from shared.core.errors import SyncError
+from shared.core.model import ServiceRef
+from shared.core.reporting import Report
+from shared.core.scope import Scope
+from shared.events import routing as events
+
+
+@dataclass(frozen=True)
+class EventResult:
+    event_id: str
+    action: str
+    why: str
+    report: Report | None = None
+    notable: bool = False
+    malformed: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.report is not None and self.report.failed
+
+    @property
+    def retryable(self) -> bool:
+        """True when redelivery can help: every failure of the run was transient."""
+        return self.report is not None and self.report.failed and self.report.retryable
+
+
+def event_context(deps: engine.Dependencies) -> events.EventContext:
+    settings = deps.settings
+    return events.EventContext(
+        cluster=settings.kube.cluster_name,
+        apim_service_id=settings.apim.service_id,
+        aks_resource_id=settings.events.aks_resource_id,
+        trusted_sources=frozenset(settings.events.trusted_sources),
+    )
+
+
+def handle_event(raw: Mapping[str, Any], deps: engine.Dependencies) -> EventResult:
+    event_id = str(raw.get("id") or "?") if isinstance(raw, Mapping) else "?"
+    action = events.route(raw, event_context(deps))
+    name = type(action).__name__
+    if isinstance(action, events.Malformed):
+        return EventResult(event_id, name, action.why, malformed=True)
+    if isinstance(action, events.Acknowledge):
+        return EventResult(event_id, name, action.why, notable=action.notable)
+    if isinstance(action, events.ReconcileScope):
+        return _reconcile(event_id, name, action.why, action.scope, deps, action.backend_hints, action.api_hints)
+    if isinstance(action, events.RefreshAllowLists):
+        cluster = Scope(deps.settings.kube.cluster_name)
+        return EventResult(event_id, name, action.why, report=sync.run(cluster, deps, steps=sync.Steps.ALLOWLIST))
+    if isinstance(action, events.RecheckBackend):
+        return _recheck_backend(event_id, name, action, deps)
+    return _recheck_api(event_id, name, action, deps)
+
+
+def _recheck_api(event_id: str, name: str, action: events.RecheckApi, deps: engine.Dependencies) -> EventResult:
+    """An API changed in APIM (portal, another tool): ours -> reconcile its namespace; gone -> a cluster-wide run."""
+    from shared.apis import claims as apis
+
+    cluster = deps.settings.kube.cluster_name
+    if not deps.settings.apis.enabled:
+        return EventResult(event_id, "Acknowledge", f"{action.why}; APIS_ENABLED is false")
+    try:
+        description = engine.with_retries(deps, lambda: deps.sink.api_store().description(action.api_id))
+    except SyncError as error:
+        return EventResult(event_id, name, action.why, report=engine.failed_report(Scope(cluster), error))
+    if description is None:
+        return _reconcile(event_id, name, f"{action.why}: gone, so a cluster-wide run decides", Scope(cluster), deps)
+    mark = apis.parse_api_mark(description)
+    if mark is None or mark[0] != deps.settings.sync.owner_id:
+        return EventResult(event_id, "Acknowledge", f"{action.why}: not owned by this deployment, left alone")
+    return _reconcile(
+        event_id, name, f"{action.why}: owned, namespace {mark[1]} decides", Scope(cluster, namespace=mark[1]), deps
+    )
+
+
+def _reconcile(
+    event_id: str,
+    name: str,
+    why: str,
+    scope: Scope,
+    deps: engine.Dependencies,
+    hints: frozenset[Any] = frozenset(),
+    api_hints: frozenset[str] = frozenset(),
+) -> EventResult:
+    return EventResult(event_id, name, why, report=sync.run(scope, deps, backend_hints=hints, api_hints=api_hints))
+
+
+def _recheck_backend(event_id: str, name: str, action: events.RecheckBackend, deps: engine.Dependencies) -> EventResult:
+    """A backend was written or deleted through ARM: put back what its Service wants.
+
+    Ours: reconcile the Service its mark names. Gone: the mark went with it, so only a cluster-wide run
+    can tell whether a Service still wants it. Foreign: not ours to touch.
+    """
+    cluster = deps.settings.kube.cluster_name
+    try:
+        observed = engine.with_retries(deps, lambda: deps.sink.get_backend(action.backend_id))
+    except SyncError as error:
+        report = engine.failed_report(Scope(cluster), error)
+        return EventResult(event_id, name, action.why, report=report)
+    if observed is None:
+        return _reconcile(event_id, name, f"{action.why}: gone, so a cluster-wide run decides", Scope(cluster), deps)
+    mark = observed.mark
+    if mark is None or mark.owner != deps.settings.sync.owner_id:
+        return EventResult(event_id, "Acknowledge", f"{action.why}: not owned by this deployment, left alone")
+    source: ServiceRef = mark.source
+    if source.cluster != cluster:
+        return EventResult(event_id, "Acknowledge", f"{action.why}: its Service is in cluster '{source.cluster}'")
+    scope = Scope(cluster, namespace=source.namespace, service=source.name)
+    return _reconcile(event_id, name, f"{action.why}: owned, its Service {source} decides", scope, deps)

@@ -1,0 +1,449 @@
+"""One rotation run: take the lock, then read -> decide one step -> do it, until there is nothing to do.
+
+Everything it knows is read again before each step (APIM's certificate entities and backend references,
+the CA and trust bundle Secrets), so a run that dies halfway is finished by the next. Private keys and
+PFX passwords are never logged, reported or put in an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from shared.allowlists.writers import managed_ingresses
+from shared.backends import discovery
+from shared.backends.reconcile import ClusterView, Dependencies, annotation_context, read_cluster, with_retries
+from shared.core import errors
+from shared.core.model import BackendId, DesiredBackend, Mode, OwnerId
+from shared.core.reporting import RotationReport, RunError
+from shared.core.scope import Scope
+from shared.core.settings import CertificateSource, MtlsSettings
+from shared.rotation import decision as rotation
+
+if TYPE_CHECKING:
+    from shared.adapters.lease import Lease
+
+AUTH_TLS_SECRET = "nginx.ingress.kubernetes.io/auth-tls-secret"  # noqa: S105 - an annotation name
+AUTH_TLS_VERIFY_CLIENT = "nginx.ingress.kubernetes.io/auth-tls-verify-client"
+OWNER_ANNOTATION = "apim-sync.io/owner"
+TRUSTED_PREFIX = "apim-sync.io/trusted-"
+MAX_STEPS = 12
+LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def policy_of(mtls: MtlsSettings) -> rotation.RotationPolicy:
+    return rotation.RotationPolicy(
+        certificate_days=mtls.certificate_days,
+        ca_days=mtls.ca_days,
+        renew_fraction=mtls.renew_fraction,
+        propagation=timedelta(seconds=mtls.propagation_seconds),
+        grace=timedelta(seconds=mtls.grace_seconds),
+    )
+
+
+@dataclass
+class World:
+    """What one read found: the decision's input, and what executing a step needs besides."""
+
+    state: rotation.RotationState
+    ca_pems: Mapping[str, tuple[bytes, bytes]]
+    ca_store: CaStore
+    """The store the CAs were read from; it writes them back (with the version it read)."""
+    bundle_secret: dict[str, Any] | None
+    cluster: ClusterView
+    """Services and Ingresses, read once per run: rotation steps change neither."""
+
+
+def rotate(
+    deps: Dependencies,
+    *,
+    dry_run: bool = False,
+    force: str | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> RotationReport:
+    clock = clock or deps.wall_clock
+    mtls = deps.settings.mtls
+    if mtls.source is CertificateSource.NONE:
+        return RotationReport(dry_run=dry_run, skipped="CLIENT_CERTIFICATE_SOURCE is none")
+    if dry_run:
+        return _run(deps, dry_run=True, force=force, clock=clock, lease=None)
+    if not mtls.storage_connection:
+        error = RunError("InvalidSettings", "AzureWebJobsStorage is missing: rotation needs its lock", retryable=False)
+        return RotationReport(dry_run=False, error=error)
+    from shared.adapters import lease as locking  # azure-storage-blob: loaded only when a rotation runs
+
+    try:
+        with locking.exclusive(mtls.storage_connection, "rotation") as lease:
+            return _run(deps, dry_run=False, force=force, clock=clock, lease=lease)
+    except errors.LeaseHeld:
+        return RotationReport(dry_run=False, skipped="another rotation holds the lock; it does the work")
+    except errors.SyncError as error:
+        return RotationReport(dry_run=False, error=RunError.of(error))
+
+
+def _run(
+    deps: Dependencies, *, dry_run: bool, force: str | None, clock: Callable[[], datetime], lease: Lease | None
+) -> RotationReport:
+    policy = policy_of(deps.settings.mtls)
+    done: list[dict[str, Any]] = []
+    try:
+        if deps.settings.mtls.source is CertificateSource.KEYVAULT:
+            return _keyvault_run(deps, dry_run=dry_run, clock=clock)
+        world = read_world(deps, read_cluster(Scope(deps.settings.kube.cluster_name), deps))
+        if dry_run:
+            steps, waiting = rotation.plan_steps(world.state, clock(), policy, force=force)
+            planned = [{"step": type(s).__name__, "why": s.why, "outcome": "planned"} for s in steps]
+            return _report(world, planned, waiting, dry_run=True)
+        for _ in range(MAX_STEPS):
+            decided = rotation.next_step(world.state, clock(), policy, force=force)
+            if isinstance(decided, rotation.Waiting):
+                done.extend(_annotate_ingresses(deps, world))
+                return _report(world, done, decided, dry_run=False)
+            _execute(decided, world, deps, clock())
+            done.append({"step": type(decided).__name__, "why": decided.why, "outcome": "applied"})
+            force = rotation.remaining_force(force, decided)
+            if lease is not None:
+                lease.renew()
+            world = read_world(deps, world.cluster)
+        return _report(world, done, rotation.Waiting("stopped after too many steps; the next run goes on"), dry_run=False)
+    except errors.SyncError as error:
+        return RotationReport(dry_run=dry_run, steps=tuple(done), error=RunError.of(error))
+
+
+# -- reading -------------------------------------------------------------------------------------------
+
+
+def _decoded(secret: Mapping[str, Any] | None) -> dict[str, bytes]:
+    data = (secret or {}).get("data") or {}
+    return {key: base64.b64decode(value) for key, value in data.items()}
+
+
+def _ours(secret: Mapping[str, Any] | None, owner: OwnerId, what: str) -> None:
+    if secret is None:
+        return
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(OWNER_ANNOTATION) != owner:
+        raise errors.OwnershipConflict(f"{what} exists but is not owned by '{owner}'; not touched")
+
+
+class CaStore(Protocol):
+    """Where the managed CA lives: a Kubernetes Secret (default) or a Key Vault secret (CA_KEYVAULT_URL)."""
+
+    def read(self) -> dict[str, tuple[bytes, bytes]]: ...
+
+    def write(self, current: Mapping[str, tuple[bytes, bytes]], changes: Mapping[str, tuple[bytes, bytes] | None]) -> None: ...
+
+
+class SecretCaStore:
+    """ca-<id>.crt / ca-<id>.key in the Secret CERT_NAMESPACE/CA_SECRET_NAME; writes carry its resourceVersion."""
+
+    def __init__(self, deps: Dependencies) -> None:
+        self._deps = deps
+        self.secret: dict[str, Any] | None = None
+
+    def read(self) -> dict[str, tuple[bytes, bytes]]:
+        mtls = self._deps.settings.mtls
+        self.secret = self._deps.source.get_secret(mtls.namespace, mtls.ca_store)
+        _ours(self.secret, self._deps.settings.sync.owner_id, f"Secret {mtls.namespace}/{mtls.ca_store}")
+        files = _decoded(self.secret)
+        return {
+            name[3:-4]: (pem, files.get(f"{name[:-4]}.key", b""))
+            for name, pem in files.items()
+            if name.startswith("ca-") and name.endswith(".crt")
+        }
+
+    def write(self, current: Mapping[str, tuple[bytes, bytes]], changes: Mapping[str, tuple[bytes, bytes] | None]) -> None:
+        data: dict[str, bytes | None] = {}
+        for ca_id, material in changes.items():
+            data[f"ca-{ca_id}.crt"], data[f"ca-{ca_id}.key"] = material if material is not None else (None, None)
+        _write_secret(self._deps, self.secret, self._deps.settings.mtls.ca_store, data, {})
+
+
+def ca_store(deps: Dependencies) -> CaStore:
+    mtls = deps.settings.mtls
+    if mtls.ca_keyvault_url:
+        from shared.adapters.keyvault import KeyVaultCaStore  # azure-keyvault-secrets: only when configured
+
+        return KeyVaultCaStore(
+            mtls.ca_keyvault_url, mtls.ca_keyvault_name, deps.credential, ca_bundle=deps.settings.credentials.arm_ca_bundle
+        )
+    return SecretCaStore(deps)
+
+
+def _read_trust(
+    deps: Dependencies,
+) -> tuple[list[rotation.Ca], dict[str, tuple[bytes, bytes]], dict[str, datetime] | None, CaStore, Any]:
+    """The CAs (CA store), the bundle (bundle Secret), the store and the raw bundle Secret: two reads."""
+    from shared.rotation import pki
+
+    mtls, owner = deps.settings.mtls, deps.settings.sync.owner_id
+    source = deps.source
+    store = ca_store(deps)
+    ca_pems = with_retries(deps, store.read)
+    cas: list[rotation.Ca] = []
+    for ca_id, (cert_pem, _key) in sorted(ca_pems.items()):
+        info = pki.cert_info(cert_pem)
+        cas.append(rotation.Ca(ca_id, info.not_before, info.not_after))
+
+    bundle_secret = with_retries(deps, lambda: source.get_secret(mtls.namespace, mtls.trust_bundle))
+    _ours(bundle_secret, owner, f"Secret {mtls.namespace}/{mtls.trust_bundle}")
+    bundle: dict[str, datetime] | None = None
+    if bundle_secret is not None:
+        annotations = (bundle_secret.get("metadata") or {}).get("annotations") or {}
+        bundle = {}
+        for pem in pki.split_pem_bundle(_decoded(bundle_secret).get("ca.crt", b"")):
+            ca_id = pki.cert_info(pem).short_id
+            since = annotations.get(TRUSTED_PREFIX + ca_id)
+            bundle[ca_id] = datetime.fromisoformat(since) if since else LONG_AGO
+    return cas, ca_pems, bundle, store, bundle_secret
+
+
+def _read_certificates(deps: Dependencies) -> list[rotation.ApimCertificate]:
+    owner = deps.settings.sync.owner_id
+    certificates: list[rotation.ApimCertificate] = []
+    for entity in with_retries(deps, deps.sink.list_certificates):
+        parsed = rotation.parse_certificate_id(owner, str(entity.get("name") or ""))
+        if parsed is None:
+            continue
+        expires = datetime.fromisoformat(str((entity.get("properties") or {}).get("expirationDate")).replace("Z", "+00:00"))
+        certificates.append(
+            rotation.ApimCertificate(str(entity["name"]), parsed[1], parsed[0], expires, str(entity.get("id") or ""))
+        )
+    return certificates
+
+
+def read_world(deps: Dependencies, cluster: ClusterView) -> World:
+    owner = deps.settings.sync.owner_id
+    cas, ca_pems, bundle, store, bundle_secret = _read_trust(deps)
+    certificates = _read_certificates(deps)
+    observed = with_retries(deps, deps.sink.list_backends)
+    references = {
+        backend_id: tuple(
+            str(ref).rsplit("/", 1)[-1].lower()
+            for ref in (backend.raw_properties.get("credentials") or {}).get("certificateIds") or []  # type: ignore[attr-defined]
+        )
+        for backend_id, backend in observed.items()
+    }
+    owned = {b for b, o in observed.items() if o.mark is not None and o.mark.owner == owner}
+    state = rotation.RotationState(
+        cas=tuple(cas),
+        bundle=bundle,
+        certificates=tuple(certificates),
+        backend_references=references,
+        ingress_backends=frozenset(owned & _ingress_backend_ids(deps, cluster)),
+    )
+    return World(state, ca_pems, store, bundle_secret, cluster)
+
+
+def ingress_backends_among(deps: Dependencies, cluster: ClusterView, backend_ids: Sequence[str]) -> list[BackendId]:
+    wanted = _ingress_backend_ids(deps, cluster)
+    return [BackendId(b) for b in backend_ids if b in wanted]
+
+
+def present_active_certificate(deps: Dependencies, backend_ids: Sequence[BackendId]) -> int:
+    """Give ingress backends that a sync just created or changed the certificate in use, without waiting for
+    the next rotation run. Reads the two Secrets and the certificate list, then one GET and PUT per backend.
+    Returns how many backends were pointed.
+    """
+    mtls, owner = deps.settings.mtls, deps.settings.sync.owner_id
+    if mtls.source is CertificateSource.NONE or not backend_ids:
+        return 0
+    if mtls.source is CertificateSource.KEYVAULT:
+        entity_id = f"{rotation.certificate_prefix(owner)}keyvault"
+        reference = f"{deps.settings.apim.service_id}/certificates/{entity_id}"
+        if not any(e.get("name") == entity_id for e in with_retries(deps, deps.sink.list_certificates)):
+            return 0
+    else:
+        cas, _, bundle, _, _ = _read_trust(deps)
+        state = rotation.RotationState(cas=tuple(cas), bundle=bundle, certificates=tuple(_read_certificates(deps)))
+        active = rotation.active_certificate(state, deps.wall_clock(), policy_of(mtls))
+        if active is None:
+            return 0
+        reference = active.resource_id or f"{deps.settings.apim.service_id}/certificates/{active.id}"
+    pointed = 0
+    for backend_id in backend_ids:
+        if with_retries(deps, lambda b=backend_id: deps.sink.set_backend_certificates(b, [reference], owner=owner)):  # type: ignore[misc]
+            pointed += 1
+    return pointed
+
+
+def _ingress_backend_ids(deps: Dependencies, cluster: ClusterView) -> set[BackendId]:
+    services, ingresses = cluster
+    context = annotation_context(deps.settings)
+    routes = [route for ingress in ingresses for route in ingress.routes]
+    wanted: set[BackendId] = set()
+    for service in services:
+        if discovery.managed_mode(service, context) is not Mode.INGRESS:
+            continue
+        outcome = discovery.backend_for(service, routes, context)
+        if isinstance(outcome, DesiredBackend):
+            wanted.add(outcome.id)
+    return wanted
+
+
+# -- doing ---------------------------------------------------------------------------------------------
+
+
+def _secret_body(
+    name: str, namespace: str, owner: str, data: Mapping[str, bytes], annotations: Mapping[str, str]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "aks-apim-sync"},
+            "annotations": {OWNER_ANNOTATION: owner, **annotations},
+        },
+        "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+    }
+
+
+def _write_secret(
+    deps: Dependencies,
+    existing: dict[str, Any] | None,
+    name: str,
+    data: Mapping[str, bytes | None],
+    annotations: Mapping[str, str | None],
+) -> None:
+    mtls, owner = deps.settings.mtls, deps.settings.sync.owner_id
+    if existing is None:
+        present = {k: v for k, v in data.items() if v is not None}
+        notes = {k: v for k, v in annotations.items() if v is not None}
+        deps.source.create_secret(mtls.namespace, _secret_body(name, mtls.namespace, owner, present, notes))
+        return
+    patch = {
+        "metadata": {"resourceVersion": existing["metadata"]["resourceVersion"], "annotations": dict(annotations)},
+        "data": {key: base64.b64encode(value).decode() if value is not None else None for key, value in data.items()},
+    }
+    deps.source.patch("Secret", mtls.namespace, name, patch)
+
+
+def _execute(step: rotation.Step, world: World, deps: Dependencies, now: datetime) -> None:
+    from shared.rotation import pki
+
+    mtls, owner = deps.settings.mtls, deps.settings.sync.owner_id
+    if isinstance(step, rotation.CreateCa):
+        material = pki.new_ca(f"aks-apim-sync client CA ({owner})", now=now, days=mtls.ca_days, kind=mtls.key_kind)
+        ca_id = material.info.short_id
+        with_retries(deps, lambda: world.ca_store.write(world.ca_pems, {ca_id: (material.cert_pem, material.key_pem)}))
+    elif isinstance(step, rotation.TrustCas):
+        pem = b"".join(world.ca_pems[ca_id][0] for ca_id in step.ca_ids)
+        old = world.state.bundle or {}
+        notes: dict[str, str | None] = {TRUSTED_PREFIX + c: (old.get(c) or now).isoformat() for c in step.ca_ids if c not in old}
+        notes.update({TRUSTED_PREFIX + c: None for c in old if c not in step.ca_ids})
+        _write_secret(deps, world.bundle_secret, mtls.trust_bundle, {"ca.crt": pem}, notes)
+    elif isinstance(step, rotation.IssueCertificate):
+        cert_pem, key_pem = world.ca_pems[step.ca_id]
+        client = pki.issue_client(
+            pki.Material(cert_pem, key_pem),
+            deps.settings.apim.service_name,
+            now=now,
+            days=mtls.certificate_days,
+            kind=mtls.key_kind,
+        )
+        taken = {c.id for c in world.state.certificates}
+        issued_at = now.replace(microsecond=0)
+        while rotation.certificate_id(owner, issued_at, step.ca_id) in taken:
+            issued_at += timedelta(seconds=1)
+        entity_id = rotation.certificate_id(owner, issued_at, step.ca_id)
+        pfx, password = pki.to_pfx(client, entity_id)
+        properties = {"data": base64.b64encode(pfx).decode(), "password": password}
+        with_retries(deps, lambda: deps.sink.put_certificate(entity_id, properties))
+    elif isinstance(step, rotation.PointBackends):
+        reference = step.certificate.resource_id or f"{deps.settings.apim.service_id}/certificates/{step.certificate.id}"
+        for backend_id in step.backends:
+            with_retries(deps, lambda b=backend_id: deps.sink.set_backend_certificates(b, [reference], owner=owner))  # type: ignore[misc]
+    elif isinstance(step, rotation.DeleteCertificate):
+        with_retries(deps, lambda: deps.sink.delete_certificate(step.certificate_id))
+    else:
+        with_retries(deps, lambda: world.ca_store.write(world.ca_pems, {step.ca_id: None}))
+
+
+def _annotate_ingresses(deps: Dependencies, world: World) -> list[dict[str, Any]]:
+    """Managed Ingresses check client certificates against the bundle: set the two auth-tls annotations."""
+    if world.state.bundle is None:
+        return []
+    mtls = deps.settings.mtls
+    wanted = {AUTH_TLS_SECRET: f"{mtls.namespace}/{mtls.trust_bundle}", AUTH_TLS_VERIFY_CLIENT: "on"}
+    done = []
+    for ingress in managed_ingresses(*world.cluster, annotation_context(deps.settings)):
+        if all(ingress.annotations.get(k) == v for k, v in wanted.items()):
+            continue
+        patch = {"metadata": {"resourceVersion": ingress.resource_version, "annotations": wanted}}
+        with_retries(deps, lambda i=ingress, p=patch: deps.source.patch("Ingress", i.namespace, i.name, p))  # type: ignore[misc]
+        why = f"Ingress {ingress.namespace}/{ingress.name} must check client certificates"
+        done.append({"step": "AnnotateIngress", "why": why, "outcome": "applied"})
+    return done
+
+
+def _report(world: World, steps: list[dict[str, Any]], waiting: rotation.Waiting, *, dry_run: bool) -> RotationReport:
+    expiries = [{"object": f"CA {ca.id}", "expires": ca.not_after.isoformat()} for ca in world.state.cas]
+    expiries += [{"object": f"certificate {c.id}", "expires": c.expires.isoformat()} for c in world.state.certificates]
+    return RotationReport(
+        dry_run=dry_run,
+        steps=tuple(steps),
+        next_step={"why": waiting.why, "at": waiting.until.isoformat() if waiting.until else None},
+        expiries=tuple(expiries),
+    )
+
+
+# -- Key Vault ------------------------------------------------------------------------------------------
+
+
+def _keyvault_run(deps: Dependencies, *, dry_run: bool, clock: Callable[[], datetime]) -> RotationReport:
+    """Key Vault holds (and renews) the certificate; APIM refreshes it through a versionless reference.
+
+    Our part: the entity references the secret without a version, every owned ingress backend references
+    the entity by id (never by thumbprint, which changes at renewal), and the ingress trusts the issuer.
+    """
+    from shared.rotation import pki
+
+    mtls, owner, sink = deps.settings.mtls, deps.settings.sync.owner_id, deps.sink
+    entity_id = f"{rotation.certificate_prefix(owner)}keyvault"
+    wanted_secret = (mtls.keyvault_secret_id or "").rstrip("/")
+    steps: list[dict[str, Any]] = []
+
+    def step(name: str, why: str, action: Callable[[], object]) -> None:
+        if not dry_run:
+            with_retries(deps, action)
+        steps.append({"step": name, "why": why, "outcome": "planned" if dry_run else "applied"})
+
+    issuer = mtls.keyvault_issuer_ca or ""
+    issuer_pem = issuer.encode() if issuer.lstrip().startswith("-----BEGIN") else open(issuer, "rb").read()  # noqa: SIM115
+    issuer_id = pki.cert_info(issuer_pem).short_id
+    world = read_world(deps, read_cluster(Scope(deps.settings.kube.cluster_name), deps))
+    if world.state.bundle is None or set(world.state.bundle) != {issuer_id}:
+        notes: dict[str, str | None] = {TRUSTED_PREFIX + issuer_id: clock().isoformat()}
+        notes.update({TRUSTED_PREFIX + c: None for c in (world.state.bundle or {}) if c != issuer_id})
+        step(
+            "TrustCas",
+            f"the ingress must trust the Key Vault certificate's issuer ({issuer_id})",
+            lambda: _write_secret(deps, world.bundle_secret, mtls.trust_bundle, {"ca.crt": issuer_pem}, notes),
+        )
+    current = next((e for e in with_retries(deps, sink.list_certificates) if e.get("name") == entity_id), None)
+    held = ((current or {}).get("properties") or {}).get("keyVault") or {}
+    if str(held.get("secretIdentifier") or "").rstrip("/") != wanted_secret:
+        properties = {"keyVault": {"secretIdentifier": wanted_secret, "identityClientId": mtls.keyvault_identity_client_id}}
+        step(
+            "ReferenceKeyVault",
+            f"{entity_id} must reference {wanted_secret} without a version",
+            lambda: sink.put_certificate(entity_id, properties),
+        )
+    reference = f"{deps.settings.apim.service_id}/certificates/{entity_id}"
+    behind = sorted(b for b in world.state.ingress_backends if world.state.backend_references.get(b, ()) != (entity_id.lower(),))
+    for backend_id in behind:
+        step(
+            "PointBackends",
+            f"backend {backend_id} must present {entity_id}",
+            lambda b=backend_id: sink.set_backend_certificates(b, [reference], owner=owner),  # type: ignore[misc]
+        )
+    if not dry_run:
+        steps.extend(_annotate_ingresses(deps, read_world(deps, world.cluster)))
+    waiting = rotation.Waiting("Key Vault renews the certificate; APIM refreshes it within 4 hours")
+    return _report(world, steps, waiting, dry_run=dry_run)
