@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 NGINX := $(shell command -v nginx || ls /usr/sbin/nginx 2>/dev/null)
 
-.PHONY: demo test tools lint types unit bench clean
+.PHONY: demo test tools lint types layers unit bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
+# The layering of shared/ (pyproject.toml [tool.importlinter]); which SDK each adapter imports is a test.
+layers: $(STAMP)
+	$(BIN)/lint-imports --no-cache
+
 # Third-party servers the tests run for real: Azurite (npm, into ./node_modules) and nginx (Debian package).
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -38,11 +42,11 @@ endif
 unit: $(STAMP) tools
 	$(BIN)/python -m pytest
 
-test: lint types unit
+test: lint types layers unit
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.noop_resync
 	$(BIN)/python -m bench.event_cost
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache .import_linter_cache

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from shared import deps
-from shared.backends.reconcile import Dependencies
 from shared.core import errors
+from shared.runtime.ports import Dependencies
 
 
 def dependencies_or_none(log: logging.Logger, what: str) -> Dependencies | None:

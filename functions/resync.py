@@ -31,7 +31,7 @@ def resync(req: func.HttpRequest) -> func.HttpResponse:
     report = sync.run(
         parsed.scope,
         dependencies,
-        steps=sync.Steps(parsed.steps),
+        steps=parsed.steps,
         dry_run=parsed.dry_run,
         allow_mass_delete=parsed.allow_mass_delete,
     )

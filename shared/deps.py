@@ -11,11 +11,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-from shared.backends.reconcile import Dependencies
+from shared.core.errors import InvalidSettings
 from shared.core.settings import Settings, load_settings
 from shared.runtime.counters import RequestCounter
+from shared.runtime.ports import CaStore, Dependencies, Lease, LeaseFactory
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -38,9 +40,44 @@ def build_dependencies(settings: Settings, *, sleep: Callable[[float], None] = t
         azure = credentials.azure_credential()
         arm_credential = azure
         kube_token = credentials.RefreshingToken(azure) if not settings.kube.kubeconfig else None
-    sink = ApimSink(settings.apim, arm_credential, counter=counter, ca_bundle=settings.credentials.arm_ca_bundle)
-    source = KubeSource(api_client_for(settings.kube, kube_token), settings.kube, counter=counter)
-    return Dependencies(settings=settings, source=source, sink=sink, counter=counter, sleep=sleep, credential=arm_credential)
+    apim = ApimSink(settings.apim, arm_credential, counter=counter, ca_bundle=settings.credentials.arm_ca_bundle)
+    kube = KubeSource(api_client_for(settings.kube, kube_token), settings.kube, counter=counter)
+    return Dependencies(
+        settings=settings,
+        cluster=kube,
+        cluster_writer=kube,
+        secrets=kube,
+        backends=apim,
+        certificates=apim,
+        apim_service=apim,
+        apis=apim.api_store(),
+        ca_store=_keyvault_ca_store(settings, arm_credential),
+        lease=_lease_factory(settings),
+        counter=counter,
+        sleep=sleep,
+    )
+
+
+def _keyvault_ca_store(settings: Settings, credential: TokenCredential) -> CaStore | None:
+    mtls = settings.mtls
+    if not mtls.ca_keyvault_url:
+        return None
+    from shared.adapters.keyvault import KeyVaultCaStore  # azure-keyvault-secrets: only when configured
+
+    return KeyVaultCaStore(mtls.ca_keyvault_url, mtls.ca_keyvault_name, credential, ca_bundle=settings.credentials.arm_ca_bundle)
+
+
+def _lease_factory(settings: Settings) -> LeaseFactory:
+    connection = settings.mtls.storage_connection
+
+    def exclusive(name: str) -> AbstractContextManager[Lease]:
+        if not connection:
+            raise InvalidSettings([("AzureWebJobsStorage", f"missing: the {name} lock needs it")])
+        from shared.adapters import lease  # azure-storage-blob: only when a lock is taken
+
+        return lease.exclusive(connection, name)
+
+    return exclusive
 
 
 def dependencies(environ: Mapping[str, str] | None = None) -> Dependencies:

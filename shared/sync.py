@@ -1,4 +1,4 @@
-"""A whole run for one scope: backends, then allow-lists, on one read of the cluster.
+"""A whole run for one scope: backends, certificate presentation, APIs, then allow-lists, on one read of the cluster.
 
 The entry point of every trigger (HTTP, timer, event). Each step is level-based and independent: a
 failing backend change does not stop the allow-lists, and the report shows both.
@@ -7,26 +7,25 @@ failing backend change does not stop the allow-lists, and the report shows both.
 from __future__ import annotations
 
 from dataclasses import replace
-from enum import StrEnum
 
-from shared.allowlists import refresh as allowlist_runner
-from shared.backends import reconcile as engine
+from shared.allowlists import refresh
+from shared.apis import reconcile as apis_step
+from shared.backends import reconcile as backends_step
+from shared.backends.report import failed_report
 from shared.core.errors import SyncError
 from shared.core.model import BackendId, Reason
 from shared.core.reporting import Report
-from shared.core.scope import Scope
+from shared.core.scope import Scope, Steps
 from shared.core.settings import CertificateSource
+from shared.runtime.cluster import ClusterView, read_cluster
+from shared.runtime.ports import Dependencies
 
-
-class Steps(StrEnum):
-    ALL = "all"
-    BACKENDS = "backends"
-    ALLOWLIST = "allowlist"
+__all__ = ["Steps", "run"]
 
 
 def run(
     scope: Scope,
-    deps: engine.Dependencies,
+    deps: Dependencies,
     *,
     steps: Steps = Steps.ALL,
     dry_run: bool = False,
@@ -36,42 +35,38 @@ def run(
 ) -> Report:
     started, requests_before = deps.monotonic(), deps.counter.snapshot()
     try:
-        cluster = engine.read_cluster(scope, deps)
+        cluster = read_cluster(scope, deps)
     except SyncError as error:
-        return engine.failed_report(scope, error, reason=Reason.SOURCE_READ_FAILED, dry_run=dry_run)
+        return failed_report(scope, error, reason=Reason.SOURCE_READ_FAILED, dry_run=dry_run)
     if steps is Steps.ALLOWLIST:
         report = Report(scope=scope, dry_run=dry_run, notes=("backends not reconciled: only the allow-list step was asked for",))
     else:
-        report = engine.reconcile(
+        report = backends_step.reconcile(
             scope, deps, dry_run=dry_run, allow_mass_delete=allow_mass_delete, backend_hints=backend_hints, cluster=cluster
         )
     if not dry_run and deps.settings.mtls.source is not CertificateSource.NONE:
         report = _present_certificate(report, deps, cluster)
     if steps is Steps.ALL:
-        from shared.apis import reconcile as api_runner
-
-        report = replace(
-            report,
-            apis=api_runner.reconcile_apis(
-                scope, deps, cluster, dry_run=dry_run, api_hints=api_hints, allow_mass_delete=allow_mass_delete
-            ),
+        apis = apis_step.reconcile_apis(
+            scope, deps, cluster, dry_run=dry_run, api_hints=api_hints, allow_mass_delete=allow_mass_delete
         )
+        report = replace(report, apis=apis)
     if steps is not Steps.BACKENDS:
-        report = replace(report, allowlists=allowlist_runner.refresh(deps, scope=scope, dry_run=dry_run, cluster=cluster))
+        report = replace(report, allowlists=refresh.refresh(deps, scope=scope, dry_run=dry_run, cluster=cluster))
     requests = deps.counter.delta(requests_before, deps.counter.snapshot())
     return replace(report, duration_ms=int((deps.monotonic() - started) * 1000), requests=requests)
 
 
-def _present_certificate(report: Report, deps: engine.Dependencies, cluster: engine.ClusterView) -> Report:
+def _present_certificate(report: Report, deps: Dependencies, cluster: ClusterView) -> Report:
     """New ingress backends present the client certificate in use at once, not at the next rotation run."""
     created = [c["id"] for c in report.changes if c["action"] == "create" and c["outcome"] == "applied"]
     if not created:
         return report
-    from shared.rotation import rotate as rotation_runner  # cryptography: loaded only when there is something to present
+    from shared.rotation import rotate  # cryptography: loaded only when there is something to present
 
     try:
-        ingress = rotation_runner.ingress_backends_among(deps, cluster, created)
-        pointed = rotation_runner.present_active_certificate(deps, ingress)
+        ingress = rotate.ingress_backends_among(deps, cluster, created)
+        pointed = rotate.present_active_certificate(deps, ingress)
     except SyncError as error:
         note = f"new ingress backends got no client certificate yet ({error}); the next rotation run gives it"
         return replace(report, notes=(*report.notes, note))

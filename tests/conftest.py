@@ -11,8 +11,8 @@ import pytest
 from sandbox.tools import Azurite, find_azurite, start_azurite
 from sandbox.world import World, start_world
 from shared import deps
-from shared.backends.reconcile import Dependencies
 from shared.core import settings
+from shared.runtime.ports import Dependencies
 
 
 @pytest.fixture(scope="session")

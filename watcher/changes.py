@@ -14,23 +14,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.allowlists.writers import (
-    ALLOWLIST_ANNOTATION,
+from shared.core.annotations import (
     AZURE_ALLOWED_IP_RANGES,
     DENY_ALL_EXCEPT_SOURCE_RANGES,
-    WHITELIST_ANNOTATION,
+    INTERNAL_LB,
+    NGINX_ALLOWLIST,
+    NGINX_WHITELIST,
 )
-from shared.backends.discovery import INTERNAL_LB_ANNOTATION
 
 ObjectKey = tuple[str, str]
 """(namespace, name)"""
 
 _WATCHED_ANNOTATIONS = (
-    INTERNAL_LB_ANNOTATION,
+    INTERNAL_LB,
     DENY_ALL_EXCEPT_SOURCE_RANGES,
     AZURE_ALLOWED_IP_RANGES,
-    ALLOWLIST_ANNOTATION,
-    WHITELIST_ANNOTATION,
+    NGINX_ALLOWLIST,
+    NGINX_WHITELIST,
 )
 
 

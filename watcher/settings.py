@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from shared.core.settings import DEFAULT_ANNOTATION_PREFIX
+from shared.core.annotations import DEFAULT_PREFIX
 from shared.events.routing import watcher_source
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -25,7 +25,7 @@ class WatcherSettings:
     topic_endpoint: str
     topic_key: str | None
     source: str
-    annotation_prefix: str = DEFAULT_ANNOTATION_PREFIX
+    annotation_prefix: str = DEFAULT_PREFIX
     namespaces: tuple[str, ...] = ()
     kubeconfig: str | None = None
     coalesce_seconds: float = 2.0
@@ -64,7 +64,7 @@ def load_watcher_settings(environ: Mapping[str, str]) -> WatcherSettings:
         topic_endpoint=endpoint,
         topic_key=(environ.get("EVENTGRID_TOPIC_KEY") or "").strip() or None,
         source=(environ.get("EVENT_SOURCE") or "").strip() or watcher_source(cluster),
-        annotation_prefix=(environ.get("ANNOTATION_PREFIX") or "").strip() or DEFAULT_ANNOTATION_PREFIX,
+        annotation_prefix=(environ.get("ANNOTATION_PREFIX") or "").strip() or DEFAULT_PREFIX,
         namespaces=namespaces,
         kubeconfig=(environ.get("KUBECONFIG") or "").strip() or None,
         coalesce_seconds=_number(environ, "COALESCE_SECONDS", 2.0, problems),

@@ -1,38 +1,28 @@
-"""Read and write APIM backends through azure-mgmt-apimanagement; the only module that imports it.
+"""APIM through azure-mgmt-apimanagement; the only module that imports it.
 
-Translates azure-core errors into our error tree by HTTP status and ARM error code (412 arrives as a
-plain HttpResponseError and APIM's 409 PessimisticConcurrencyConflict as ResourceExistsError, so the
-exception class alone says little). The SDK's retry policy is off: shared.retry is the only retry loop.
+`ApimSink` serves the backend, certificate and service roles; `ApimApis` (shared.adapters.apim_apis)
+serves the API role over the same client. Errors are translated by shared.adapters.azure_errors. The SDK's
+retry policy is off: shared.runtime.retry is the only retry loop.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from contextlib import suppress
+from typing import Any
 
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import (
-    ClientAuthenticationError,
-    HttpResponseError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
 from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.mgmt.apimanagement import ApiManagementClient
 
+from shared.adapters.apim_apis import ApimApis
+from shared.adapters.azure_errors import arm
 from shared.core import errors, ownership
 from shared.core.model import BackendId, BackendSpec, DesiredBackend, ObservedBackend, OwnerId, normalise_headers
 from shared.core.settings import ApimSettings
 from shared.runtime.counters import RequestCounter
-
-if TYPE_CHECKING:
-    from shared.adapters.apim_apis import ApimApis
-
-RETRYABLE_CONFLICT_CODES = {"PessimisticConcurrencyConflict", "ManagementApiRequestFailed"}
 
 
 class _CountRequests(SansIOHTTPPolicy):  # type: ignore[type-arg]
@@ -41,42 +31,6 @@ class _CountRequests(SansIOHTTPPolicy):  # type: ignore[type-arg]
 
     def on_request(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]
         self._counter.add("arm", request.http_request.method)
-
-
-def _retry_after(exc: HttpResponseError) -> float | None:
-    response: Any = exc.response
-    header = response.headers.get("Retry-After") if response is not None else None
-    try:
-        return float(header) if header is not None else None
-    except ValueError:
-        return None
-
-
-def translate(exc: Exception, what: str) -> errors.SyncError:
-    """Our error for an azure-core error; `what` names the object, the message never holds a body."""
-    if isinstance(exc, ServiceRequestError | ServiceResponseError):
-        return errors.ServiceUnavailable(f"{what}: cannot reach ARM ({type(exc).__name__})")
-    if isinstance(exc, ClientAuthenticationError) and getattr(exc, "status_code", None) is None:
-        return errors.AccessDenied(f"{what}: could not get a token for ARM")
-    if not isinstance(exc, HttpResponseError):
-        return errors.RemoteRejected(f"{what}: {type(exc).__name__}")
-    status = exc.status_code or 0
-    code = exc.error.code if exc.error is not None and exc.error.code else ""
-    message = errors.truncate_remote_text(exc.error.message or "" if exc.error is not None else exc.reason or "")
-    detail = f"{what}: ARM {status} {code}: {message}".rstrip(": ")
-    if status == 429:
-        return errors.Throttled(detail, retry_after_seconds=_retry_after(exc))
-    if status >= 500 or status == 408:
-        return errors.ServiceUnavailable(detail, retry_after_seconds=_retry_after(exc))
-    if status == 412 or (status in (409, 422) and (code in RETRYABLE_CONFLICT_CODES or "in progress" in message.lower())):
-        return errors.ConcurrentEdit(detail, retry_after_seconds=_retry_after(exc))
-    if status in (401, 403):
-        return errors.AccessDenied(detail)
-    return errors.RemoteRejected(detail)
-
-
-def _translated(what: str) -> AbstractContextManager[None]:
-    return errors.translating(translate, what)
 
 
 def observed_from_json(backend_id: str, properties: dict[str, Any], etag: str | None) -> ObservedBackend:
@@ -139,7 +93,7 @@ class ApimSink:
     def list_backends(self) -> dict[BackendId, ObservedBackend]:
         found: dict[BackendId, ObservedBackend] = {}
 
-        with _translated("list backends"):
+        with arm("list backends"):
             for item in self._client.backend.list_by_service(*self._where):
                 raw = item.serialize(keep_readonly=True)
                 observed = observed_from_json(item.name or "", raw.get("properties", {}), etag=None)
@@ -153,12 +107,10 @@ class ApimSink:
         body: dict[str, Any]
         etag: str
         try:
-            with _translated(f"backend {backend_id}"):
+            with arm(f"backend {backend_id}"):
                 body, etag = self._client.backend.get(*self._where, backend_id, cls=raw_with_etag)  # type: ignore[misc]
-        except errors.RemoteRejected as exc:
-            if isinstance(exc.__cause__, ResourceNotFoundError):
-                return None
-            raise
+        except errors.NotFound:
+            return None
         return observed_from_json(backend_id, body.get("properties", {}), etag=etag)
 
     def get_service(self) -> dict[str, Any]:
@@ -168,19 +120,17 @@ class ApimSink:
             body: dict[str, Any] = pipeline_response.http_response.json()
             return body
 
-        with _translated(f"APIM service {self._settings.service_name}"):
+        with arm(f"APIM service {self._settings.service_name}"):
             return self._client.api_management_service.get(*self._where, cls=raw)  # type: ignore[return-value]
 
     def api_store(self) -> ApimApis:
         """APIs, operations, policies, tags and products, through the same client."""
-        from shared.adapters.apim_apis import ApimApis
-
         return ApimApis(self._client, self._where)
 
     def list_certificates(self) -> list[dict[str, Any]]:
         """Every certificate entity, as ARM returns it (id, name, properties.expirationDate, thumbprint...)."""
         found: list[dict[str, Any]] = []
-        with _translated("list certificates"):
+        with arm("list certificates"):
             for item in self._client.certificate.list_by_service(*self._where):
                 found.append(dict(item.serialize(keep_readonly=True)))
         return found
@@ -188,19 +138,15 @@ class ApimSink:
     def put_certificate(self, certificate_id: str, properties: dict[str, Any]) -> str:
         """Create or replace a certificate entity (PFX + password, or a Key Vault reference); returns its resource id."""
         body = io.BytesIO(json.dumps({"properties": properties}).encode())
-        with _translated(f"certificate {certificate_id}"):
+        with arm(f"certificate {certificate_id}"):
             created = self._client.certificate.create_or_update(
                 *self._where, certificate_id, body, content_type="application/json"
             )
         return str(created.id or "")
 
     def delete_certificate(self, certificate_id: str) -> None:
-        try:
-            with _translated(f"certificate {certificate_id}"):
-                self._client.certificate.delete(*self._where, certificate_id, if_match="*")
-        except errors.RemoteRejected as exc:
-            if not isinstance(exc.__cause__, ResourceNotFoundError):
-                raise
+        with suppress(errors.NotFound), arm(f"certificate {certificate_id}"):
+            self._client.certificate.delete(*self._where, certificate_id, if_match="*")
 
     def set_backend_certificates(self, backend_id: BackendId, certificate_ids: list[str], *, owner: str) -> bool:
         """Point an owned backend's credentials.certificateIds at these entities (If-Match); False if not ours any more."""
@@ -214,7 +160,7 @@ class ApimSink:
         credentials["certificateIds"] = certificate_ids
         properties["credentials"] = credentials
         body = io.BytesIO(json.dumps({"properties": properties}).encode())
-        with _translated(f"backend {backend_id}"):
+        with arm(f"backend {backend_id}"):
             self._client.backend.create_or_update(
                 *self._where, backend_id, body, if_match=observed.etag, content_type="application/json"
             )
@@ -222,15 +168,11 @@ class ApimSink:
 
     def put_backend(self, desired: DesiredBackend, *, base: ObservedBackend | None) -> None:
         body = io.BytesIO(json.dumps(body_for(desired, base)).encode())
-        with _translated(f"backend {desired.id}"):
+        with arm(f"backend {desired.id}"):
             self._client.backend.create_or_update(
                 *self._where, desired.id, body, if_match=base.etag if base else None, content_type="application/json"
             )
 
     def delete_backend(self, backend_id: BackendId, *, etag: str | None) -> None:
-        try:
-            with _translated(f"backend {backend_id}"):
-                self._client.backend.delete(*self._where, backend_id, if_match=etag or "*")
-        except errors.RemoteRejected as exc:
-            if not isinstance(exc.__cause__, ResourceNotFoundError):
-                raise
+        with suppress(errors.NotFound), arm(f"backend {backend_id}"):
+            self._client.backend.delete(*self._where, backend_id, if_match=etag or "*")

@@ -1,7 +1,7 @@
-"""Read and write APIM APIs, operations, policies, tags and product links through azure-mgmt-apimanagement.
+"""APIM's APIs, operations, policies, tags and product links, over the client that shared.adapters.apim builds.
 
-The second half of the APIM adapter (shared.apim_sink holds backends and certificates); it shares that
-module's client and error translation. Bodies are sent as raw JSON, so what is written is what the plan shows.
+Bodies are sent as raw JSON, so what is written is what the plan shows. It does not import the SDK itself:
+the client is handed in, so azure-mgmt-apimanagement has one importer.
 """
 
 from __future__ import annotations
@@ -10,10 +10,7 @@ import io
 import json
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-from azure.mgmt.apimanagement import ApiManagementClient
-
-from shared.adapters.apim import translate
+from shared.adapters.azure_errors import translate_arm as translate
 from shared.apis import claims as apis
 from shared.core import errors
 
@@ -23,7 +20,7 @@ def _body(properties: dict[str, Any]) -> io.BytesIO:
 
 
 class ApimApis:
-    def __init__(self, client: ApiManagementClient, where: tuple[str, str]) -> None:
+    def __init__(self, client: Any, where: tuple[str, str]) -> None:
         self._client = client
         self._where = where
 
@@ -34,10 +31,8 @@ class ApimApis:
     def _absent_is_none(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return self._call(what, call, *args, **kwargs)
-        except errors.RemoteRejected as exc:
-            if isinstance(exc.__cause__, ResourceNotFoundError):
-                return None
-            raise
+        except errors.NotFound:
+            return None
 
     def all_paths(self) -> dict[str, str]:
         """api id -> path of every API in APIM (to find a path already taken)."""

@@ -12,18 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient
 
-from shared.adapters.apim import translate as translate_arm
+from shared.adapters.azure_errors import keyvault
 from shared.core import errors
-
-
-def translate(exc: Exception, what: str) -> errors.SyncError:
-    """The ARM translation (same azure-core errors, same status rules), naming Key Vault instead."""
-    translated = translate_arm(exc, what)
-    translated.args = (str(translated).replace(": ARM ", ": Key Vault ").replace("cannot reach ARM", "cannot reach Key Vault"),)
-    return translated
 
 
 class KeyVaultCaStore:
@@ -36,12 +28,10 @@ class KeyVaultCaStore:
 
     def read(self) -> dict[str, tuple[bytes, bytes]]:
         try:
-            with errors.translating(translate, self.where):
+            with keyvault(self.where):
                 secret = self._client.get_secret(self._name)
-        except errors.RemoteRejected as exc:
-            if isinstance(exc.__cause__, ResourceNotFoundError):
-                return {}
-            raise
+        except errors.NotFound:
+            return {}
         try:
             cas = json.loads(secret.value or "{}").get("cas") or {}
         except ValueError:
@@ -55,5 +45,5 @@ class KeyVaultCaStore:
                 merged.pop(ca_id, None)
             else:
                 merged[ca_id] = {"crt": material[0].decode(), "key": material[1].decode()}
-        with errors.translating(translate, self.where):
+        with keyvault(self.where):
             self._client.set_secret(self._name, json.dumps({"cas": merged}), content_type="application/json")

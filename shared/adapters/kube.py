@@ -45,6 +45,8 @@ def translate(exc: Exception, what: str) -> errors.SyncError:
             return errors.ConcurrentEdit(detail)
         if status in (401, 403):
             return errors.AccessDenied(detail)
+        if status == 404:
+            return errors.NotFound(detail)
         return errors.RemoteRejected(detail)
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
         return errors.ServiceUnavailable(f"{what}: cannot reach the Kubernetes API ({type(exc).__name__})")
@@ -187,10 +189,8 @@ class KubeSource:
         try:
             with _translated(what):
                 response: Any = read(name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
-        except errors.RemoteRejected as exc:
-            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
-                return None
-            raise
+        except errors.NotFound:
+            return None
         body: dict[str, Any] = json.loads(response.data)
         return body
 

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobLeaseClient, ContainerClient
 
-from shared.core import errors
+from shared.adapters.azure_errors import storage
 
 CONTAINER = "aks-apim-sync-locks"
 LEASE_SECONDS = 60
@@ -26,24 +26,8 @@ class Lease:
 
     def renew(self) -> None:
         """Call between long steps: the lease lasts LEASE_SECONDS from the last renewal."""
-        with errors.translating(_translate, "renew the lock"):
+        with storage("renew the lock"):
             self._lease.renew()
-
-
-def _translate(exc: Exception, what: str) -> errors.SyncError:
-    if isinstance(exc, ServiceRequestError | ServiceResponseError):
-        return errors.ServiceUnavailable(f"{what}: cannot reach the storage account ({type(exc).__name__})")
-    if isinstance(exc, HttpResponseError):
-        status = exc.status_code or 0
-        code = str(getattr(exc, "error_code", "") or "")
-        if status == 409 and code in ("LeaseAlreadyPresent", "LeaseIdMismatchWithLeaseOperation"):
-            return errors.LeaseHeld(f"{what}: another instance holds the lease")
-        if status == 429 or status >= 500:
-            return errors.ServiceUnavailable(f"{what}: storage {status} {code}")
-        if status in (401, 403):
-            return errors.AccessDenied(f"{what}: storage {status} {code}")
-        return errors.RemoteRejected(f"{what}: storage {status} {code}")
-    return errors.RemoteRejected(f"{what}: {type(exc).__name__}")
 
 
 @contextmanager
@@ -51,7 +35,7 @@ def exclusive(connection_string: str, name: str, **client_options: Any) -> Itera
     """Hold the lease `name` for the block; raises LeaseHeld at once when another instance holds it."""
     container = ContainerClient.from_connection_string(connection_string, CONTAINER, **client_options)
     blob = container.get_blob_client(f"{name}.lock")
-    with errors.translating(_translate, f"take the lock {name}"):
+    with storage(f"take the lock {name}"):
         with suppress(ResourceExistsError):
             container.create_container()
         with suppress(ResourceExistsError):

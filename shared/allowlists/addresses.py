@@ -13,20 +13,11 @@ causes a write. It is never empty and never contains a /0.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class AddressSource(StrEnum):
-    AUTO = "auto"
-    PUBLIC = "public"
-    PRIVATE = "private"
-    BOTH = "both"
+from shared.core.cidrs import AddressSource, AllowListPolicy, canonical, network
 
 
 @dataclass(frozen=True)
@@ -45,13 +36,6 @@ class ApimAddresses:
     virtual_network_type: str
     provisioning_state: str
     regions: tuple[Region, ...]
-
-
-@dataclass(frozen=True)
-class AllowListPolicy:
-    source: AddressSource = AddressSource.AUTO
-    private_prefixes: tuple[str, ...] = ()
-    extra_cidrs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,27 +74,6 @@ def addresses_from_service(resource: Mapping[str, Any]) -> ApimAddresses:
         provisioning_state=str(properties.get("provisioningState") or ""),
         regions=(primary, *extra),
     )
-
-
-def network(text: str) -> Network:
-    """A CIDR or a bare address (as /32 or /128); raises ValueError. Host bits are an error, not rounded."""
-    return ipaddress.ip_network(text.strip(), strict=True)
-
-
-def canonical(networks: Iterable[Network]) -> tuple[str, ...]:
-    unique = {n for n in networks if n.prefixlen > 0}
-    return tuple(str(n) for n in sorted(unique, key=lambda n: (n.version, n.network_address, n.prefixlen)))
-
-
-def parse_list(text: str | Iterable[str] | None) -> tuple[str, ...] | None:
-    """Read an allow-list as it is held (comma-separated text or a list); None when any entry is not a CIDR."""
-    if text is None:
-        return None
-    items = text.split(",") if isinstance(text, str) else list(text)
-    try:
-        return canonical(network(item) for item in items if item.strip())
-    except ValueError:
-        return None
 
 
 def _wants(policy: AllowListPolicy, vnet_type: str) -> tuple[bool, bool]:

@@ -11,11 +11,13 @@ from typing import Any
 
 from shared.allowlists import addresses
 from shared.allowlists import writers as allowlist
-from shared.backends.reconcile import Dependencies, annotation_context, read_cluster, with_retries
+from shared.allowlists.report import AllowListReport
 from shared.core.errors import ConcurrentEdit, PermanentError, RetryableError, SyncError
 from shared.core.model import IngressView, Reason, ServiceView
-from shared.core.reporting import AllowListReport, RunError
+from shared.core.reporting import RunError
 from shared.core.scope import Scope
+from shared.runtime.cluster import annotation_context, read_cluster, with_retries
+from shared.runtime.ports import Dependencies
 from shared.runtime.retry import backoff_seconds
 
 NO_USABLE_ADDRESSES = "NoUsableApimAddresses"
@@ -53,7 +55,7 @@ def refresh(
         return AllowListReport(dry_run=dry_run, findings=_shown(findings))
 
     try:
-        service = with_retries(deps, deps.sink.get_service)
+        service = with_retries(deps, deps.apim_service.get_service)
     except SyncError as error:
         return AllowListReport(
             dry_run=dry_run, error=RunError.of(error, Reason.SINK_READ_FAILED.value), findings=_shown(findings)
@@ -74,7 +76,7 @@ def refresh(
     if settings.ingress_controller and any(t.kind == "Ingress" for t, _ in targets):
         namespace, name = settings.ingress_controller.split("/", 1)
         try:
-            controller = with_retries(deps, lambda: deps.source.get_service(namespace, name))
+            controller = with_retries(deps, lambda: deps.cluster.get_service(namespace, name))
             findings.extend(allowlist.controller_findings(controller, settings.ingress_controller))
         except SyncError as error:
             findings.append(
@@ -116,9 +118,9 @@ def _refetch(change: allowlist.AllowListChange, writer: allowlist.AllowListWrite
     target = change.target
     fresh: ServiceView | IngressView | None
     if target.kind == "Ingress":
-        fresh = deps.source.get_ingress(target.namespace, target.name)
+        fresh = deps.cluster.get_ingress(target.namespace, target.name)
     else:
-        fresh = deps.source.get_service(target.namespace, target.name)
+        fresh = deps.cluster.get_service(target.namespace, target.name)
     return writer.target_of(fresh) if fresh is not None else None
 
 
@@ -128,7 +130,7 @@ def _apply(change: allowlist.AllowListChange, writer: allowlist.AllowListWriter,
     for attempt in range(1, sync.max_attempts + 1):
         assert current is not None
         try:
-            deps.source.patch(current.target.kind, current.target.namespace, current.target.name, dict(current.patch))
+            deps.cluster_writer.patch(current.target.kind, current.target.namespace, current.target.name, dict(current.patch))
             return _entry(current, "applied", **({"attempts": attempt} if attempt > 1 else {}))
         except PermanentError as error:
             return _entry(current, "failed", message=str(error), retryable=False)

@@ -11,32 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Protocol
 
-from shared.allowlists.addresses import parse_list
-from shared.backends.discovery import AnnotationContext, managed_mode
+from shared.backends.exposure import managed_ingresses, managed_modes
+from shared.core.annotations import (
+    AZURE_ALLOWED_IP_RANGES,
+    DENY_ALL_EXCEPT_SOURCE_RANGES,
+    AnnotationChoice,
+    AnnotationContext,
+)
+from shared.core.cidrs import parse_list
 from shared.core.model import IngressView, Mode, ServiceView
 
-ALLOWLIST_ANNOTATION = "nginx.ingress.kubernetes.io/allowlist-source-range"
-WHITELIST_ANNOTATION = "nginx.ingress.kubernetes.io/whitelist-source-range"
-DENY_ALL_EXCEPT_SOURCE_RANGES = "service.beta.kubernetes.io/azure-deny-all-except-load-balancer-source-ranges"
-AZURE_ALLOWED_IP_RANGES = "service.beta.kubernetes.io/azure-allowed-ip-ranges"
 SOURCE_RANGES_FIELD = "spec.loadBalancerSourceRanges"
-
-
-class AnnotationChoice(StrEnum):
-    ALLOWLIST = "allowlist"
-    WHITELIST = "whitelist"
-    BOTH = "both"
-
-    @property
-    def keys(self) -> tuple[str, ...]:
-        return {
-            AnnotationChoice.ALLOWLIST: (ALLOWLIST_ANNOTATION,),
-            AnnotationChoice.WHITELIST: (WHITELIST_ANNOTATION,),
-            AnnotationChoice.BOTH: (ALLOWLIST_ANNOTATION, WHITELIST_ANNOTATION),
-        }[self]
 
 
 @dataclass(frozen=True)
@@ -87,27 +74,6 @@ class AllowListWriter(Protocol):
     def patch(self, target: Target, cidrs: tuple[str, ...]) -> dict[str, Any]: ...
 
 
-def _modes(services: Sequence[ServiceView], ctx: AnnotationContext) -> dict[tuple[str, str], Mode]:
-    found = {}
-    for service in services:
-        mode = managed_mode(service, ctx)
-        if mode is not None:
-            found[(service.namespace, service.name)] = mode
-    return found
-
-
-def managed_ingresses(
-    services: Sequence[ServiceView], ingresses: Sequence[IngressView], ctx: AnnotationContext
-) -> list[IngressView]:
-    """The Ingresses this deployment manages: those routing to an ingress-mode Service it exposes."""
-    modes = _modes(services, ctx)
-    return [
-        ingress
-        for ingress in ingresses
-        if any(modes.get((ingress.namespace, name)) is Mode.INGRESS for name in ingress.service_names)
-    ]
-
-
 class IngressNginxWriter:
     """ingress-nginx: the source-range annotation on Ingresses that route to ingress-mode Services."""
 
@@ -135,7 +101,7 @@ class LoadBalancerWriter:
     def targets(
         self, services: Sequence[ServiceView], ingresses: Sequence[IngressView], ctx: AnnotationContext
     ) -> tuple[list[Target], list[Finding]]:
-        modes = _modes(services, ctx)
+        modes = managed_modes(services, ctx)
         targets: list[Target] = []
         findings: list[Finding] = []
         for service in services:

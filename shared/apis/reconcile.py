@@ -7,21 +7,20 @@ that namespace's Services once. Claims whose backend is not there yet (pending, 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from shared.apis import claims as apis
 from shared.apis import plan as api_plan
+from shared.apis.report import ApisReport
 from shared.backends import discovery
-from shared.backends.reconcile import ClusterView, Dependencies, annotation_context, read_cluster, with_retries
 from shared.core.errors import PermanentError, SyncError
 from shared.core.model import DesiredBackend, IngressRoute, ServiceView
-from shared.core.reporting import ApisReport, RunError
+from shared.core.reporting import RunError
 from shared.core.scope import Scope
-
-if TYPE_CHECKING:
-    from shared.adapters.apim_apis import ApimApis
+from shared.runtime.cluster import ClusterView, annotation_context, read_cluster, with_retries
+from shared.runtime.ports import ApiStore, Dependencies
 
 
 def tag_for(deps: Dependencies) -> str:
@@ -46,7 +45,7 @@ def reconcile_apis(
     claims_now = any(s.annotations.get(f"{deps.settings.sync.annotation_prefix}/api-id", "").strip() for s in cluster[0])
     if scope.service is not None and not claims_now and not api_hints:
         return ApisReport(dry_run=dry_run)
-    store = deps.sink.api_store()
+    store = deps.apis
     try:
         tagged = with_retries(deps, lambda: store.tagged_api_ids(tag_for(deps)))
         if not tagged and not claims_now:
@@ -152,7 +151,7 @@ def _openapi_operations(
         problems.append({"object": where, "field": field, "reason": "InvalidAnnotation", "message": "expected <configmap>/<key>"})
         return None
     name, key = reference.split("/")
-    text = with_retries(deps, lambda: deps.source.get_configmap_value(service.namespace, name, key))
+    text = with_retries(deps, lambda: deps.cluster.get_configmap_value(service.namespace, name, key))
     if text is None:
         problems.append(
             {"object": where, "field": field, "reason": "OpenApiMissing", "message": f"ConfigMap {name} has no key {key}"}
@@ -167,7 +166,7 @@ def _openapi_operations(
         return None
 
 
-def _apply(plan: api_plan.ApiPlan, store: ApimApis, deps: Dependencies) -> list[dict[str, Any]]:
+def _apply(plan: api_plan.ApiPlan, store: ApiStore, deps: Dependencies) -> list[dict[str, Any]]:
     """In plan order; a failed API stops its own later changes, never another API's."""
     entries: list[dict[str, Any]] = []
     broken: set[str] = set()
@@ -188,7 +187,7 @@ def _apply(plan: api_plan.ApiPlan, store: ApimApis, deps: Dependencies) -> list[
     return entries
 
 
-def _execute(change: api_plan.ApiChange, store: ApimApis, tag: str) -> None:
+def _execute(change: api_plan.ApiChange, store: ApiStore, tag: str) -> None:
     kind, action = change.kind, change.action
     if kind == "api":
         if action == "delete":

@@ -12,13 +12,13 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from shared.core import naming, ownership
+from shared.core.annotations import INTERNAL_LB, AnnotationContext, Keys, is_exposed
 from shared.core.model import (
     BackendId,
     BackendSpec,
     DesiredBackend,
     IngressRoute,
     Mode,
-    OwnerId,
     OwnerMark,
     Reason,
     ReconcilePolicy,
@@ -29,7 +29,6 @@ from shared.core.model import (
 
 E = TypeVar("E", Mode, ReconcilePolicy)
 
-INTERNAL_LB_ANNOTATION = "service.beta.kubernetes.io/azure-load-balancer-internal"
 MAX_TITLE_LENGTH = 300
 
 
@@ -57,28 +56,14 @@ class Skipped:
 ServiceOutcome = DesiredBackend | Pending | Invalid | Skipped
 
 
-@dataclass(frozen=True)
-class AnnotationContext:
-    cluster: str
-    owner: OwnerId
-    prefix: str
-    default_mode: Mode
-    public_auth_header: str | None = None
-    public_auth_named_value: str | None = None
-
-
 class _Problem(Exception):
     def __init__(self, field: str, message: str) -> None:
         self.field, self.message = field, message
 
 
-def is_exposed(annotations: Mapping[str, str], prefix: str) -> bool:
-    return annotations.get(f"{prefix}/expose", "").strip().lower() == "true"
-
-
 def managed_mode(service: ServiceView, ctx: AnnotationContext) -> Mode | None:
     """The mode of a Service this deployment manages; None when it is not exposed, skipped or its mode is invalid."""
-    key = _Keys(ctx.prefix)
+    key = Keys(ctx.prefix)
     if not is_exposed(service.annotations, ctx.prefix):
         return None
     try:
@@ -92,7 +77,7 @@ def managed_mode(service: ServiceView, ctx: AnnotationContext) -> Mode | None:
 def backend_for(service: ServiceView, routes: Sequence[IngressRoute], ctx: AnnotationContext) -> ServiceOutcome | None:
     """The outcome for one Service; None when the Service does not ask to be exposed."""
     ref = ServiceRef(ctx.cluster, service.namespace, service.name)
-    key = _Keys(ctx.prefix)
+    key = Keys(ctx.prefix)
     expose = service.annotations.get(key.expose, "").strip().lower()
     if expose in ("", "false"):
         return None
@@ -120,19 +105,6 @@ def backend_for(service: ServiceView, routes: Sequence[IngressRoute], ctx: Annot
     return DesiredBackend(id=backend_id, source=ref, spec=spec, policy=policy)
 
 
-class _Keys:
-    def __init__(self, prefix: str) -> None:
-        self.expose = f"{prefix}/expose"
-        self.mode = f"{prefix}/mode"
-        self.policy = f"{prefix}/reconcile-policy"
-        self.backend_id = f"{prefix}/backend-id"
-        self.port = f"{prefix}/port"
-        self.protocol = f"{prefix}/protocol"
-        self.path = f"{prefix}/path"
-        self.url = f"{prefix}/url"
-        self.title = f"{prefix}/title"
-
-
 def _shown(text: str) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
@@ -148,7 +120,7 @@ def _enum(annotations: Mapping[str, str], key: str, kind: type[E], default: E) -
         raise _Problem(key, f"'{_shown(text)}' is not one of {allowed}") from None
 
 
-def _backend_id(explicit: str | None, ref: ServiceRef, key: _Keys) -> BackendId:
+def _backend_id(explicit: str | None, ref: ServiceRef, key: Keys) -> BackendId:
     if explicit is None:
         return naming.backend_id_for(ref)
     problem = naming.id_problem(explicit.strip())
@@ -157,7 +129,7 @@ def _backend_id(explicit: str | None, ref: ServiceRef, key: _Keys) -> BackendId:
     return BackendId(explicit.strip())
 
 
-def _protocol(annotations: Mapping[str, str], key: _Keys, default: str) -> str:
+def _protocol(annotations: Mapping[str, str], key: Keys, default: str) -> str:
     text = annotations.get(key.protocol, "").strip().lower()
     if not text:
         return default
@@ -166,7 +138,7 @@ def _protocol(annotations: Mapping[str, str], key: _Keys, default: str) -> str:
     return text
 
 
-def _base_path(annotations: Mapping[str, str], key: _Keys) -> str | None:
+def _base_path(annotations: Mapping[str, str], key: Keys) -> str | None:
     text = annotations.get(key.path)
     if text is None:
         return None
@@ -176,7 +148,7 @@ def _base_path(annotations: Mapping[str, str], key: _Keys) -> str | None:
     return text.rstrip("/")
 
 
-def _url(service: ServiceView, routes: Sequence[IngressRoute], mode: Mode, key: _Keys, ref: ServiceRef) -> str | Pending:
+def _url(service: ServiceView, routes: Sequence[IngressRoute], mode: Mode, key: Keys, ref: ServiceRef) -> str | Pending:
     explicit = service.annotations.get(key.url)
     path = _base_path(service.annotations, key)
     if explicit is not None:
@@ -186,11 +158,11 @@ def _url(service: ServiceView, routes: Sequence[IngressRoute], mode: Mode, key: 
         return explicit.strip()
     if mode is Mode.INGRESS:
         return _ingress_url(service, routes, key, path, ref)
-    internal = service.annotations.get(INTERNAL_LB_ANNOTATION, "").strip().lower() == "true"
+    internal = service.annotations.get(INTERNAL_LB, "").strip().lower() == "true"
     if service.type != "LoadBalancer":
         raise _Problem(key.mode, f"{mode.value} mode needs a Service of type LoadBalancer, not {service.type}")
     if mode is Mode.INTERNAL and not internal:
-        raise _Problem(key.mode, f'internal mode needs the annotation {INTERNAL_LB_ANNOTATION}: "true"')
+        raise _Problem(key.mode, f'internal mode needs the annotation {INTERNAL_LB}: "true"')
     if mode is Mode.PUBLIC and internal:
         raise _Problem(key.mode, "public mode on an internal load balancer; use mode internal")
     port = _port(service, key)
@@ -206,7 +178,7 @@ def _url(service: ServiceView, routes: Sequence[IngressRoute], mode: Mode, key: 
     return f"{protocol}://{authority}{path or ''}"
 
 
-def _port(service: ServiceView, key: _Keys) -> ServicePort:
+def _port(service: ServiceView, key: Keys) -> ServicePort:
     wanted = service.annotations.get(key.port, "").strip()
     if not wanted:
         if len(service.ports) == 1:
@@ -221,7 +193,7 @@ def _port(service: ServiceView, key: _Keys) -> ServicePort:
 
 
 def _ingress_url(
-    service: ServiceView, routes: Sequence[IngressRoute], key: _Keys, path: str | None, ref: ServiceRef
+    service: ServiceView, routes: Sequence[IngressRoute], key: Keys, path: str | None, ref: ServiceRef
 ) -> str | Pending:
     wanted = service.annotations.get(key.port, "").strip()
     if wanted.isdigit() and not 0 < int(wanted) < 65536:

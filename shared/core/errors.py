@@ -12,9 +12,11 @@
         ├── OwnershipConflict      object exists with another owner (or none)
         ├── AccessDenied           401/403: a role or RBAC binding is missing
         └── RemoteRejected         any other 4xx: the request itself is wrong
+            └── NotFound           404: the object does not exist (adapters turn it into None where absence is an answer)
 
-Only adapters (kube_source, apim_sink) translate client-library errors into these, chaining the original
-as the cause. Error classes are defined here and nowhere else.
+Only adapters translate client-library errors into these (shared.adapters.azure_errors for every Azure
+service, shared.adapters.kube for Kubernetes), chaining the original as the cause. Error classes are
+defined here and nowhere else.
 """
 
 from __future__ import annotations
@@ -94,6 +96,10 @@ class AccessDenied(PermanentError):
 
 class RemoteRejected(PermanentError):
     reason = "RemoteRejected"
+
+
+class NotFound(RemoteRejected):
+    reason = "NotFound"
 
 
 @contextmanager

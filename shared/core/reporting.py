@@ -1,4 +1,4 @@
-"""The report: what a run planned, did, refused, left pending and could not do. JSON and text.
+"""The run report: what a run planned, did, refused, left pending and could not do. JSON and text.
 
 Pure. Shaped after Terraform's JSON plan (format_version; readers ignore unknown properties) and
 Kubernetes conditions (CamelCase reason, human message). Secrets never reach it: changes list the
@@ -7,14 +7,11 @@ managed projection only, and error texts come from our own error classes, which 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from shared.backends.discovery import Invalid, Pending, Skipped
-from shared.backends.plan import BackendChange, BackendPlan, CreateBackend, DesiredSet, UpdateBackend
 from shared.core.errors import SyncError
-from shared.core.model import BackendId, Reason
 from shared.core.scope import Scope
 
 FORMAT_VERSION = "1"
@@ -46,6 +43,23 @@ class RunError:
         return cls(reason or error.reason, str(error), error.retryable, getattr(error, "retry_after_seconds", None))
 
 
+class StepReport(Protocol):
+    """What the run report needs of a step's report (allow-lists, APIs)."""
+
+    @property
+    def failed(self) -> bool: ...
+
+    @property
+    def retryable(self) -> bool: ...
+
+    @property
+    def error(self) -> RunError | None: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+    def to_text(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Report:
     scope: Scope
@@ -59,8 +73,8 @@ class Report:
     notes: tuple[str, ...] = ()
     duration_ms: int = 0
     requests: Mapping[str, int] = field(default_factory=dict)
-    allowlists: AllowListReport | None = None
-    apis: ApisReport | None = None
+    allowlists: StepReport | None = None
+    apis: StepReport | None = None
 
     @property
     def failed(self) -> bool:
@@ -123,12 +137,12 @@ class Report:
 
     def to_text(self) -> str:
         symbol = {"create": "+", "update": "~", "delete": "-"}
-        lines = [f"aks-apim-sync {'plan (dry run)' if self.dry_run else 'sync'}: {_scope_text(self.scope)}"]
+        lines = [f"aks-apim-sync {'plan (dry run)' if self.dry_run else 'sync'}: {scope_text(self.scope)}"]
         for c in self.changes:
-            suffix = _outcome_suffix(c)
+            suffix = outcome_suffix(c)
             lines.append(f"  {symbol[c['action']]} backend {c['id']}  ({c['source']}){suffix}")
             for name, (before, after) in c.get("diff", {}).items():
-                lines.append(f"      {name}: {_short(before)} -> {_short(after)}")
+                lines.append(f"      {name}: {short(before)} -> {short(after)}")
         for r in self.refusals:
             lines.append(f"  ! backend {r['id']} refused ({r['reason']}): {r['message']}")
         for p in self.pending:
@@ -151,107 +165,23 @@ class Report:
         return "\n".join(lines)
 
 
-def _outcome_suffix(change: Mapping[str, Any]) -> str:
+def outcome_suffix(change: Mapping[str, Any]) -> str:
     """Nothing for a change planned or applied; otherwise its outcome and why."""
     if change["outcome"] in ("planned", "applied"):
         return ""
     return f"  [{change['outcome']}: {change.get('message') or ''}]"
 
 
-def _scope_text(scope: Scope) -> str:
+def scope_text(scope: Scope) -> str:
     return "/".join(p for p in (scope.cluster, scope.namespace, scope.service) if p)
 
 
-def _short(value: object) -> str:
+def short(value: object) -> str:
     text = repr(value) if not isinstance(value, str) else f'"{value}"'
     return text if len(text) <= 120 else text[:119] + "…"
 
 
-def _change_entry(change: BackendChange, outcome: Outcome | None, dry_run: bool) -> dict[str, Any]:
-    if isinstance(change, CreateBackend):
-        action, source, reason = "create", change.desired.source, Reason.CREATED
-        diff = {name: [None, value] for name, value in change.desired.spec.as_fields().items() if value}
-    elif isinstance(change, UpdateBackend):
-        action, source, reason = "update", change.desired.source, Reason.UPDATED
-        diff = {d.field: [d.before, d.after] for d in change.diff}
-    else:
-        action, source, reason = "delete", change.source, Reason.SOURCE_GONE
-        diff = {}
-    entry: dict[str, Any] = {
-        "action": action,
-        "kind": "backend",
-        "id": change.id,
-        "source": str(source),
-        "reason": reason.value,
-        "diff": diff,
-        "outcome": "planned" if dry_run or outcome is None else outcome.status,
-    }
-    if outcome is not None and outcome.status != "applied":
-        entry.update(error_reason=outcome.reason, message=outcome.message, retryable=outcome.retryable)
-        entry["retry_after_seconds"] = outcome.retry_after_seconds
-    if outcome is not None and outcome.attempts > 1:
-        entry["attempts"] = outcome.attempts
-    return entry
-
-
-def _refusal_entry(backend_id: BackendId, reason: str, message: str, source: object) -> dict[str, Any]:
-    return {"kind": "backend", "id": backend_id, "reason": reason, "message": message, "source": str(source or "")}
-
-
-def build_report(
-    *,
-    scope: Scope,
-    dry_run: bool,
-    plan: BackendPlan | None,
-    desired: DesiredSet | None,
-    outcomes: Mapping[BackendId, Outcome] | None = None,
-    run_errors: Sequence[RunError] = (),
-    duration_ms: int = 0,
-    requests: Mapping[str, int] | None = None,
-) -> Report:
-    outcomes = outcomes or {}
-    changes: list[dict[str, Any]] = []
-    refusals: list[dict[str, Any]] = []
-    for change in plan.changes if plan else ():
-        outcome = outcomes.get(change.id)
-        if outcome is not None and outcome.status == "refused":
-            refusals.append(_refusal_entry(change.id, outcome.reason or "", outcome.message or "", ""))
-        elif outcome is None or outcome.status != "noop":
-            changes.append(_change_entry(change, outcome, dry_run))
-    for refusal in plan.refusals if plan else ():
-        refusals.append(_refusal_entry(refusal.id, refusal.reason.value, refusal.message, refusal.source))
-    pending: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
-    for problem in desired.problems if desired else ():
-        if isinstance(problem, Pending):
-            pending.append({"object": str(problem.source), "reason": problem.reason.value, "message": problem.message})
-        elif isinstance(problem, Invalid):
-            errors.append(
-                {
-                    "object": str(problem.source),
-                    "field": problem.field,
-                    "reason": problem.reason.value,
-                    "message": problem.message,
-                }
-            )
-        elif isinstance(problem, Skipped):
-            pending.append({"object": str(problem.source), "reason": problem.reason.value, "message": "reconcile-policy is skip"})
-    return Report(
-        scope=scope,
-        dry_run=dry_run,
-        changes=tuple(changes),
-        refusals=tuple(refusals),
-        pending=tuple(pending),
-        errors=tuple(errors),
-        unchanged=len(plan.unchanged) if plan else 0,
-        run_errors=tuple(run_errors),
-        notes=plan.notes if plan else (),
-        duration_ms=duration_ms,
-        requests=dict(requests or {}),
-    )
-
-
-class _StepResult:
+class StepResult:
     """failed / retryable for a step report with `changes` (each with an outcome) and one `error`."""
 
     changes: tuple[dict[str, Any], ...]
@@ -278,123 +208,3 @@ class _StepResult:
         if self.skipped:
             shown["skipped"] = self.skipped
         return shown
-
-
-@dataclass(frozen=True)
-class AllowListReport(_StepResult):
-    """What the allow-list step found, planned and did. `cidrs` is what every managed list should hold."""
-
-    dry_run: bool
-    cidrs: tuple[str, ...] = ()
-    changes: tuple[dict[str, Any], ...] = ()
-    unchanged: int = 0
-    findings: tuple[dict[str, str], ...] = ()
-    error: RunError | None = None
-    skipped: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        shown: dict[str, Any] = {
-            "cidrs": list(self.cidrs),
-            "changes": [dict(c) for c in self.changes],
-            "unchanged": self.unchanged,
-            "warnings": [dict(f) for f in self.findings],
-        }
-        return {**shown, **self._status_json()}
-
-    def to_text(self) -> str:
-        if self.skipped:
-            return f"  allow-lists: skipped ({self.skipped})"
-        lines = [f"  allow-lists: {', '.join(self.cidrs) or '-'}"]
-        for c in self.changes:
-            suffix = _outcome_suffix(c)
-            lines.append(f"  ~ {c['object']} {', '.join(c['fields'])}: {_short(c['before'])} -> {_short(c['after'])}{suffix}")
-        for f in self.findings:
-            lines.append(f"  ! {f['object']} ({f['reason']}): {f['message']}")
-        if self.error is not None:
-            lines.append(f"  x allow-lists not written ({self.error.reason}): {self.error.message}")
-        lines.append(f"  {len(self.changes)} allow-list(s) to change, {self.unchanged} unchanged")
-        return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class RotationReport:
-    """What a rotation run did (or would do), what expires when, and what comes next and when."""
-
-    dry_run: bool
-    steps: tuple[dict[str, Any], ...] = ()
-    next_step: Mapping[str, Any] | None = None
-    expiries: tuple[dict[str, str], ...] = ()
-    skipped: str | None = None
-    error: RunError | None = None
-
-    @property
-    def failed(self) -> bool:
-        return self.error is not None
-
-    @property
-    def retryable(self) -> bool:
-        return self.error is not None and self.error.retryable
-
-    def to_json(self) -> dict[str, Any]:
-        shown: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
-            "dry_run": self.dry_run,
-            "steps": [dict(s) for s in self.steps],
-            "next": dict(self.next_step) if self.next_step else None,
-            "expiries": [dict(e) for e in self.expiries],
-        }
-        if self.skipped:
-            shown["skipped"] = self.skipped
-        if self.error is not None:
-            shown["error"] = {"reason": self.error.reason, "message": self.error.message, "retryable": self.error.retryable}
-        return shown
-
-    def to_text(self) -> str:
-        lines = [f"aks-apim-sync rotation{' (dry run)' if self.dry_run else ''}"]
-        if self.skipped:
-            lines.append(f"  skipped: {self.skipped}")
-        for step in self.steps:
-            lines.append(f"  {'·' if step['outcome'] == 'planned' else '✓'} {step['step']}: {step['why']}")
-        for expiry in self.expiries:
-            lines.append(f"  {expiry['object']} expires {expiry['expires']}")
-        if self.next_step:
-            when = f" at {self.next_step['at']}" if self.next_step.get("at") else ""
-            lines.append(f"  next: {self.next_step['why']}{when}")
-        if self.error is not None:
-            lines.append(f"  x failed ({self.error.reason}): {self.error.message}")
-        return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class ApisReport(_StepResult):
-    """The API step: API, operation, policy and product changes, conflicts and refusals."""
-
-    dry_run: bool
-    changes: tuple[dict[str, Any], ...] = ()
-    problems: tuple[dict[str, str], ...] = ()
-    unchanged: int = 0
-    error: RunError | None = None
-    skipped: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        shown: dict[str, Any] = {"changes": [dict(c) for c in self.changes], "problems": [dict(p) for p in self.problems]}
-        shown["unchanged"] = self.unchanged
-        return {**shown, **self._status_json()}
-
-    def to_text(self) -> str:
-        if self.skipped:
-            return f"  apis: skipped ({self.skipped})"
-        symbol = {"create": "+", "update": "~", "delete": "-", "add": "+"}
-        lines = []
-        for c in self.changes:
-            target = f" {c['target']}" if c.get("target") else ""
-            suffix = _outcome_suffix(c)
-            lines.append(f"  {symbol[c['action']]} {c['kind']} {c['api']}{target}{suffix}")
-            for name, (before, after) in (c.get("diff") or {}).items():
-                lines.append(f"      {name}: {_short(before)} -> {_short(after)}")
-        for p in self.problems:
-            lines.append(f"  ! {p['object']} {p['field']} ({p['reason']}): {p['message']}")
-        if self.error is not None:
-            lines.append(f"  x apis not reconciled ({self.error.reason}): {self.error.message}")
-        lines.append(f"  {len(self.changes)} API change(s), {self.unchanged} API(s) unchanged")
-        return "\n".join(lines)

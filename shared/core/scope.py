@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 
 from shared.core.model import ServiceRef
 
@@ -42,7 +43,12 @@ class Scope:
         return shown
 
 
-STEPS = ("all", "backends", "allowlist")
+class Steps(StrEnum):
+    """Which steps a run takes (the `scope` option of POST /api/resync)."""
+
+    ALL = "all"
+    BACKENDS = "backends"
+    ALLOWLIST = "allowlist"
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,7 @@ class ResyncRequest:
     scope: Scope
     dry_run: bool
     allow_mass_delete: bool
-    steps: str = "all"
-    """all | backends | allowlist (the `scope` option of POST /api/resync)."""
+    steps: Steps = Steps.ALL
 
 
 @dataclass(frozen=True)
@@ -116,15 +121,17 @@ def parse_resync_request(params: Mapping[str, str], body: bytes, *, cluster: str
             return BadRequest(name, "must be a Kubernetes object name (DNS label)")
     if service is not None and namespace is None:
         return BadRequest("service", "needs namespace as well")
-    steps = options.get("scope", "all")
-    if steps not in STEPS:
-        return BadRequest("scope", f"must be one of {', '.join(STEPS)}")
+    steps = options.get("scope", Steps.ALL.value)
+    if steps not in set(Steps):
+        return BadRequest("scope", f"must be one of {', '.join(Steps)}")
     scope = Scope(
         cluster,
         namespace=namespace if isinstance(namespace, str) else None,
         service=service if isinstance(service, str) else None,
     )
-    return ResyncRequest(scope=scope, dry_run=flags["dryRun"], allow_mass_delete=flags["allowMassDelete"], steps=str(steps))
+    return ResyncRequest(
+        scope=scope, dry_run=flags["dryRun"], allow_mass_delete=flags["allowMassDelete"], steps=Steps(str(steps))
+    )
 
 
 def parse_flags(params: Mapping[str, str], body: bytes, names: tuple[str, ...]) -> dict[str, bool] | BadRequest:

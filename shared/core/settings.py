@@ -14,15 +14,14 @@ from enum import StrEnum
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from shared.allowlists.addresses import AddressSource, AllowListPolicy, canonical, network
-from shared.allowlists.writers import AnnotationChoice
+from shared.core.annotations import DEFAULT_PREFIX, AnnotationChoice
+from shared.core.cidrs import AddressSource, AllowListPolicy, canonical, network
 from shared.core.errors import InvalidSettings
 from shared.core.model import KeyKind, Mode, OwnerId, SyncPolicy
 
 T = TypeVar("T")
 
 AKS_SERVER_SCOPE = "6dae42f8-4368-4678-94ff-3960e28e3630/.default"
-DEFAULT_ANNOTATION_PREFIX = "apim-sync.io"
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _OWNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
@@ -310,7 +309,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     owner = r.required("OWNER_ID")
     if owner and not _OWNER_ID.match(owner):
         r.problems.append(("OWNER_ID", "1-63 characters: letters, digits, '.', '_', '-'"))
-    prefix = r.raw("ANNOTATION_PREFIX") or DEFAULT_ANNOTATION_PREFIX
+    prefix = r.raw("ANNOTATION_PREFIX") or DEFAULT_PREFIX
     if not _DNS_SUBDOMAIN.match(prefix):
         r.problems.append(("ANNOTATION_PREFIX", "must be a DNS subdomain such as apim-sync.io"))
     policy_text = r.required("SYNC_POLICY")

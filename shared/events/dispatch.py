@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import sync
-from shared.backends import reconcile as engine
+from shared.backends.report import failed_report
 from shared.core.errors import SyncError
 from shared.core.model import ServiceRef
 from shared.core.reporting import Report
 from shared.core.scope import Scope
 from shared.events import routing as events
+from shared.runtime import ports
+from shared.runtime.cluster import with_retries
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class EventResult:
         return self.report is not None and self.report.failed and self.report.retryable
 
 
-def event_context(deps: engine.Dependencies) -> events.EventContext:
+def event_context(deps: ports.Dependencies) -> events.EventContext:
     settings = deps.settings
     return events.EventContext(
         cluster=settings.kube.cluster_name,
@@ -48,7 +50,7 @@ def event_context(deps: engine.Dependencies) -> events.EventContext:
     )
 
 
-def handle_event(raw: Mapping[str, Any], deps: engine.Dependencies) -> EventResult:
+def handle_event(raw: Mapping[str, Any], deps: ports.Dependencies) -> EventResult:
     event_id = str(raw.get("id") or "?") if isinstance(raw, Mapping) else "?"
     action = events.route(raw, event_context(deps))
     name = type(action).__name__
@@ -66,7 +68,7 @@ def handle_event(raw: Mapping[str, Any], deps: engine.Dependencies) -> EventResu
     return _recheck_api(event_id, name, action, deps)
 
 
-def _recheck_api(event_id: str, name: str, action: events.RecheckApi, deps: engine.Dependencies) -> EventResult:
+def _recheck_api(event_id: str, name: str, action: events.RecheckApi, deps: ports.Dependencies) -> EventResult:
     """An API changed in APIM (portal, another tool): ours -> reconcile its namespace; gone -> a cluster-wide run."""
     from shared.apis import claims as apis
 
@@ -74,9 +76,9 @@ def _recheck_api(event_id: str, name: str, action: events.RecheckApi, deps: engi
     if not deps.settings.apis.enabled:
         return EventResult(event_id, "Acknowledge", f"{action.why}; APIS_ENABLED is false")
     try:
-        description = engine.with_retries(deps, lambda: deps.sink.api_store().description(action.api_id))
+        description = with_retries(deps, lambda: deps.apis.description(action.api_id))
     except SyncError as error:
-        return EventResult(event_id, name, action.why, report=engine.failed_report(Scope(cluster), error))
+        return EventResult(event_id, name, action.why, report=failed_report(Scope(cluster), error))
     if description is None:
         return _reconcile(event_id, name, f"{action.why}: gone, so a cluster-wide run decides", Scope(cluster), deps)
     mark = apis.parse_api_mark(description)
@@ -92,14 +94,14 @@ def _reconcile(
     name: str,
     why: str,
     scope: Scope,
-    deps: engine.Dependencies,
+    deps: ports.Dependencies,
     hints: frozenset[Any] = frozenset(),
     api_hints: frozenset[str] = frozenset(),
 ) -> EventResult:
     return EventResult(event_id, name, why, report=sync.run(scope, deps, backend_hints=hints, api_hints=api_hints))
 
 
-def _recheck_backend(event_id: str, name: str, action: events.RecheckBackend, deps: engine.Dependencies) -> EventResult:
+def _recheck_backend(event_id: str, name: str, action: events.RecheckBackend, deps: ports.Dependencies) -> EventResult:
     """A backend was written or deleted through ARM: put back what its Service wants.
 
     Ours: reconcile the Service its mark names. Gone: the mark went with it, so only a cluster-wide run
@@ -107,9 +109,9 @@ def _recheck_backend(event_id: str, name: str, action: events.RecheckBackend, de
     """
     cluster = deps.settings.kube.cluster_name
     try:
-        observed = engine.with_retries(deps, lambda: deps.sink.get_backend(action.backend_id))
+        observed = with_retries(deps, lambda: deps.backends.get_backend(action.backend_id))
     except SyncError as error:
-        report = engine.failed_report(Scope(cluster), error)
+        report = failed_report(Scope(cluster), error)
         return EventResult(event_id, name, action.why, report=report)
     if observed is None:
         return _reconcile(event_id, name, f"{action.why}: gone, so a cluster-wide run decides", Scope(cluster), deps)

@@ -11,25 +11,21 @@ import base64
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-from shared.allowlists.writers import managed_ingresses
 from shared.backends import discovery
-from shared.backends.reconcile import ClusterView, Dependencies, annotation_context, read_cluster, with_retries
+from shared.backends.exposure import managed_ingresses
 from shared.core import errors
+from shared.core.annotations import NGINX_AUTH_TLS_SECRET, NGINX_AUTH_TLS_VERIFY_CLIENT, SECRET_OWNER, TRUSTED_SINCE_PREFIX
 from shared.core.model import BackendId, DesiredBackend, Mode, OwnerId
-from shared.core.reporting import RotationReport, RunError
+from shared.core.reporting import RunError
 from shared.core.scope import Scope
 from shared.core.settings import CertificateSource, MtlsSettings
 from shared.rotation import decision as rotation
+from shared.rotation.report import RotationReport
+from shared.runtime.cluster import ClusterView, annotation_context, read_cluster, with_retries
+from shared.runtime.ports import CaStore, Dependencies, Lease
 
-if TYPE_CHECKING:
-    from shared.adapters.lease import Lease
-
-AUTH_TLS_SECRET = "nginx.ingress.kubernetes.io/auth-tls-secret"  # noqa: S105 - an annotation name
-AUTH_TLS_VERIFY_CLIENT = "nginx.ingress.kubernetes.io/auth-tls-verify-client"
-OWNER_ANNOTATION = "apim-sync.io/owner"
-TRUSTED_PREFIX = "apim-sync.io/trusted-"
 MAX_STEPS = 12
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -73,10 +69,8 @@ def rotate(
     if not mtls.storage_connection:
         error = RunError("InvalidSettings", "AzureWebJobsStorage is missing: rotation needs its lock", retryable=False)
         return RotationReport(dry_run=False, error=error)
-    from shared.adapters import lease as locking  # azure-storage-blob: loaded only when a rotation runs
-
     try:
-        with locking.exclusive(mtls.storage_connection, "rotation") as lease:
+        with deps.lease("rotation") as lease:
             return _run(deps, dry_run=False, force=force, clock=clock, lease=lease)
     except errors.LeaseHeld:
         return RotationReport(dry_run=False, skipped="another rotation holds the lock; it does the work")
@@ -125,16 +119,8 @@ def _ours(secret: Mapping[str, Any] | None, owner: OwnerId, what: str) -> None:
     if secret is None:
         return
     annotations = (secret.get("metadata") or {}).get("annotations") or {}
-    if annotations.get(OWNER_ANNOTATION) != owner:
+    if annotations.get(SECRET_OWNER) != owner:
         raise errors.OwnershipConflict(f"{what} exists but is not owned by '{owner}'; not touched")
-
-
-class CaStore(Protocol):
-    """Where the managed CA lives: a Kubernetes Secret (default) or a Key Vault secret (CA_KEYVAULT_URL)."""
-
-    def read(self) -> dict[str, tuple[bytes, bytes]]: ...
-
-    def write(self, current: Mapping[str, tuple[bytes, bytes]], changes: Mapping[str, tuple[bytes, bytes] | None]) -> None: ...
 
 
 class SecretCaStore:
@@ -146,7 +132,7 @@ class SecretCaStore:
 
     def read(self) -> dict[str, tuple[bytes, bytes]]:
         mtls = self._deps.settings.mtls
-        self.secret = self._deps.source.get_secret(mtls.namespace, mtls.ca_store)
+        self.secret = self._deps.secrets.get_secret(mtls.namespace, mtls.ca_store)
         _ours(self.secret, self._deps.settings.sync.owner_id, f"Secret {mtls.namespace}/{mtls.ca_store}")
         files = _decoded(self.secret)
         return {
@@ -163,13 +149,8 @@ class SecretCaStore:
 
 
 def ca_store(deps: Dependencies) -> CaStore:
-    mtls = deps.settings.mtls
-    if mtls.ca_keyvault_url:
-        from shared.adapters.keyvault import KeyVaultCaStore  # azure-keyvault-secrets: only when configured
-
-        return KeyVaultCaStore(
-            mtls.ca_keyvault_url, mtls.ca_keyvault_name, deps.credential, ca_bundle=deps.settings.credentials.arm_ca_bundle
-        )
+    if deps.ca_store is not None:
+        return deps.ca_store
     return SecretCaStore(deps)
 
 
@@ -180,7 +161,6 @@ def _read_trust(
     from shared.rotation import pki
 
     mtls, owner = deps.settings.mtls, deps.settings.sync.owner_id
-    source = deps.source
     store = ca_store(deps)
     ca_pems = with_retries(deps, store.read)
     cas: list[rotation.Ca] = []
@@ -188,7 +168,7 @@ def _read_trust(
         info = pki.cert_info(cert_pem)
         cas.append(rotation.Ca(ca_id, info.not_before, info.not_after))
 
-    bundle_secret = with_retries(deps, lambda: source.get_secret(mtls.namespace, mtls.trust_bundle))
+    bundle_secret = with_retries(deps, lambda: deps.secrets.get_secret(mtls.namespace, mtls.trust_bundle))
     _ours(bundle_secret, owner, f"Secret {mtls.namespace}/{mtls.trust_bundle}")
     bundle: dict[str, datetime] | None = None
     if bundle_secret is not None:
@@ -196,7 +176,7 @@ def _read_trust(
         bundle = {}
         for pem in pki.split_pem_bundle(_decoded(bundle_secret).get("ca.crt", b"")):
             ca_id = pki.cert_info(pem).short_id
-            since = annotations.get(TRUSTED_PREFIX + ca_id)
+            since = annotations.get(TRUSTED_SINCE_PREFIX + ca_id)
             bundle[ca_id] = datetime.fromisoformat(since) if since else LONG_AGO
     return cas, ca_pems, bundle, store, bundle_secret
 
@@ -204,7 +184,7 @@ def _read_trust(
 def _read_certificates(deps: Dependencies) -> list[rotation.ApimCertificate]:
     owner = deps.settings.sync.owner_id
     certificates: list[rotation.ApimCertificate] = []
-    for entity in with_retries(deps, deps.sink.list_certificates):
+    for entity in with_retries(deps, deps.certificates.list_certificates):
         parsed = rotation.parse_certificate_id(owner, str(entity.get("name") or ""))
         if parsed is None:
             continue
@@ -219,7 +199,7 @@ def read_world(deps: Dependencies, cluster: ClusterView) -> World:
     owner = deps.settings.sync.owner_id
     cas, ca_pems, bundle, store, bundle_secret = _read_trust(deps)
     certificates = _read_certificates(deps)
-    observed = with_retries(deps, deps.sink.list_backends)
+    observed = with_retries(deps, deps.backends.list_backends)
     references = {
         backend_id: tuple(
             str(ref).rsplit("/", 1)[-1].lower()
@@ -254,7 +234,7 @@ def present_active_certificate(deps: Dependencies, backend_ids: Sequence[Backend
     if mtls.source is CertificateSource.KEYVAULT:
         entity_id = f"{rotation.certificate_prefix(owner)}keyvault"
         reference = f"{deps.settings.apim.service_id}/certificates/{entity_id}"
-        if not any(e.get("name") == entity_id for e in with_retries(deps, deps.sink.list_certificates)):
+        if not any(e.get("name") == entity_id for e in with_retries(deps, deps.certificates.list_certificates)):
             return 0
     else:
         cas, _, bundle, _, _ = _read_trust(deps)
@@ -265,7 +245,7 @@ def present_active_certificate(deps: Dependencies, backend_ids: Sequence[Backend
         reference = active.resource_id or f"{deps.settings.apim.service_id}/certificates/{active.id}"
     pointed = 0
     for backend_id in backend_ids:
-        if with_retries(deps, lambda b=backend_id: deps.sink.set_backend_certificates(b, [reference], owner=owner)):  # type: ignore[misc]
+        if with_retries(deps, lambda b=backend_id: deps.backends.set_backend_certificates(b, [reference], owner=owner)):  # type: ignore[misc]
             pointed += 1
     return pointed
 
@@ -298,7 +278,7 @@ def _secret_body(
             "name": name,
             "namespace": namespace,
             "labels": {"app.kubernetes.io/managed-by": "aks-apim-sync"},
-            "annotations": {OWNER_ANNOTATION: owner, **annotations},
+            "annotations": {SECRET_OWNER: owner, **annotations},
         },
         "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
     }
@@ -315,13 +295,13 @@ def _write_secret(
     if existing is None:
         present = {k: v for k, v in data.items() if v is not None}
         notes = {k: v for k, v in annotations.items() if v is not None}
-        deps.source.create_secret(mtls.namespace, _secret_body(name, mtls.namespace, owner, present, notes))
+        deps.secrets.create_secret(mtls.namespace, _secret_body(name, mtls.namespace, owner, present, notes))
         return
     patch = {
         "metadata": {"resourceVersion": existing["metadata"]["resourceVersion"], "annotations": dict(annotations)},
         "data": {key: base64.b64encode(value).decode() if value is not None else None for key, value in data.items()},
     }
-    deps.source.patch("Secret", mtls.namespace, name, patch)
+    deps.cluster_writer.patch("Secret", mtls.namespace, name, patch)
 
 
 def _execute(step: rotation.Step, world: World, deps: Dependencies, now: datetime) -> None:
@@ -335,8 +315,10 @@ def _execute(step: rotation.Step, world: World, deps: Dependencies, now: datetim
     elif isinstance(step, rotation.TrustCas):
         pem = b"".join(world.ca_pems[ca_id][0] for ca_id in step.ca_ids)
         old = world.state.bundle or {}
-        notes: dict[str, str | None] = {TRUSTED_PREFIX + c: (old.get(c) or now).isoformat() for c in step.ca_ids if c not in old}
-        notes.update({TRUSTED_PREFIX + c: None for c in old if c not in step.ca_ids})
+        notes: dict[str, str | None] = {
+            TRUSTED_SINCE_PREFIX + c: (old.get(c) or now).isoformat() for c in step.ca_ids if c not in old
+        }
+        notes.update({TRUSTED_SINCE_PREFIX + c: None for c in old if c not in step.ca_ids})
         _write_secret(deps, world.bundle_secret, mtls.trust_bundle, {"ca.crt": pem}, notes)
     elif isinstance(step, rotation.IssueCertificate):
         cert_pem, key_pem = world.ca_pems[step.ca_id]
@@ -354,13 +336,13 @@ def _execute(step: rotation.Step, world: World, deps: Dependencies, now: datetim
         entity_id = rotation.certificate_id(owner, issued_at, step.ca_id)
         pfx, password = pki.to_pfx(client, entity_id)
         properties = {"data": base64.b64encode(pfx).decode(), "password": password}
-        with_retries(deps, lambda: deps.sink.put_certificate(entity_id, properties))
+        with_retries(deps, lambda: deps.certificates.put_certificate(entity_id, properties))
     elif isinstance(step, rotation.PointBackends):
         reference = step.certificate.resource_id or f"{deps.settings.apim.service_id}/certificates/{step.certificate.id}"
         for backend_id in step.backends:
-            with_retries(deps, lambda b=backend_id: deps.sink.set_backend_certificates(b, [reference], owner=owner))  # type: ignore[misc]
+            with_retries(deps, lambda b=backend_id: deps.backends.set_backend_certificates(b, [reference], owner=owner))  # type: ignore[misc]
     elif isinstance(step, rotation.DeleteCertificate):
-        with_retries(deps, lambda: deps.sink.delete_certificate(step.certificate_id))
+        with_retries(deps, lambda: deps.certificates.delete_certificate(step.certificate_id))
     else:
         with_retries(deps, lambda: world.ca_store.write(world.ca_pems, {step.ca_id: None}))
 
@@ -370,13 +352,13 @@ def _annotate_ingresses(deps: Dependencies, world: World) -> list[dict[str, Any]
     if world.state.bundle is None:
         return []
     mtls = deps.settings.mtls
-    wanted = {AUTH_TLS_SECRET: f"{mtls.namespace}/{mtls.trust_bundle}", AUTH_TLS_VERIFY_CLIENT: "on"}
+    wanted = {NGINX_AUTH_TLS_SECRET: f"{mtls.namespace}/{mtls.trust_bundle}", NGINX_AUTH_TLS_VERIFY_CLIENT: "on"}
     done = []
     for ingress in managed_ingresses(*world.cluster, annotation_context(deps.settings)):
         if all(ingress.annotations.get(k) == v for k, v in wanted.items()):
             continue
         patch = {"metadata": {"resourceVersion": ingress.resource_version, "annotations": wanted}}
-        with_retries(deps, lambda i=ingress, p=patch: deps.source.patch("Ingress", i.namespace, i.name, p))  # type: ignore[misc]
+        with_retries(deps, lambda i=ingress, p=patch: deps.cluster_writer.patch("Ingress", i.namespace, i.name, p))  # type: ignore[misc]
         why = f"Ingress {ingress.namespace}/{ingress.name} must check client certificates"
         done.append({"step": "AnnotateIngress", "why": why, "outcome": "applied"})
     return done
@@ -404,7 +386,7 @@ def _keyvault_run(deps: Dependencies, *, dry_run: bool, clock: Callable[[], date
     """
     from shared.rotation import pki
 
-    mtls, owner, sink = deps.settings.mtls, deps.settings.sync.owner_id, deps.sink
+    mtls, owner = deps.settings.mtls, deps.settings.sync.owner_id
     entity_id = f"{rotation.certificate_prefix(owner)}keyvault"
     wanted_secret = (mtls.keyvault_secret_id or "").rstrip("/")
     steps: list[dict[str, Any]] = []
@@ -419,21 +401,21 @@ def _keyvault_run(deps: Dependencies, *, dry_run: bool, clock: Callable[[], date
     issuer_id = pki.cert_info(issuer_pem).short_id
     world = read_world(deps, read_cluster(Scope(deps.settings.kube.cluster_name), deps))
     if world.state.bundle is None or set(world.state.bundle) != {issuer_id}:
-        notes: dict[str, str | None] = {TRUSTED_PREFIX + issuer_id: clock().isoformat()}
-        notes.update({TRUSTED_PREFIX + c: None for c in (world.state.bundle or {}) if c != issuer_id})
+        notes: dict[str, str | None] = {TRUSTED_SINCE_PREFIX + issuer_id: clock().isoformat()}
+        notes.update({TRUSTED_SINCE_PREFIX + c: None for c in (world.state.bundle or {}) if c != issuer_id})
         step(
             "TrustCas",
             f"the ingress must trust the Key Vault certificate's issuer ({issuer_id})",
             lambda: _write_secret(deps, world.bundle_secret, mtls.trust_bundle, {"ca.crt": issuer_pem}, notes),
         )
-    current = next((e for e in with_retries(deps, sink.list_certificates) if e.get("name") == entity_id), None)
+    current = next((e for e in with_retries(deps, deps.certificates.list_certificates) if e.get("name") == entity_id), None)
     held = ((current or {}).get("properties") or {}).get("keyVault") or {}
     if str(held.get("secretIdentifier") or "").rstrip("/") != wanted_secret:
         properties = {"keyVault": {"secretIdentifier": wanted_secret, "identityClientId": mtls.keyvault_identity_client_id}}
         step(
             "ReferenceKeyVault",
             f"{entity_id} must reference {wanted_secret} without a version",
-            lambda: sink.put_certificate(entity_id, properties),
+            lambda: deps.certificates.put_certificate(entity_id, properties),
         )
     reference = f"{deps.settings.apim.service_id}/certificates/{entity_id}"
     behind = sorted(b for b in world.state.ingress_backends if world.state.backend_references.get(b, ()) != (entity_id.lower(),))
@@ -441,7 +423,7 @@ def _keyvault_run(deps: Dependencies, *, dry_run: bool, clock: Callable[[], date
         step(
             "PointBackends",
             f"backend {backend_id} must present {entity_id}",
-            lambda b=backend_id: sink.set_backend_certificates(b, [reference], owner=owner),  # type: ignore[misc]
+            lambda b=backend_id: deps.backends.set_backend_certificates(b, [reference], owner=owner),  # type: ignore[misc]
         )
     if not dry_run:
         steps.extend(_annotate_ingresses(deps, read_world(deps, world.cluster)))

@@ -10,14 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.allowlists.addresses import (
-    AddressSource,
-    AllowListPolicy,
-    NoUsableAddresses,
-    addresses_from_service,
-    allowed_cidrs,
-    parse_list,
-)
+from shared.allowlists.addresses import NoUsableAddresses, addresses_from_service, allowed_cidrs
+from shared.core.cidrs import AddressSource, AllowListPolicy, parse_list
 from shared.core.errors import InvalidSettings
 from shared.core.settings import load_settings
 

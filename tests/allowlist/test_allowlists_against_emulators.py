@@ -13,12 +13,19 @@ from sandbox.httpbase import Fault
 from sandbox.world import World
 from shared import sync
 from shared.__main__ import main
-from shared.allowlists.writers import ALLOWLIST_ANNOTATION, DENY_ALL_EXCEPT_SOURCE_RANGES, WHITELIST_ANNOTATION
+from shared.allowlists.report import AllowListReport
+from shared.core.annotations import DENY_ALL_EXCEPT_SOURCE_RANGES, NGINX_ALLOWLIST, NGINX_WHITELIST
+from shared.core.reporting import Report
 from shared.core.scope import Scope
 from tests.conftest import ingress, service
 
 CLUSTER = Scope("aks-sandbox")
 DENY = {DENY_ALL_EXCEPT_SOURCE_RANGES: "true"}
+
+
+def allowlist_report(report: Report) -> AllowListReport:
+    assert isinstance(report.allowlists, AllowListReport)
+    return report.allowlists
 
 
 def seed(world: World) -> None:
@@ -48,12 +55,12 @@ def test_lists_follow_apim_addresses_then_a_second_run_writes_nothing(world: Wor
 
     report = sync.run(CLUSTER, deps)
 
-    assert ingress_annotations(world)[ALLOWLIST_ANNOTATION] == "20.0.0.7/32,20.1.0.1/32"
+    assert ingress_annotations(world)[NGINX_ALLOWLIST] == "20.0.0.7/32,20.1.0.1/32"
     assert source_ranges(world) == ["20.0.0.7/32", "20.1.0.1/32"]
-    assert report.allowlists is not None and len(report.allowlists.changes) == 2
+    assert len(allowlist_report(report).changes) == 2
     world.kube.clear_log()
     again = sync.run(CLUSTER, deps)
-    assert world.kube.writes() == [] and again.allowlists is not None and again.allowlists.unchanged == 2
+    assert world.kube.writes() == [] and allowlist_report(again).unchanged == 2
 
 
 def test_no_usable_addresses_writes_nothing_and_reports_why(world: World, make_deps: Any) -> None:
@@ -66,7 +73,7 @@ def test_no_usable_addresses_writes_nothing_and_reports_why(world: World, make_d
     report = sync.run(CLUSTER, deps)
 
     assert world.kube.writes() == []
-    assert ingress_annotations(world)[ALLOWLIST_ANNOTATION] == "20.0.0.1/32", "the old list stays"
+    assert ingress_annotations(world)[NGINX_ALLOWLIST] == "20.0.0.1/32", "the old list stays"
     error = report.to_json()["allowlists"]["error"]
     assert error["reason"] == "NoUsableApimAddresses" and "would admit everyone" in error["message"]
     assert report.failed and not report.retryable
@@ -77,7 +84,7 @@ def test_unmanaged_ingress_is_untouched(world: World, make_deps: Any) -> None:
     world.kube.apply(service("legacy", expose=False))
     world.kube.apply(ingress("legacy", "shop", "legacy.example.com", "legacy"))
     sync.run(CLUSTER, make_deps())
-    assert ALLOWLIST_ANNOTATION not in ingress_annotations(world, "legacy")
+    assert NGINX_ALLOWLIST not in ingress_annotations(world, "legacy")
 
 
 def test_hand_edited_list_is_restored_and_reported(world: World, make_deps: Any) -> None:
@@ -86,16 +93,16 @@ def test_hand_edited_list_is_restored_and_reported(world: World, make_deps: Any)
     sync.run(CLUSTER, deps)
     edited = world.kube.get("Ingress", "shop", "orders")
     assert edited is not None
-    edited["metadata"]["annotations"][ALLOWLIST_ANNOTATION] = "0.0.0.0/0"
+    edited["metadata"]["annotations"][NGINX_ALLOWLIST] = "0.0.0.0/0"
     world.kube.apply(edited)
 
     report = sync.run(CLUSTER, deps)
 
-    assert ingress_annotations(world)[ALLOWLIST_ANNOTATION] == "20.0.0.1/32"
+    assert ingress_annotations(world)[NGINX_ALLOWLIST] == "20.0.0.1/32"
     (change,) = report.to_json()["allowlists"]["changes"]
     assert change == {
         "object": "Ingress shop/orders",
-        "fields": [ALLOWLIST_ANNOTATION],
+        "fields": [NGINX_ALLOWLIST],
         "before": "0.0.0.0/0",
         "after": "20.0.0.1/32",
         "reason": "Restored",
@@ -115,14 +122,14 @@ def test_other_annotations_are_kept(world: World, make_deps: Any) -> None:
 def test_both_annotation_names_when_asked(world: World, make_deps: Any) -> None:
     seed(world)
     sync.run(CLUSTER, make_deps(ALLOWLIST_ANNOTATION="both"))
-    assert ingress_annotations(world)[ALLOWLIST_ANNOTATION] == ingress_annotations(world)[WHITELIST_ANNOTATION] == "20.0.0.1/32"
+    assert ingress_annotations(world)[NGINX_ALLOWLIST] == ingress_annotations(world)[NGINX_WHITELIST] == "20.0.0.1/32"
 
 
 def test_concurrent_edit_is_reread_and_written_again(world: World, make_deps: Any) -> None:
     seed(world)
     world.kube.inject(Fault(409, method="PATCH", path_contains="/ingresses/orders", times=1))
     report = sync.run(CLUSTER, make_deps())
-    assert ingress_annotations(world)[ALLOWLIST_ANNOTATION] == "20.0.0.1/32"
+    assert ingress_annotations(world)[NGINX_ALLOWLIST] == "20.0.0.1/32"
     ingress_change = next(c for c in report.to_json()["allowlists"]["changes"] if c["object"] == "Ingress shop/orders")
     assert ingress_change["outcome"] == "applied" and ingress_change["attempts"] == 2
 
@@ -148,8 +155,8 @@ def test_preflight_warnings_name_the_object_and_why(world: World, make_deps: Any
 def test_dry_run_plans_without_writing(world: World, make_deps: Any) -> None:
     seed(world)
     report = sync.run(CLUSTER, make_deps(), dry_run=True)
-    assert world.kube.writes() == [] and report.allowlists is not None
-    assert [c["outcome"] for c in report.allowlists.changes] == ["planned", "planned"]
+    assert world.kube.writes() == []
+    assert [c["outcome"] for c in allowlist_report(report).changes] == ["planned", "planned"]
 
 
 def test_resync_endpoint_scope_allowlist_runs_only_that_step(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,7 +167,7 @@ def test_resync_endpoint_scope_allowlist_runs_only_that_step(world: World, monke
     response = resync_module.resync.build().get_user_function()(request)
     body = json.loads(response.get_body())
     assert response.status_code == 200 and body["counts"]["create"] == 0 and world.apim.backends == {}
-    assert ingress_annotations(world)[ALLOWLIST_ANNOTATION] == "20.0.0.1/32"
+    assert ingress_annotations(world)[NGINX_ALLOWLIST] == "20.0.0.1/32"
 
 
 def test_cli_allowlist_dry_run_prints_the_plan(world: World, capsys: pytest.CaptureFixture[str]) -> None:
@@ -173,5 +180,5 @@ def test_cli_allowlist_dry_run_prints_the_plan(world: World, capsys: pytest.Capt
 def test_disabled_allow_lists_are_not_touched(world: World, make_deps: Any) -> None:
     seed(world)
     report = sync.run(CLUSTER, make_deps(ALLOWLIST_ENABLED="false"))
-    assert ALLOWLIST_ANNOTATION not in ingress_annotations(world)
+    assert NGINX_ALLOWLIST not in ingress_annotations(world)
     assert report.to_json()["allowlists"]["skipped"] == "ALLOWLIST_ENABLED is false"

@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-from shared.allowlists.writers import (
-    ALLOWLIST_ANNOTATION,
-    AnnotationChoice,
-    IngressNginxWriter,
-    LoadBalancerWriter,
-    Target,
-    change_for,
-    controller_findings,
-)
-from shared.backends.discovery import AnnotationContext
+from shared.allowlists.writers import IngressNginxWriter, LoadBalancerWriter, Target, change_for, controller_findings
+from shared.core.annotations import NGINX_ALLOWLIST, AnnotationChoice, AnnotationContext
 from shared.core.model import IngressRoute, IngressView, Mode, OwnerId, ServiceView
 
 CTX = AnnotationContext(cluster="c", owner=OwnerId("o"), prefix="apim-sync.io", default_mode=Mode.INGRESS)
@@ -39,16 +31,16 @@ def test_ingress_to_an_ingress_mode_service_is_managed_and_others_are_not() -> N
 
 
 def test_held_list_with_the_same_set_is_unchanged() -> None:
-    target = Target("Ingress", "shop", "web", "1", ((ALLOWLIST_ANNOTATION, "20.0.0.9/32, 20.0.0.1/32"),))
+    target = Target("Ingress", "shop", "web", "1", ((NGINX_ALLOWLIST, "20.0.0.9/32, 20.0.0.1/32"),))
     writer = IngressNginxWriter(AnnotationChoice.ALLOWLIST)
     assert change_for(target, ("20.0.0.1/32", "20.0.0.9/32"), writer) is None
 
 
 def test_patch_carries_the_resource_version_and_only_the_managed_annotation() -> None:
-    target = Target("Ingress", "shop", "web", "42", ((ALLOWLIST_ANNOTATION, None),))
+    target = Target("Ingress", "shop", "web", "42", ((NGINX_ALLOWLIST, None),))
     change = change_for(target, ("20.0.0.1/32",), IngressNginxWriter(AnnotationChoice.ALLOWLIST))
     assert change is not None and not change.restored
-    assert change.patch == {"metadata": {"resourceVersion": "42", "annotations": {ALLOWLIST_ANNOTATION: "20.0.0.1/32"}}}
+    assert change.patch == {"metadata": {"resourceVersion": "42", "annotations": {NGINX_ALLOWLIST: "20.0.0.1/32"}}}
 
 
 def test_load_balancer_patch_sets_source_ranges() -> None:

@@ -10,11 +10,11 @@ import pytest
 from sandbox.world import World
 from shared import sync
 from shared.apis import claims as apis
-from shared.backends.reconcile import Dependencies
 from shared.core import naming
 from shared.core.model import ServiceRef
 from shared.core.reporting import Report
 from shared.core.scope import Scope
+from shared.runtime.ports import Dependencies
 from tests.conftest import service
 
 CLUSTER = Scope("aks-sandbox")

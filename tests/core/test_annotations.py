@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from shared.adapters.kube import ingress_routes, service_view
-from shared.backends.discovery import AnnotationContext, Invalid, Pending, Skipped, backend_for
+from shared.backends.discovery import Invalid, Pending, Skipped, backend_for
+from shared.core.annotations import AnnotationContext
 from shared.core.model import DesiredBackend, IngressRoute, Mode, OwnerId, Reason
 from tests.conftest import ingress, service
 

@@ -9,8 +9,8 @@ import pytest
 from sandbox.tools import Azurite
 from sandbox.world import World
 from shared import sync
-from shared.backends.reconcile import Dependencies
 from shared.core.scope import Scope
+from shared.runtime.ports import Dependencies
 from tests.conftest import ingress, service
 from tests.rotation.support import Clock
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sandbox.world import World
-from shared.backends.reconcile import Dependencies
-from shared.core.reporting import RotationReport
 from shared.rotation import pki
 from shared.rotation import rotate as rotation_runner
+from shared.rotation.report import RotationReport
+from shared.runtime.ports import Dependencies
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 BUNDLE = ("aks-apim-sync", "aks-apim-sync-client-ca")

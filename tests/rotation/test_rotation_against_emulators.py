@@ -19,10 +19,10 @@ from sandbox.keyvault import KeyVaultEmulator
 from sandbox.tools import Azurite
 from sandbox.world import World
 from shared.__main__ import main
-from shared.backends.reconcile import Dependencies
-from shared.core.reporting import RotationReport
 from shared.rotation import pki
 from shared.rotation import rotate as rotation_runner
+from shared.rotation.report import RotationReport
+from shared.runtime.ports import Dependencies
 from tests.rotation.support import (
     CA_STORE,
     T0,
@@ -117,7 +117,7 @@ def test_a_run_that_failed_halfway_is_finished_by_the_next(world: World, rotatio
 def test_foreign_certificate_entities_are_never_touched(world: World, rotation_deps: Dependencies, clock: Clock) -> None:
     ca = pki.new_ca("someone else", now=T0, days=10, kind=pki.KeyKind.EC_P256)
     data, password = pki.to_pfx(pki.issue_client(ca, "x", now=T0, days=1, kind=pki.KeyKind.EC_P256), "x")
-    rotation_deps.sink.put_certificate("their-cert", {"data": base64.b64encode(data).decode(), "password": password})
+    rotation_deps.certificates.put_certificate("their-cert", {"data": base64.b64encode(data).decode(), "password": password})
     for _ in range(3):
         rotate(rotation_deps, clock)
         clock.advance(days=30)

@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from sandbox.tools import Azurite, Nginx, find_nginx, start_nginx
 from sandbox.world import World
-from shared.backends.reconcile import Dependencies
 from shared.rotation import pki
 from shared.rotation import rotate as rotation_runner
+from shared.runtime.ports import Dependencies
 from tests.conftest import require_tool
 from tests.rotation.support import BUNDLE, ingress_backends, presented, steps
 

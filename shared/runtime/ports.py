@@ -1,0 +1,146 @@
+"""The engine's dependencies: one small Protocol per remote role, and the bundle a run receives.
+
+Capabilities see only these roles, never an adapter class; `shared.deps` builds the adapters that fill
+them. Every method raises our error tree (shared.core.errors), never a client library's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from shared.core.model import BackendId, DesiredBackend, IngressView, ObservedBackend, ServiceView
+from shared.core.scope import Scope
+from shared.core.settings import Settings
+from shared.runtime.counters import RequestCounter
+
+
+class ClusterReader(Protocol):
+    """Reads of the cluster's Services, Ingresses and ConfigMaps. A failed read raises, never looks empty."""
+
+    def list_services(self, scope: Scope) -> list[ServiceView]: ...
+
+    def list_ingresses(self, scope: Scope) -> list[IngressView]: ...
+
+    def get_service(self, namespace: str, name: str) -> ServiceView | None: ...
+
+    def get_ingress(self, namespace: str, name: str) -> IngressView | None: ...
+
+    def get_configmap_value(self, namespace: str, name: str, key: str) -> str | None: ...
+
+
+class ClusterWriter(Protocol):
+    def patch(self, kind: str, namespace: str, name: str, body: dict[str, Any]) -> None:
+        """A JSON merge patch; a metadata.resourceVersion in the body makes a concurrent edit a ConcurrentEdit."""
+
+
+class SecretStore(Protocol):
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def create_secret(self, namespace: str, body: dict[str, Any]) -> None: ...
+
+
+class BackendStore(Protocol):
+    def list_backends(self) -> dict[BackendId, ObservedBackend]: ...
+
+    def get_backend(self, backend_id: BackendId) -> ObservedBackend | None: ...
+
+    def put_backend(self, desired: DesiredBackend, *, base: ObservedBackend | None) -> None:
+        """base None: a create, which must not overwrite a backend that appeared meanwhile."""
+
+    def delete_backend(self, backend_id: BackendId, *, etag: str | None) -> None: ...
+
+    def set_backend_certificates(self, backend_id: BackendId, certificate_ids: list[str], *, owner: str) -> bool: ...
+
+
+class CertificateStore(Protocol):
+    def list_certificates(self) -> list[dict[str, Any]]: ...
+
+    def put_certificate(self, certificate_id: str, properties: dict[str, Any]) -> str: ...
+
+    def delete_certificate(self, certificate_id: str) -> None: ...
+
+
+class ApimServiceReader(Protocol):
+    def get_service(self) -> dict[str, Any]:
+        """The APIM service resource as ARM returns it (addresses, VNet type, SKU, provisioning state)."""
+
+
+class ApiStore(Protocol):
+    """APIs, operations, policies, tags and product links."""
+
+    def all_paths(self) -> dict[str, str]: ...
+
+    def tagged_api_ids(self, tag_name: str) -> set[str]: ...
+
+    def description(self, api_id: str) -> str | None: ...
+
+    def observe(self, api_id: str, *, tagged: bool, products: list[str]) -> Any: ...
+
+    def product_ids(self) -> frozenset[str]: ...
+
+    def put_api(self, api_id: str, properties: dict[str, Any], *, if_match: str | None = None) -> None: ...
+
+    def delete_api(self, api_id: str) -> None: ...
+
+    def tag_api(self, api_id: str, tag_id: str) -> None: ...
+
+    def put_operation(self, api_id: str, operation_id: str, properties: dict[str, Any]) -> None: ...
+
+    def delete_operation(self, api_id: str, operation_id: str) -> None: ...
+
+    def put_api_policy(self, api_id: str, xml: str) -> None: ...
+
+    def put_operation_policy(self, api_id: str, operation_id: str, xml: str) -> None: ...
+
+    def create_product(self, product_id: str) -> None: ...
+
+    def add_to_product(self, product_id: str, api_id: str) -> None: ...
+
+    def remove_from_product(self, product_id: str, api_id: str) -> None: ...
+
+
+class CaStore(Protocol):
+    """Where the managed CA lives: a Kubernetes Secret (default) or a Key Vault secret (CA_KEYVAULT_URL)."""
+
+    def read(self) -> dict[str, tuple[bytes, bytes]]: ...
+
+    def write(self, current: Mapping[str, tuple[bytes, bytes]], changes: Mapping[str, tuple[bytes, bytes] | None]) -> None: ...
+
+
+class Lease(Protocol):
+    def renew(self) -> None: ...
+
+
+LeaseFactory = Callable[[str], AbstractContextManager[Lease]]
+"""Hold the named lease for a block; raises LeaseHeld at once when another instance holds it."""
+
+
+def _no_lease(name: str) -> AbstractContextManager[Lease]:
+    from shared.core.errors import InvalidSettings
+
+    raise InvalidSettings([("AzureWebJobsStorage", f"missing: the {name} lock needs it")])
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    settings: Settings
+    cluster: ClusterReader
+    cluster_writer: ClusterWriter
+    secrets: SecretStore
+    backends: BackendStore
+    certificates: CertificateStore
+    apim_service: ApimServiceReader
+    apis: ApiStore
+    ca_store: CaStore | None = None
+    """A CA store other than the Secret in CERT_NAMESPACE (Key Vault); None: the Secret."""
+    lease: LeaseFactory = _no_lease
+    counter: RequestCounter = field(default_factory=RequestCounter)
+    sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    """Certificate lifetimes are decided against it."""
