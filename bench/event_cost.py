@@ -22,7 +22,7 @@ from sandbox.world import CLUSTER_NAME, World, start_world
 from shared import deps, sync
 from shared.core import settings
 from shared.core.scope import Scope
-from shared.events.routing import SERVICE_CHANGED, watcher_source
+from shared.core.watcher_events import SERVICE_CHANGED, watcher_source
 
 
 def event(name: str, namespace: str) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 from azure.core.credentials import AzureKeyCredential, TokenCredential
 from azure.eventgrid import EventGridPublisherClient
 
-from shared.events.routing import CLUSTER_RESYNC, SERVICE_CHANGED
+from shared.core import watcher_events as fmt
 from watcher.outbox import ClusterResync, Message
 
 # With per-send options the SDK also offers them to its CloudEvent model, which warns that each is "not a
@@ -23,14 +23,14 @@ def cloud_event(message: Message, *, cluster: str, source: str) -> dict[str, Any
     """A CloudEvent 1.0 in its JSON form, which EventGridPublisherClient.send accepts as it is."""
     data: dict[str, Any]
     if isinstance(message, ClusterResync):
-        subject, kind, data = f"clusters/{cluster}", CLUSTER_RESYNC, {"why": message.why}
+        subject, kind, data = fmt.cluster_subject(cluster), fmt.CLUSTER_RESYNC, {fmt.DATA_WHY: message.why}
     else:
-        subject = f"clusters/{cluster}/namespaces/{message.namespace}/services/{message.name}"
-        kind, data = SERVICE_CHANGED, {}
+        subject = fmt.service_subject(cluster, message.namespace, message.name)
+        kind, data = fmt.SERVICE_CHANGED, {}
         if message.backend_ids:
-            data["backendIds"] = sorted(message.backend_ids)
+            data[fmt.DATA_BACKEND_IDS] = sorted(message.backend_ids)
         if message.api_ids:
-            data["apiIds"] = sorted(message.api_ids)
+            data[fmt.DATA_API_IDS] = sorted(message.api_ids)
     return {
         "specversion": "1.0",
         "id": str(uuid.uuid4()),

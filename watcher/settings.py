@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from shared.core.annotations import DEFAULT_PREFIX
-from shared.events.routing import watcher_source
+from shared.core.watcher_events import watcher_source
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 

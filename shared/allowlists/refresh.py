@@ -20,7 +20,7 @@ from shared.runtime.cluster import annotation_context, read_cluster, with_retrie
 from shared.runtime.ports import Dependencies
 from shared.runtime.retry import backoff_seconds
 
-NO_USABLE_ADDRESSES = "NoUsableApimAddresses"
+NO_USABLE_ADDRESSES = Reason.NO_USABLE_APIM_ADDRESSES
 
 
 def writers(deps: Dependencies) -> list[allowlist.AllowListWriter]:
@@ -80,7 +80,7 @@ def refresh(
             findings.extend(allowlist.controller_findings(controller, settings.ingress_controller))
         except SyncError as error:
             findings.append(
-                allowlist.Finding(f"Service {settings.ingress_controller}", "IngressControllerUnreadable", str(error))
+                allowlist.Finding(f"Service {settings.ingress_controller}", Reason.INGRESS_CONTROLLER_UNREADABLE, str(error))
             )
 
     entries = [_entry(change, "planned") for change, _ in planned]
@@ -108,7 +108,7 @@ def _entry(change: allowlist.AllowListChange, outcome: str, **extra: Any) -> dic
         "fields": [name for name, _ in change.target.held],
         "before": before[0] if len(before) == 1 else (before or None),
         "after": ",".join(change.cidrs),
-        "reason": "Restored" if change.restored else "Set",
+        "reason": Reason.RESTORED if change.restored else Reason.ALLOWLIST_SET,
         "outcome": outcome,
         **extra,
     }

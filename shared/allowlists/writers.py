@@ -21,7 +21,7 @@ from shared.core.annotations import (
     AnnotationContext,
 )
 from shared.core.cidrs import parse_list
-from shared.core.model import IngressView, Mode, ServiceView
+from shared.core.model import IngressView, Mode, Reason, ServiceView
 
 SOURCE_RANGES_FIELD = "spec.loadBalancerSourceRanges"
 
@@ -112,7 +112,7 @@ class LoadBalancerWriter:
                 findings.append(
                     Finding(
                         where,
-                        "ExclusiveAllowListAnnotation",
+                        Reason.EXCLUSIVE_ALLOW_LIST_ANNOTATION,
                         f"{AZURE_ALLOWED_IP_RANGES} is set; it excludes {SOURCE_RANGES_FIELD}, so nothing was written",
                     )
                 )
@@ -121,7 +121,7 @@ class LoadBalancerWriter:
                 findings.append(
                     Finding(
                         where,
-                        "VnetTrafficNotDenied",
+                        Reason.VNET_TRAFFIC_NOT_DENIED,
                         f'without {DENY_ALL_EXCEPT_SOURCE_RANGES}: "true" traffic from inside the VNet still gets in',
                     )
                 )
@@ -148,12 +148,16 @@ def change_for(target: Target, cidrs: tuple[str, ...], writer: AllowListWriter) 
 def controller_findings(controller: ServiceView | None, name: str) -> list[Finding]:
     """ingress-nginx sees node addresses, not APIM's, unless its Service keeps the client address."""
     if controller is None:
-        return [Finding(f"Service {name}", "IngressControllerNotFound", "the configured ingress controller Service is missing")]
+        return [
+            Finding(
+                f"Service {name}", Reason.INGRESS_CONTROLLER_NOT_FOUND, "the configured ingress controller Service is missing"
+            )
+        ]
     if controller.type == "LoadBalancer" and controller.external_traffic_policy != "Local":
         return [
             Finding(
                 f"Service {name}",
-                "ClientAddressNotPreserved",
+                Reason.CLIENT_ADDRESS_NOT_PRESERVED,
                 "externalTrafficPolicy is Cluster: ingress-nginx sees node addresses, not APIM's, so the allow-list "
                 "refuses APIM too; set externalTrafficPolicy: Local",
             )

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.core.model import BackendId, OwnerId, ServiceRef, ServiceView
+from shared.core.model import BackendId, OwnerId, Reason, ServiceRef, ServiceView
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 WILDCARD_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -153,7 +153,7 @@ def claim_for(service: ServiceView, backend_id: BackendId, cluster: str, prefix:
     ref = ServiceRef(cluster, service.namespace, service.name)
 
     def problem(key: str, message: str) -> ApiProblem:
-        return ApiProblem(str(ref), f"{prefix}/{key}", "InvalidAnnotation", message)
+        return ApiProblem(str(ref), f"{prefix}/{key}", Reason.INVALID_ANNOTATION, message)
 
     if not _API_ID.match(api_id):
         return problem("api-id", f"'{_shown(api_id)}' must be 1-80 letters, digits, '.', '_' or '-'")
@@ -224,7 +224,7 @@ def collect_apis(claims: Iterable[ApiClaim]) -> DesiredApis:
         conflict = _group_conflict(group)
         if conflict:
             held.add(api_id)
-            problems.append(ApiProblem(f"API {api_id}", conflict[0], "ApiConflict", f"{conflict[1]} ({names})"))
+            problems.append(ApiProblem(f"API {api_id}", conflict[0], Reason.API_CONFLICT, f"{conflict[1]} ({names})"))
             continue
         defaults = [c for c in group if c.operations is None]
         claimed: dict[tuple[str, str], list[ApiClaim]] = {}
@@ -238,7 +238,9 @@ def collect_apis(claims: Iterable[ApiClaim]) -> DesiredApis:
             if len(owners) > 1:
                 held_operations.add(op_id)
                 who = ", ".join(str(o.source) for o in owners)
-                problems.append(ApiProblem(f"API {api_id}", f"{method} {template}", "OperationConflict", f"claimed by {who}"))
+                problems.append(
+                    ApiProblem(f"API {api_id}", f"{method} {template}", Reason.OPERATION_CONFLICT, f"claimed by {who}")
+                )
                 continue
             operations.append(DesiredOperation(op_id, method, template, owners[0].backend_id, owners[0].source))
         default = defaults[0] if defaults else None

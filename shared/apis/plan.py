@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.apis import claims as apis
-from shared.core.model import OwnerId
+from shared.core.model import OwnerId, Reason
 
 
 @dataclass(frozen=True)
@@ -104,17 +104,17 @@ def plan_apis(
         taken_by = next((other for other, path in all_paths.items() if other != api_id and path.strip("/") == want.path), None)
         if taken_by is not None:
             refusals.append(
-                apis.ApiProblem(f"API {api_id}", "api-path", "PathTaken", f"'{want.path}' is the path of API '{taken_by}'")
+                apis.ApiProblem(f"API {api_id}", "api-path", Reason.PATH_TAKEN, f"'{want.path}' is the path of API '{taken_by}'")
             )
             continue
         if have is None and api_id in all_paths:
             refusals.append(
-                apis.ApiProblem(f"API {api_id}", "api-id", "OwnedByOther", "an API with this id exists and is not ours")
+                apis.ApiProblem(f"API {api_id}", "api-id", Reason.OWNED_BY_OTHER, "an API with this id exists and is not ours")
             )
             continue
         if have is not None and not owned(have, owner):
             refusals.append(
-                apis.ApiProblem(f"API {api_id}", "api-id", "OwnedByOther", "an API with this id exists and is not ours")
+                apis.ApiProblem(f"API {api_id}", "api-id", Reason.OWNED_BY_OTHER, "an API with this id exists and is not ours")
             )
             continue
         api_changes, same = _plan_one(want, have, owner, existing_products, create_products, refusals)
@@ -127,7 +127,9 @@ def plan_apis(
         if namespaces is not None and (mark is None or mark[1] not in namespaces):
             continue
         if keep_apis:
-            refusals.append(apis.ApiProblem(f"API {api_id}", "", "KeptBySetting", "no Service claims it; KEEP_APIS keeps it"))
+            refusals.append(
+                apis.ApiProblem(f"API {api_id}", "", Reason.KEPT_BY_SETTING, "no Service claims it; KEEP_APIS keeps it")
+            )
             continue
         changes.append(ApiChange("delete", "api", api_id))
     changes.sort(key=lambda c: (_ORDER[(c.action, c.kind)], c.api_id, c.target))
@@ -167,7 +169,7 @@ def _plan_one(
         wanted = operation_properties(operation)
         if current is not None and not apis.is_managed_operation(current):
             refusals.append(
-                apis.ApiProblem(f"API {want.id}", operation.id, "OwnedByOther", "an operation with this id is not ours")
+                apis.ApiProblem(f"API {want.id}", operation.id, Reason.OWNED_BY_OTHER, "an operation with this id is not ours")
             )
             continue
         if current is None:
@@ -215,7 +217,7 @@ def _plan_one(
                     apis.ApiProblem(
                         f"API {want.id}",
                         "products",
-                        "ProductMissing",
+                        Reason.PRODUCT_MISSING,
                         f"product '{product}' does not exist (CREATE_PRODUCTS is off)",
                     )
                 )
@@ -235,5 +237,5 @@ def cap_api_deletes(plan: ApiPlan, *, owned: int, max_deletes: int, max_fraction
         f"{max_fraction:.0%}); nothing deleted. Set ALLOW_MASS_DELETE=true or pass --allow-mass-delete"
     )
     kept = tuple(c for c in plan.changes if not (c.action == "delete" and c.kind == "api"))
-    refused = tuple(apis.ApiProblem(f"API {c.api_id}", "", "DeleteCapReached", why) for c in deletes)
+    refused = tuple(apis.ApiProblem(f"API {c.api_id}", "", Reason.DELETE_CAP_REACHED, why) for c in deletes)
     return ApiPlan(changes=kept, refusals=(*plan.refusals, *refused), unchanged=plan.unchanged)

@@ -16,7 +16,7 @@ from shared.apis import plan as api_plan
 from shared.apis.report import ApisReport
 from shared.backends import discovery
 from shared.core.errors import PermanentError, SyncError
-from shared.core.model import DesiredBackend, IngressRoute, ServiceView
+from shared.core.model import DesiredBackend, IngressRoute, Reason, ServiceView
 from shared.core.reporting import RunError
 from shared.core.scope import Scope
 from shared.runtime.cluster import ClusterView, annotation_context, read_cluster, with_retries
@@ -124,7 +124,7 @@ def _claims(
         if not isinstance(outcome, DesiredBackend):
             why = "the Service is not exposed" if outcome is None else "its backend is not ready (pending or invalid)"
             problems.append(
-                {"object": where, "field": f"{prefix}/api-id", "reason": "ApiHeld", "message": f"{why}; its API waits"}
+                {"object": where, "field": f"{prefix}/api-id", "reason": Reason.API_HELD, "message": f"{why}; its API waits"}
             )
             continue
         claim = apis.claim_for(service, outcome.id, context.cluster, prefix)
@@ -148,13 +148,15 @@ def _openapi_operations(
 ) -> list[tuple[str, str]] | None:
     where, field = f"{service.namespace}/{service.name}", f"{prefix}/openapi"
     if reference.count("/") != 1:
-        problems.append({"object": where, "field": field, "reason": "InvalidAnnotation", "message": "expected <configmap>/<key>"})
+        problems.append(
+            {"object": where, "field": field, "reason": Reason.INVALID_ANNOTATION, "message": "expected <configmap>/<key>"}
+        )
         return None
     name, key = reference.split("/")
     text = with_retries(deps, lambda: deps.cluster.get_configmap_value(service.namespace, name, key))
     if text is None:
         problems.append(
-            {"object": where, "field": field, "reason": "OpenApiMissing", "message": f"ConfigMap {name} has no key {key}"}
+            {"object": where, "field": field, "reason": Reason.OPEN_API_MISSING, "message": f"ConfigMap {name} has no key {key}"}
         )
         return None
     try:
@@ -162,7 +164,7 @@ def _openapi_operations(
         return apis.operations_from_openapi(document if isinstance(document, dict) else {})
     except (ValueError, yaml.YAMLError) as error:
         message = f"ConfigMap {name}/{key} is not an OpenAPI document: {str(error)[:120]}"
-        problems.append({"object": where, "field": field, "reason": "InvalidOpenApi", "message": message})
+        problems.append({"object": where, "field": field, "reason": Reason.INVALID_OPEN_API, "message": message})
         return None
 
 

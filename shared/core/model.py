@@ -69,6 +69,22 @@ class Reason(StrEnum):
     DELETE_CAP_REACHED = "DeleteCapReached"
     SOURCE_READ_FAILED = "SourceReadFailed"
     SINK_READ_FAILED = "SinkReadFailed"
+    VNET_TRAFFIC_NOT_DENIED = "VnetTrafficNotDenied"
+    PRODUCT_MISSING = "ProductMissing"
+    PATH_TAKEN = "PathTaken"
+    OPERATION_CONFLICT = "OperationConflict"
+    OPEN_API_MISSING = "OpenApiMissing"
+    NO_USABLE_APIM_ADDRESSES = "NoUsableApimAddresses"
+    KEPT_BY_SETTING = "KeptBySetting"
+    INVALID_OPEN_API = "InvalidOpenApi"
+    INGRESS_CONTROLLER_UNREADABLE = "IngressControllerUnreadable"
+    INGRESS_CONTROLLER_NOT_FOUND = "IngressControllerNotFound"
+    EXCLUSIVE_ALLOW_LIST_ANNOTATION = "ExclusiveAllowListAnnotation"
+    CLIENT_ADDRESS_NOT_PRESERVED = "ClientAddressNotPreserved"
+    API_HELD = "ApiHeld"
+    API_CONFLICT = "ApiConflict"
+    RESTORED = "Restored"
+    ALLOWLIST_SET = "Set"
 
 
 @dataclass(frozen=True, order=True)

@@ -161,8 +161,9 @@ class MtlsSettings:
     ca_keyvault_name: str = "aks-apim-sync-ca"
 
 
+# The documented defaults of the mTLS settings: load_settings reads its defaults from here, nowhere else.
 DEFAULT_MTLS = MtlsSettings(
-    source=CertificateSource.NONE,
+    source=CertificateSource.MANAGED,
     namespace="aks-apim-sync",
     ca_store="aks-apim-sync-ca",
     trust_bundle="aks-apim-sync-client-ca",
@@ -176,11 +177,6 @@ DEFAULT_MTLS = MtlsSettings(
     keyvault_secret_id=None,
     keyvault_identity_client_id=None,
     keyvault_issuer_ca=None,
-)
-
-
-DEFAULT_ALLOWLIST = AllowListSettings(
-    enabled=False, policy=AllowListPolicy(), annotation=AnnotationChoice.ALLOWLIST, ingress_controller=None
 )
 
 
@@ -201,10 +197,10 @@ class Settings:
     sync: SyncSettings
     public_auth: PublicAuthSettings
     credentials: CredentialSettings
-    events: EventSettings = EventSettings(aks_resource_id=None, trusted_sources=())
-    allowlist: AllowListSettings = DEFAULT_ALLOWLIST
-    mtls: MtlsSettings = DEFAULT_MTLS
-    apis: ApiSettings = ApiSettings(enabled=False, keep_apis=False, create_products=False)
+    events: EventSettings
+    allowlist: AllowListSettings
+    mtls: MtlsSettings
+    apis: ApiSettings
 
 
 def is_loopback_url(url: str) -> bool:
@@ -396,29 +392,30 @@ _KEYVAULT_SECRET = re.compile(r"^https://[a-z0-9-]+\.vault\.(azure\.net|azure\.c
 
 
 def _mtls_settings(r: _Reader) -> MtlsSettings:
-    source = r.parsed("CLIENT_CERTIFICATE_SOURCE", CertificateSource.MANAGED, CertificateSource, "managed, keyvault or none")
-    namespace = r.raw("CERT_NAMESPACE") or DEFAULT_MTLS.namespace
+    d = DEFAULT_MTLS
+    source = r.parsed("CLIENT_CERTIFICATE_SOURCE", d.source, CertificateSource, "managed, keyvault or none")
+    namespace = r.raw("CERT_NAMESPACE") or d.namespace
     for name, value in (("CERT_NAMESPACE", namespace),):
         if not _DNS_SUBDOMAIN.match(value):
             r.problems.append((name, "must be a namespace name"))
-    fraction = r.parsed("CERT_RENEW_FRACTION", 1 / 3, _fraction, "a number in (0, 1]")
+    fraction = r.parsed("CERT_RENEW_FRACTION", d.renew_fraction, _fraction, "a number in (0, 1]")
     settings = MtlsSettings(
         source=source,
         namespace=namespace,
-        ca_store=r.raw("CA_SECRET_NAME") or DEFAULT_MTLS.ca_store,
-        trust_bundle=r.raw("TRUST_BUNDLE_SECRET_NAME") or DEFAULT_MTLS.trust_bundle,
-        key_kind=r.parsed("CERT_KEY_TYPE", KeyKind.EC_P256, KeyKind, "ec-p256, rsa-2048, rsa-3072 or rsa-4096"),
-        certificate_days=r.parsed("CERT_VALIDITY_DAYS", 90, _positive_int, "a positive whole number of days"),
-        ca_days=r.parsed("CA_VALIDITY_DAYS", 730, _positive_int, "a positive whole number of days"),
+        ca_store=r.raw("CA_SECRET_NAME") or d.ca_store,
+        trust_bundle=r.raw("TRUST_BUNDLE_SECRET_NAME") or d.trust_bundle,
+        key_kind=r.parsed("CERT_KEY_TYPE", d.key_kind, KeyKind, "ec-p256, rsa-2048, rsa-3072 or rsa-4096"),
+        certificate_days=r.parsed("CERT_VALIDITY_DAYS", d.certificate_days, _positive_int, "a positive whole number of days"),
+        ca_days=r.parsed("CA_VALIDITY_DAYS", d.ca_days, _positive_int, "a positive whole number of days"),
         renew_fraction=fraction,
-        propagation_seconds=r.parsed("TRUST_PROPAGATION_SECONDS", 120.0, float, "a number of seconds"),
-        grace_seconds=r.parsed("CERT_GRACE_SECONDS", 86400.0, float, "a number of seconds"),
+        propagation_seconds=r.parsed("TRUST_PROPAGATION_SECONDS", d.propagation_seconds, float, "a number of seconds"),
+        grace_seconds=r.parsed("CERT_GRACE_SECONDS", d.grace_seconds, float, "a number of seconds"),
         storage_connection=r.raw("AzureWebJobsStorage"),
         keyvault_secret_id=r.raw("KEYVAULT_CERT_SECRET_ID"),
         keyvault_identity_client_id=r.raw("KEYVAULT_IDENTITY_CLIENT_ID"),
         keyvault_issuer_ca=r.raw("KEYVAULT_ISSUER_CA"),
         ca_keyvault_url=r.raw("CA_KEYVAULT_URL"),
-        ca_keyvault_name=r.raw("CA_KEYVAULT_SECRET_NAME") or "aks-apim-sync-ca",
+        ca_keyvault_name=r.raw("CA_KEYVAULT_SECRET_NAME") or d.ca_keyvault_name,
     )
     if settings.ca_keyvault_url is not None and urlsplit(settings.ca_keyvault_url).scheme != "https":
         r.problems.append(("CA_KEYVAULT_URL", "must be an https URL (https://<vault>.vault.azure.net)"))

@@ -30,25 +30,21 @@ from typing import Any
 from shared.core.model import BackendId
 from shared.core.naming import id_problem
 from shared.core.scope import Scope
-
-SERVICE_CHANGED = "io.apim-sync.service.changed"
-CLUSTER_RESYNC = "io.apim-sync.cluster.resync"
-WATCHER_SOURCE_PREFIX = "urn:aks-apim-sync:watcher:"
-
-_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
-_SERVICE_SUBJECT = re.compile(
-    rf"^clusters/(?P<cluster>[^/]+)/namespaces/(?P<namespace>{_DNS_LABEL})/services/(?P<name>{_DNS_LABEL})$"
+from shared.core.watcher_events import (
+    CLUSTER_RESYNC,
+    CLUSTER_SUBJECT,
+    DATA_API_IDS,
+    DATA_BACKEND_IDS,
+    MAX_HINTS,
+    SERVICE_CHANGED,
+    SERVICE_SUBJECT,
+    watcher_source,
 )
-_CLUSTER_SUBJECT = re.compile(r"^clusters/(?P<cluster>[^/]+)$")
+
 _APIM_CHILD = re.compile(r"^/(?P<collection>[A-Za-z]+)/(?P<id>[^/;]+)")
 _AKS_RESYNC_TYPES = frozenset({"NodePoolRollingSucceeded", "NodePoolRollingFailed"})
 _APIM_API_KINDS = ("APIRelease", "API")
 _ARM_PREFIX = "Microsoft.Resources."
-
-
-def watcher_source(cluster: str) -> str:
-    """The CloudEvents source the in-cluster watcher uses unless told otherwise."""
-    return f"{WATCHER_SOURCE_PREFIX}{cluster}"
 
 
 @dataclass(frozen=True)
@@ -177,13 +173,13 @@ def _watcher_event(event: Envelope, ctx: EventContext) -> Action:
     if not ctx.trusts(event.source, watcher_source(ctx.cluster)):
         return _untrusted(event)
     if event.type == CLUSTER_RESYNC:
-        matched = _CLUSTER_SUBJECT.match(event.subject)
+        matched = CLUSTER_SUBJECT.match(event.subject)
         if matched is None:
             return Malformed(f"subject '{_shown(event.subject)}' is not clusters/<cluster>")
         if matched["cluster"] != ctx.cluster:
             return Acknowledge(f"cluster '{_shown(matched['cluster'])}' is not this deployment's cluster '{ctx.cluster}'")
         return ReconcileScope(Scope(ctx.cluster), why="the watcher asked for a cluster resync")
-    matched = _SERVICE_SUBJECT.match(event.subject)
+    matched = SERVICE_SUBJECT.match(event.subject)
     if matched is None:
         return Malformed(f"subject '{_shown(event.subject)}' is not clusters/<cluster>/namespaces/<namespace>/services/<name>")
     if matched["cluster"] != ctx.cluster:
@@ -198,18 +194,18 @@ def _hints(data: Any) -> frozenset[BackendId]:
 
     Only a hint: a backend is deleted only when it is ours and its own mark names this Service.
     """
-    listed = data.get("backendIds") if isinstance(data, Mapping) else None
+    listed = data.get(DATA_BACKEND_IDS) if isinstance(data, Mapping) else None
     if not isinstance(listed, list):
         return frozenset()
-    return frozenset(BackendId(item) for item in listed[:8] if isinstance(item, str) and id_problem(item) is None)
+    return frozenset(BackendId(item) for item in listed[:MAX_HINTS] if isinstance(item, str) and id_problem(item) is None)
 
 
 def _api_hints(data: Any) -> frozenset[str]:
     """API ids the Service claimed before it changed: its part of them may need removing. Only a hint."""
-    listed = data.get("apiIds") if isinstance(data, Mapping) else None
+    listed = data.get(DATA_API_IDS) if isinstance(data, Mapping) else None
     if not isinstance(listed, list):
         return frozenset()
-    return frozenset(item for item in listed[:8] if isinstance(item, str) and id_problem(item) is None)
+    return frozenset(item for item in listed[:MAX_HINTS] if isinstance(item, str) and id_problem(item) is None)
 
 
 def _apim_event(event: Envelope, ctx: EventContext) -> Action:

@@ -16,7 +16,7 @@ from sandbox.httpbase import Fault
 from sandbox.world import SERVICE_NAME, World
 from shared.core import naming
 from shared.core.model import ServiceRef
-from shared.events.routing import CLUSTER_RESYNC, SERVICE_CHANGED, watcher_source
+from shared.core.watcher_events import CLUSTER_RESYNC, SERVICE_CHANGED, watcher_source
 from tests.conftest import service
 from tests.indexed import user_function
 

@@ -10,9 +10,8 @@ import pytest
 
 from shared.core.model import BackendId
 from shared.core.scope import Scope
+from shared.core.watcher_events import CLUSTER_RESYNC, SERVICE_CHANGED, watcher_source
 from shared.events.routing import (
-    CLUSTER_RESYNC,
-    SERVICE_CHANGED,
     Acknowledge,
     EventContext,
     Malformed,
@@ -21,7 +20,6 @@ from shared.events.routing import (
     ReconcileScope,
     RefreshAllowLists,
     route,
-    watcher_source,
 )
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "events"

@@ -21,7 +21,7 @@ from sandbox.httpbase import Fault
 from sandbox.world import CLUSTER_NAME, World
 from shared.core import naming
 from shared.core.model import ServiceRef
-from shared.events.routing import CLUSTER_RESYNC, SERVICE_CHANGED
+from shared.core.watcher_events import CLUSTER_RESYNC, SERVICE_CHANGED
 from tests.conftest import service
 from tests.indexed import user_function
 from watcher.__main__ import Running
