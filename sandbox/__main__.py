@@ -18,11 +18,12 @@ from typing import Any
 from sandbox.world import World, start_world
 
 
-def _service(name: str, namespace: str, annotations: dict[str, str], *, ip: str | None, port: int = 80) -> dict[str, Any]:
+def _service(name: str, namespace: str, annotations: dict[str, str], *, ip: str | None, port: int = 443) -> dict[str, Any]:
+    """Public Services serve https: APIM's Option 1 token is never sent over plain http (see the tenancy rules)."""
     return {
         "kind": "Service",
         "metadata": {"name": name, "namespace": namespace, "annotations": {"apim-sync.io/expose": "true", **annotations}},
-        "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": port}]},
+        "spec": {"type": "LoadBalancer", "ports": [{"name": "https" if port == 443 else "http", "port": port}]},
         "status": {"loadBalancer": {"ingress": [{"ip": ip}]} if ip else {}},
     }
 
@@ -30,7 +31,18 @@ def _service(name: str, namespace: str, annotations: dict[str, str], *, ip: str 
 DENY_ALL_EXCEPT = {"service.beta.kubernetes.io/azure-deny-all-except-load-balancer-source-ranges": "true"}
 
 
+DEMO_POLICY: dict[str, object] = {
+    "default": {"modes": ["ingress", "internal"]},
+    "namespaces": {
+        "shop": {"modes": ["public", "ingress"], "apiPathPrefixes": ["orders", "catalog"]},
+        "finance": {"modes": ["internal"]},
+    },
+}
+"""The platform team's tenancy policy for the demo world: what each namespace may ask of APIM."""
+
+
 def seed(world: World) -> None:
+    world.set_tenancy_policy(DEMO_POLICY)
     kube = world.kube
     kube.apply(_service("orders", "shop", {"apim-sync.io/mode": "public", **DENY_ALL_EXCEPT}, ip="20.50.1.10"))
     kube.apply(
@@ -230,7 +242,7 @@ def _event_driven_change(world: World) -> bool:
         world.kube.apply(orders)
         backend = next(b for b in world.apim.backends.values() if "shop/orders" in b["properties"].get("description", ""))
         deadline = time.monotonic() + 15
-        while backend["properties"]["url"] != "http://20.50.1.99" and time.monotonic() < deadline:
+        while backend["properties"]["url"] != "https://20.50.1.99" and time.monotonic() < deadline:
             time.sleep(0.05)
             backend = next(b for b in world.apim.backends.values() if "shop/orders" in b["properties"].get("description", ""))
         topic.wait_until_idle()
@@ -240,7 +252,7 @@ def _event_driven_change(world: World) -> bool:
         arm = [f"{r.method} {r.path.split('?')[0].rsplit('/', 2)[-2:]}" for r in world.apim.log]
         kube = [f"{r.method} {r.path.split('?')[0]}" for r in world.kube.log if "watch=" not in r.path]
         print(f"  requests for this event: ARM {len(arm)}, Kubernetes {len(kube)} (no list of all Services or backends)")
-        return bool(backend["properties"]["url"] == "http://20.50.1.99")
+        return bool(backend["properties"]["url"] == "https://20.50.1.99")
     finally:
         running.stop()
         topic.stop()

@@ -199,6 +199,10 @@ class ApimEmulator(JsonServer):
             return Response(200, self._public(existing) if request.method == "GET" else None, {"ETag": existing["_etag"]})
         if request.method in ("PATCH", "DELETE") and not if_match:
             return arm_error(400, "InvalidRequest", "If-Match header is required.")
+        if request.headers.get("if-none-match") == "*" and existing is not None and request.method == "PUT":
+            # RFC 9110 13.1.2; that APIM honours it on backends is assumed (tests/emulators says so), and the
+            # app re-reads and decides again on the 412 either way.
+            return arm_error(412, "PreconditionFailed", "The entity already exists.")
         if if_match and if_match != "*" and (existing is None or existing["_etag"] != if_match):
             if existing is None and request.method == "DELETE":
                 return arm_error(404, "ResourceNotFound", "Backend not found.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import tempfile
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ RESOURCE_GROUP = "rg-sandbox"
 SERVICE_NAME = "apim-sandbox"
 CLUSTER_NAME = "aks-sandbox"
 OWNER_ID = "sandbox-owner"
+TENANCY_NAMESPACE, TENANCY_CONFIGMAP = "aks-apim-sync", "aks-apim-sync-tenancy"
 AKS_RESOURCE_ID = (
     f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/{RESOURCE_GROUP}"
     f"/providers/Microsoft.ContainerService/managedClusters/{CLUSTER_NAME}"
@@ -55,6 +57,21 @@ class World:
             "PERIODIC_RESYNC_SCHEDULE": "0 */5 * * * *",
             "ROTATION_SCHEDULE": "0 0 3 * * *",
         }
+
+    def set_tenancy_policy(self, policy: dict[str, object] | None) -> None:
+        """Write (or, with None, remove) the platform team's tenancy policy ConfigMap (see shared.core.tenancy)."""
+        if policy is None:
+            if self.kube.get("ConfigMap", TENANCY_NAMESPACE, TENANCY_CONFIGMAP) is not None:
+                self.kube.remove("ConfigMap", TENANCY_NAMESPACE, TENANCY_CONFIGMAP)
+            return
+        self.kube.apply(
+            {
+                "kind": "ConfigMap",
+                "apiVersion": "v1",
+                "metadata": {"name": TENANCY_CONFIGMAP, "namespace": TENANCY_NAMESPACE},
+                "data": {"policy.yaml": json.dumps(policy, indent=2)},
+            }
+        )
 
     def write_env_file(self) -> Path:
         path = self.directory / "sandbox.env"

@@ -63,7 +63,7 @@ def key_of(obj: Mapping[str, Any]) -> ObjectKey:
     return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
 
 
-def _digest(value: Any) -> str:
+def fingerprint(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -80,7 +80,7 @@ def service_state(obj: Mapping[str, Any], prefix: str) -> ServiceState:
     }
     return ServiceState(
         exposed=annotations.get(f"{prefix}/expose", "").strip().lower() == "true",
-        fingerprint=_digest(watched),
+        fingerprint=fingerprint(watched),
         backend_id=annotations.get(f"{prefix}/backend-id"),
         api_id=annotations.get(f"{prefix}/api-id"),
     )
@@ -97,7 +97,7 @@ def ingress_state(obj: Mapping[str, Any]) -> IngressState:
     }
     allow_lists = {k: annotations.get(k) for k in _WATCHED_ANNOTATIONS}
     watched = {"rules": spec.get("rules"), "tls": spec.get("tls"), "annotations": allow_lists}
-    return IngressState(services=frozenset(names), fingerprint=_digest(watched))
+    return IngressState(services=frozenset(names), fingerprint=fingerprint(watched))
 
 
 def service_event(key: ObjectKey, before: ServiceState | None, after: ServiceState | None) -> ServiceChange | None:

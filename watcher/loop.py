@@ -1,4 +1,4 @@
-"""Watch Services and Ingresses with the official client and feed the Outbox.
+"""Watch Services, Ingresses and the tenancy policy ConfigMap with the official client and feed the Outbox.
 
 Per kind (and namespace): list once (the state to compare against), then watch from the list's
 resourceVersion with bookmarks, resuming from the last version seen. On 410 Gone the history is lost:
@@ -34,17 +34,19 @@ class ClusterWatcher:
         self._lock = threading.Lock()
         self.services: dict[changes.ObjectKey, changes.ServiceState] = {}
         self.ingresses: dict[changes.ObjectKey, changes.IngressState] = {}
+        self.policies: dict[changes.ObjectKey, str] = {}
         self.relists = 0
         self.ready = threading.Event()
         self._listed = threading.Semaphore(0)
 
     def threads(self) -> list[threading.Thread]:
         namespaces: list[str | None] = list(self._settings.namespaces) or [None]
+        policy_namespace = self._settings.tenancy_policy.split("/", 1)[0]
         return [
             threading.Thread(target=self._run, args=(kind, namespace), name=f"watch-{kind}-{namespace or 'all'}", daemon=True)
             for kind in ("Service", "Ingress")
             for namespace in namespaces
-        ]
+        ] + [threading.Thread(target=self._run, args=("Policy", policy_namespace), name="watch-policy", daemon=True)]
 
     def start(self) -> list[threading.Thread]:
         started = self.threads()
@@ -62,6 +64,15 @@ class ClusterWatcher:
     # -- one kind ------------------------------------------------------------------------------------------
 
     def _list_functions(self, kind: str, namespace: str | None) -> Callable[..., Any]:
+        if kind == "Policy":
+            name = self._settings.tenancy_policy.split("/", 1)[1]
+            list_config_maps = self._core.list_namespaced_config_map
+
+            def policy_only(*args: Any, **kwargs: Any) -> Any:
+                kwargs["field_selector"] = f"metadata.name={name}"
+                return list_config_maps(*args, **kwargs)
+
+            return policy_only
         if kind == "Service":
             return self._core.list_namespaced_service if namespace else self._core.list_service_for_all_namespaces
         return self._networking.list_namespaced_ingress if namespace else self._networking.list_ingress_for_all_namespaces
@@ -145,13 +156,16 @@ class ClusterWatcher:
                 break
         return version
 
-    def _state(self, kind: str, obj: dict[str, Any]) -> changes.ServiceState | changes.IngressState:
+    def _state(self, kind: str, obj: dict[str, Any]) -> changes.ServiceState | changes.IngressState | str:
+        if kind == "Policy":
+            return changes.fingerprint(obj.get("data") or {})
         if kind == "Service":
             return changes.service_state(obj, self._settings.annotation_prefix)
         return changes.ingress_state(obj)
 
     def _table(self, kind: str) -> dict[changes.ObjectKey, Any]:
-        return self.services if kind == "Service" else self.ingresses
+        tables: dict[str, dict[changes.ObjectKey, Any]] = {"Service": self.services, "Ingress": self.ingresses}
+        return tables.get(kind, self.policies)
 
     def _apply(self, kind: str, key: changes.ObjectKey, before: Any, after: Any, *, report: bool) -> None:
         with self._lock:
@@ -160,6 +174,11 @@ class ClusterWatcher:
             else:
                 self._table(kind)[key] = after
         if not report:
+            return
+        if kind == "Policy":
+            if before != after:
+                log.info("the tenancy policy changed; asking for a cluster resync")
+                self._outbox.request_resync("the tenancy policy changed")
             return
         if kind == "Service":
             change = changes.service_event(key, before, after)

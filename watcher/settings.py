@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from shared.core.annotations import DEFAULT_PREFIX
+from shared.core.tenancy import DEFAULT_LOCATION as DEFAULT_TENANCY_LOCATION
 from shared.core.watcher_events import watcher_source
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -32,6 +33,8 @@ class WatcherSettings:
     give_up_after_seconds: float = 300.0
     watch_timeout_seconds: int = 300
     ca_bundle: str | None = None
+    tenancy_policy: str = DEFAULT_TENANCY_LOCATION
+    """<namespace>/<name> of the tenancy policy ConfigMap: a change of it asks for a cluster resync."""
 
 
 def _number(environ: Mapping[str, str], name: str, default: float, problems: list[tuple[str, str]]) -> float:
@@ -71,7 +74,10 @@ def load_watcher_settings(environ: Mapping[str, str]) -> WatcherSettings:
         give_up_after_seconds=_number(environ, "PUBLISH_GIVE_UP_SECONDS", 300.0, problems),
         watch_timeout_seconds=int(_number(environ, "WATCH_TIMEOUT_SECONDS", 300, problems)),
         ca_bundle=(environ.get("EVENTGRID_CA_BUNDLE") or "").strip() or None,
+        tenancy_policy=(environ.get("TENANCY_POLICY_CONFIGMAP") or "").strip() or DEFAULT_TENANCY_LOCATION,
     )
+    if settings.tenancy_policy.count("/") != 1:
+        problems.append(("TENANCY_POLICY_CONFIGMAP", "expected <namespace>/<configmap name>"))
     if problems:
         raise InvalidWatcherSettings(problems)
     return settings

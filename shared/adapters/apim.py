@@ -168,10 +168,10 @@ class ApimSink:
 
     def put_backend(self, desired: DesiredBackend, *, base: ObservedBackend | None) -> None:
         body = io.BytesIO(json.dumps(body_for(desired, base)).encode())
+        # A create must never overwrite a backend someone made between our read and this write.
+        precondition = {"if_match": base.etag} if base else {"headers": {"If-None-Match": "*"}}
         with arm(f"backend {desired.id}"):
-            self._client.backend.create_or_update(
-                *self._where, desired.id, body, if_match=base.etag if base else None, content_type="application/json"
-            )
+            self._client.backend.create_or_update(*self._where, desired.id, body, content_type="application/json", **precondition)
 
     def delete_backend(self, backend_id: BackendId, *, etag: str | None) -> None:
         with suppress(errors.NotFound), arm(f"backend {backend_id}"):

@@ -34,10 +34,12 @@ class ApimApis:
         except errors.NotFound:
             return None
 
-    def all_paths(self) -> dict[str, str]:
-        """api id -> path of every API in APIM (to find a path already taken)."""
+    def all_apis(self) -> dict[str, tuple[str, str]]:
+        """api id -> (path, description) of every API in APIM: the paths taken, and the owner marks."""
         with errors.translating(translate, "list APIs"):
-            return {str(a.name): str(a.path or "") for a in self._client.api.list_by_service(*self._where)}
+            return {
+                str(a.name): (str(a.path or ""), str(a.description or "")) for a in self._client.api.list_by_service(*self._where)
+            }
 
     def tagged_api_ids(self, tag_name: str) -> set[str]:
         with errors.translating(translate, "list APIs by tag"):

@@ -16,7 +16,7 @@ from shared.core.errors import ConcurrentEdit, PermanentError, RetryableError, S
 from shared.core.model import IngressView, Reason, ServiceView
 from shared.core.reporting import RunError
 from shared.core.scope import Scope
-from shared.runtime.cluster import annotation_context, read_cluster, with_retries
+from shared.runtime.cluster import ClusterView, annotation_context, read_cluster, with_retries
 from shared.runtime.ports import Dependencies
 from shared.runtime.retry import backoff_seconds
 
@@ -32,18 +32,19 @@ def refresh(
     *,
     scope: Scope | None = None,
     dry_run: bool = False,
-    cluster: tuple[Sequence[ServiceView], Sequence[IngressView]] | None = None,
+    cluster: ClusterView | None = None,
 ) -> AllowListReport:
-    """`cluster` passes Services and Ingresses already read for the same scope, saving a second read."""
+    """`cluster` passes what was already read for the same scope, saving a second read."""
     settings = deps.settings.allowlist
     if not settings.enabled:
         return AllowListReport(dry_run=dry_run, skipped="ALLOWLIST_ENABLED is false")
     scope = scope or Scope(deps.settings.kube.cluster_name)
     try:
-        services, ingresses = cluster if cluster is not None else read_cluster(scope, deps)
+        view = cluster if cluster is not None else read_cluster(scope, deps)
     except SyncError as error:
         return AllowListReport(dry_run=dry_run, error=RunError.of(error, Reason.SOURCE_READ_FAILED.value))
-    context = annotation_context(deps.settings)
+    services, ingresses = view.services, view.ingresses
+    context = annotation_context(deps.settings, view.policy)
     targets: list[tuple[allowlist.Target, allowlist.AllowListWriter]] = []
     findings: list[allowlist.Finding] = []
     for writer in writers(deps):

@@ -211,13 +211,27 @@ def operation_id(method: str, template: str) -> str:
 # -- grouping ------------------------------------------------------------------------------------------
 
 
-def collect_apis(claims: Iterable[ApiClaim]) -> DesiredApis:
+def collect_apis(claims: Iterable[ApiClaim], *, owner_namespaces: Mapping[str, str] | None = None) -> DesiredApis:
+    """`owner_namespaces`: api id -> the namespace in the owner mark of an API this deployment made. An API
+    belongs to that namespace: claims from any other are refused and change nothing, in every scope."""
+    owner_namespaces = owner_namespaces or {}
     by_api: dict[str, list[ApiClaim]] = {}
+    problems: list[ApiProblem] = []
     for claim in claims:
+        owner = owner_namespaces.get(claim.api_id)
+        if owner is not None and owner != claim.source.namespace:
+            problems.append(
+                ApiProblem(
+                    str(claim.source),
+                    "api-id",
+                    Reason.CLAIMED_BY_OTHER_NAMESPACE,
+                    f"API '{claim.api_id}' belongs to namespace {owner}; a Service in another namespace cannot change it",
+                )
+            )
+            continue
         by_api.setdefault(claim.api_id, []).append(claim)
     apis: dict[str, DesiredApi] = {}
     held: set[str] = set()
-    problems: list[ApiProblem] = []
     for api_id, group in sorted(by_api.items()):
         group.sort(key=lambda c: c.source)
         names = ", ".join(str(c.source) for c in group)

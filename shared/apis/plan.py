@@ -12,6 +12,7 @@ from typing import Any
 
 from shared.apis import claims as apis
 from shared.core.model import OwnerId, Reason
+from shared.core.tenancy import paths_overlap
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,38 @@ def owned(observed: apis.ObservedApi, owner: OwnerId) -> bool:
     return observed.tagged and mark is not None and mark[0] == owner
 
 
+def owner_namespaces(listing: Mapping[str, tuple[str, str]], owner: OwnerId) -> dict[str, str]:
+    """api id -> namespace, for every API whose description carries this deployment's owner mark."""
+    found: dict[str, str] = {}
+    for api_id, (_, description) in listing.items():
+        mark = apis.parse_api_mark(description)
+        if mark is not None and mark[0] == owner:
+            found[api_id] = mark[1]
+    return found
+
+
+def _path_conflict(
+    want: apis.DesiredApi,
+    desired: apis.DesiredApis,
+    all_paths: Mapping[str, str],
+    owner_namespaces: Mapping[str, str],
+) -> str | None:
+    """Why `want` may not take its path: it equals, or lies under or above (by segments), the path of an API
+    that another namespace (or nobody of ours) holds, or that another namespace asks for in this run."""
+    for other, path in sorted(all_paths.items()):
+        if other == want.id or not paths_overlap(want.path, path.strip("/")):
+            continue
+        if owner_namespaces.get(other) == want.namespace:
+            continue
+        return f"'/{want.path}' overlaps '/{path.strip('/')}', the path of API '{other}' of another owner"
+    if want.id in all_paths:
+        return None  # it holds its path already; a newcomer that overlaps it is the one refused
+    for other, wanted in sorted(desired.apis.items()):
+        if other != want.id and wanted.namespace != want.namespace and paths_overlap(want.path, wanted.path):
+            return f"'/{want.path}' overlaps '/{wanted.path}', which namespace {wanted.namespace} asks for too"
+    return None
+
+
 def plan_apis(
     desired: apis.DesiredApis,
     observed: Mapping[str, apis.ObservedApi],
@@ -94,17 +127,29 @@ def plan_apis(
     keep_apis: bool,
     existing_products: frozenset[str],
     create_products: bool,
+    owner_namespaces: Mapping[str, str] | None = None,
 ) -> ApiPlan:
-    """`all_paths`: api id -> path of every API in APIM; `namespaces`: the run's scope (None: all)."""
+    """`all_paths`: api id -> path of every API in APIM; `owner_namespaces`: api id -> namespace of the APIs
+    this deployment owns; `namespaces`: whose APIs this run may delete (None: all)."""
+    owner_namespaces = owner_namespaces or {}
     changes: list[ApiChange] = []
     refusals: list[apis.ApiProblem] = []
     unchanged = 0
     for api_id, want in sorted(desired.apis.items()):
         have = observed.get(api_id)
-        taken_by = next((other for other, path in all_paths.items() if other != api_id and path.strip("/") == want.path), None)
-        if taken_by is not None:
+        conflict = _path_conflict(want, desired, all_paths, owner_namespaces)
+        if conflict is not None:
+            refusals.append(apis.ApiProblem(f"API {api_id}", "api-path", Reason.PATH_TAKEN, conflict))
+            continue
+        marked = apis.parse_api_mark(have.description) if have is not None else None
+        if marked is not None and marked[0] == owner and marked[1] != want.namespace:
             refusals.append(
-                apis.ApiProblem(f"API {api_id}", "api-path", Reason.PATH_TAKEN, f"'{want.path}' is the path of API '{taken_by}'")
+                apis.ApiProblem(
+                    f"API {api_id}",
+                    "api-id",
+                    Reason.CLAIMED_BY_OTHER_NAMESPACE,
+                    f"the API belongs to namespace {marked[1]}; namespace {want.namespace} cannot change it",
+                )
             )
             continue
         if have is None and api_id in all_paths:

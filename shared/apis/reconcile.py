@@ -7,6 +7,7 @@ that namespace's Services once. Claims whose backend is not there yet (pending, 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import yaml
@@ -19,6 +20,7 @@ from shared.core.errors import PermanentError, SyncError
 from shared.core.model import DesiredBackend, IngressRoute, Reason, ServiceView
 from shared.core.reporting import RunError
 from shared.core.scope import Scope
+from shared.core.tenancy import ASK_PLATFORM, NamespaceGrant, TenancyPolicy
 from shared.runtime.cluster import ClusterView, annotation_context, read_cluster, with_retries
 from shared.runtime.ports import ApiStore, Dependencies
 
@@ -42,7 +44,7 @@ def reconcile_apis(
     """
     if not deps.settings.apis.enabled:
         return ApisReport(dry_run=dry_run, skipped="APIS_ENABLED is false")
-    claims_now = any(s.annotations.get(f"{deps.settings.sync.annotation_prefix}/api-id", "").strip() for s in cluster[0])
+    claims_now = any(s.annotations.get(f"{deps.settings.sync.annotation_prefix}/api-id", "").strip() for s in cluster.services)
     if scope.service is not None and not claims_now and not api_hints:
         return ApisReport(dry_run=dry_run)
     store = deps.apis
@@ -51,10 +53,12 @@ def reconcile_apis(
         if not tagged and not claims_now:
             return ApisReport(dry_run=dry_run)  # no API claimed in scope and none of ours in APIM: one request
         services, routes, namespaces = _services_for(scope, deps, cluster)
-        claims, problems = _claims(services, routes, deps)
-        desired = apis.collect_apis(claims)
+        claims, problems = _claims(services, routes, deps, cluster.policy)
+        listing = with_retries(deps, store.all_apis)
+        all_paths = {api_id: path for api_id, (path, _) in listing.items()}
+        owner_namespaces = api_plan.owner_namespaces(listing, deps.settings.sync.owner_id)
+        desired = apis.collect_apis(claims, owner_namespaces=owner_namespaces)
         problems += [_problem(p) for p in desired.problems]
-        all_paths = with_retries(deps, store.all_paths)
         wants_products = any(a.products for a in desired.apis.values())
         existing_products = with_retries(deps, store.product_ids) if wants_products else frozenset()
         observed: dict[str, apis.ObservedApi] = {}
@@ -72,8 +76,9 @@ def reconcile_apis(
         desired,
         observed,
         all_paths=all_paths,
+        owner_namespaces=owner_namespaces,
         owner=deps.settings.sync.owner_id,
-        namespaces=namespaces,
+        namespaces=_in_reach(namespaces, deps.settings.kube.namespaces),
         keep_apis=deps.settings.apis.keep_apis,
         existing_products=frozenset(existing_products),
         create_products=deps.settings.apis.create_products,
@@ -93,6 +98,14 @@ def reconcile_apis(
     return ApisReport(dry_run=dry_run, changes=tuple(entries), problems=tuple(problems), unchanged=plan.unchanged)
 
 
+def _in_reach(scoped: frozenset[str] | None, watched: tuple[str, ...]) -> frozenset[str] | None:
+    """The namespaces whose APIs this run may delete: the run's scope within NAMESPACES. Out of reach is not
+    gone: an API made from a namespace that NAMESPACES no longer lists is left alone."""
+    if not watched:
+        return scoped
+    return frozenset(watched) if scoped is None else scoped & frozenset(watched)
+
+
 def _problem(problem: apis.ApiProblem) -> dict[str, str]:
     return {"object": problem.object, "field": problem.field, "reason": problem.reason, "message": problem.message}
 
@@ -101,18 +114,17 @@ def _services_for(
     scope: Scope, deps: Dependencies, cluster: ClusterView
 ) -> tuple[list[ServiceView], list[IngressRoute], frozenset[str] | None]:
     """Cluster runs use what was read; narrower runs widen to the namespace, where an API's Services live."""
-    services, ingresses = cluster
-    if scope.namespace is None:
-        return services, [r for i in ingresses for r in i.routes], None
-    if scope.service is not None:
-        services, ingresses = read_cluster(Scope(scope.cluster, namespace=scope.namespace), deps)
-    return services, [r for i in ingresses for r in i.routes], frozenset({scope.namespace})
+    view = cluster
+    if scope.namespace is not None and scope.service is not None:
+        view = read_cluster(Scope(scope.cluster, namespace=scope.namespace), deps, policy=cluster.policy)
+    routes = [r for i in view.ingresses for r in i.routes]
+    return view.services, routes, None if scope.namespace is None else frozenset({scope.namespace})
 
 
 def _claims(
-    services: list[ServiceView], routes: list[IngressRoute], deps: Dependencies
+    services: list[ServiceView], routes: list[IngressRoute], deps: Dependencies, policy: TenancyPolicy
 ) -> tuple[list[apis.ApiClaim], list[dict[str, str]]]:
-    context = annotation_context(deps.settings)
+    context = annotation_context(deps.settings, policy)
     prefix = context.prefix
     claims: list[apis.ApiClaim] = []
     problems: list[dict[str, str]] = []
@@ -133,18 +145,48 @@ def _claims(
             continue
         if claim is None:
             continue
+        grant = policy.grant(service.namespace)
         reference = service.annotations.get(f"{prefix}/openapi", "").strip()
         if reference:
-            operations = _openapi_operations(service, reference, deps, prefix, problems)
+            operations = _openapi_operations(service, reference, deps, prefix, problems, grant.max_openapi_bytes)
             if operations is None:
                 continue
-            claim = apis.ApiClaim(**{**claim.__dict__, "operations": tuple(operations)})
-        claims.append(claim)
+            claim = replace(claim, operations=tuple(operations))
+        granted = _within_grant(claim, grant, prefix, problems)
+        if granted is not None:
+            claims.append(granted)
     return claims, problems
 
 
+def _within_grant(
+    claim: apis.ApiClaim, grant: NamespaceGrant, prefix: str, problems: list[dict[str, str]]
+) -> apis.ApiClaim | None:
+    """The claim as far as the tenancy policy grants it: refused whole when it would publish an anonymous API,
+    at a path not granted, or with too many operations; products not granted are left out."""
+    where, namespace = str(claim.source), claim.source.namespace
+
+    def refuse(field: str, what: str) -> None:
+        message = f"{what} is not granted to namespace {namespace}; {ASK_PLATFORM}"
+        problems.append({"object": where, "field": f"{prefix}/{field}", "reason": Reason.NOT_GRANTED, "message": message})
+
+    if not claim.subscription_required and not grant.anonymous_apis:
+        refuse("subscription-required", "an API without subscription keys (anonymousApis)")
+        return None
+    if not grant.allows_api_path(claim.path):
+        refuse("api-path", f"the api-path '/{claim.path}' (apiPathPrefixes, rootPath)")
+        return None
+    if claim.operations is not None and len(claim.operations) > grant.max_operations_per_api:
+        refuse("operations", f"{len(claim.operations)} operations (maxOperationsPerApi is {grant.max_operations_per_api})")
+        return None
+    not_granted = sorted(set(claim.products) - grant.products)
+    if not_granted:
+        refuse("products", f"joining product(s) {', '.join(not_granted)}")
+        claim = replace(claim, products=tuple(p for p in claim.products if p in grant.products))
+    return claim
+
+
 def _openapi_operations(
-    service: ServiceView, reference: str, deps: Dependencies, prefix: str, problems: list[dict[str, str]]
+    service: ServiceView, reference: str, deps: Dependencies, prefix: str, problems: list[dict[str, str]], max_bytes: int
 ) -> list[tuple[str, str]] | None:
     where, field = f"{service.namespace}/{service.name}", f"{prefix}/openapi"
     if reference.count("/") != 1:
@@ -158,6 +200,10 @@ def _openapi_operations(
         problems.append(
             {"object": where, "field": field, "reason": Reason.OPEN_API_MISSING, "message": f"ConfigMap {name} has no key {key}"}
         )
+        return None
+    if len(text.encode()) > max_bytes:
+        message = f"ConfigMap {name}/{key} is larger than {max_bytes} bytes (maxOpenApiBytes)"
+        problems.append({"object": where, "field": field, "reason": Reason.NOT_GRANTED, "message": message})
         return None
     try:
         document = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)

@@ -26,6 +26,7 @@ from shared.core.model import (
     ServiceRef,
     ServiceView,
 )
+from shared.core.tenancy import ASK_PLATFORM, NamespaceGrant, url_problem
 
 E = TypeVar("E", Mode, ReconcilePolicy)
 
@@ -57,8 +58,12 @@ ServiceOutcome = DesiredBackend | Pending | Invalid | Skipped
 
 
 class _Problem(Exception):
-    def __init__(self, field: str, message: str) -> None:
-        self.field, self.message = field, message
+    def __init__(self, field: str, message: str, reason: Reason = Reason.INVALID_ANNOTATION) -> None:
+        self.field, self.message, self.reason = field, message, reason
+
+
+def _not_granted(field: str, what: str, namespace: str) -> _Problem:
+    return _Problem(field, f"{what} is not granted to namespace {namespace}; {ASK_PLATFORM}", Reason.NOT_GRANTED)
 
 
 def managed_mode(service: ServiceView, ctx: AnnotationContext) -> Mode | None:
@@ -69,9 +74,10 @@ def managed_mode(service: ServiceView, ctx: AnnotationContext) -> Mode | None:
     try:
         if _enum(service.annotations, key.policy, ReconcilePolicy, ReconcilePolicy.MANAGE) is ReconcilePolicy.SKIP:
             return None
-        return _enum(service.annotations, key.mode, Mode, ctx.default_mode)
+        mode = _enum(service.annotations, key.mode, Mode, ctx.default_mode)
     except _Problem:
         return None
+    return mode if mode in ctx.policy.grant(service.namespace).modes else None
 
 
 def backend_for(service: ServiceView, routes: Sequence[IngressRoute], ctx: AnnotationContext) -> ServiceOutcome | None:
@@ -86,23 +92,63 @@ def backend_for(service: ServiceView, routes: Sequence[IngressRoute], ctx: Annot
             raise _Problem(key.expose, f"'{_shown(expose)}' is not 'true' or 'false'")
         policy = _enum(service.annotations, key.policy, ReconcilePolicy, ReconcilePolicy.MANAGE)
         mode = _enum(service.annotations, key.mode, Mode, ctx.default_mode)
+        grant = ctx.policy.grant(service.namespace)
+        if mode not in grant.modes:
+            raise _not_granted(key.mode, f"mode {mode.value}", service.namespace)
         backend_id = _backend_id(service.annotations.get(key.backend_id), ref, key)
         title = service.annotations.get(key.title, "").strip()
         if len(title) > MAX_TITLE_LENGTH:
             raise _Problem(key.title, f"longer than {MAX_TITLE_LENGTH} characters")
         if policy is ReconcilePolicy.SKIP:
             return Skipped(ref)
-        url = _url(service, routes, mode, key, ref)
+        explicit = service.annotations.get(key.url)
+        url = _explicit_url(explicit, service, key, grant) if explicit is not None else _url(service, routes, mode, key, ref)
     except _Problem as problem:
-        return Invalid(ref, field=problem.field, message=problem.message)
+        return Invalid(ref, field=problem.field, message=problem.message, reason=problem.reason)
     if isinstance(url, Pending):
         return url
+    # Credentials (the Option 1 token, the mTLS client certificate) go only where the app derived the address
+    # from the namespace's own objects, or to a url host the policy grants for credentials.
+    derived = explicit is None
+    credentials_allowed = derived or grant.allows_credentials_to(urlsplit(url).hostname or "")
+    warnings: list[tuple[str, str]] = []
     headers: tuple[tuple[str, tuple[str, ...]], ...] = ()
     if mode is Mode.PUBLIC and ctx.public_auth_header and ctx.public_auth_named_value:
-        headers = ((ctx.public_auth_header, (f"{{{{{ctx.public_auth_named_value}}}}}",)),)
+        if not credentials_allowed:
+            warnings.append((key.url, f"the Option 1 token is not sent to this url host; {ASK_PLATFORM} (credentialHosts)"))
+        elif url.startswith("http://") and not grant.plain_http_credentials:
+            warnings.append(
+                (
+                    key.protocol,
+                    "the Option 1 token is not sent over plain http, where it would cross the network in clear; serve "
+                    f"https (port 443 or {key.protocol}: https), or {ASK_PLATFORM} (plainHttpCredentials)",
+                )
+            )
+        else:
+            headers = ((ctx.public_auth_header, (f"{{{{{ctx.public_auth_named_value}}}}}",)),)
+    if mode is Mode.INGRESS and not credentials_allowed:
+        warnings.append((key.url, f"APIM's mTLS client certificate is not presented to this url host; {ASK_PLATFORM}"))
     mark = OwnerMark(owner=ctx.owner, source=ref, policy=policy)
     spec = BackendSpec(url=url, description=ownership.render_mark(mark), title=title, headers=headers)
-    return DesiredBackend(id=backend_id, source=ref, spec=spec, policy=policy)
+    return DesiredBackend(
+        id=backend_id,
+        source=ref,
+        spec=spec,
+        policy=policy,
+        client_certificate=mode is Mode.INGRESS and credentials_allowed,
+        warnings=tuple(warnings),
+    )
+
+
+def _explicit_url(text: str, service: ServiceView, key: Keys, grant: NamespaceGrant) -> str:
+    url = text.strip()
+    unsafe = url_problem(url)
+    if unsafe is not None:
+        raise _Problem(key.url, f"the URL {unsafe}; never allowed", Reason.UNSAFE_URL)
+    host = (urlsplit(url).hostname or "").rstrip(".")
+    if not grant.allows_url_host(host):
+        raise _not_granted(key.url, f"url host '{_shown(host)}'", service.namespace)
+    return url
 
 
 def _shown(text: str) -> str:
@@ -149,13 +195,7 @@ def _base_path(annotations: Mapping[str, str], key: Keys) -> str | None:
 
 
 def _url(service: ServiceView, routes: Sequence[IngressRoute], mode: Mode, key: Keys, ref: ServiceRef) -> str | Pending:
-    explicit = service.annotations.get(key.url)
     path = _base_path(service.annotations, key)
-    if explicit is not None:
-        parts = urlsplit(explicit.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise _Problem(key.url, f"'{_shown(explicit)}' is not an http(s) URL with a host")
-        return explicit.strip()
     if mode is Mode.INGRESS:
         return _ingress_url(service, routes, key, path, ref)
     internal = service.annotations.get(INTERNAL_LB, "").strip().lower() == "true"
@@ -199,7 +239,14 @@ def _ingress_url(
     if wanted.isdigit() and not 0 < int(wanted) < 65536:
         raise _Problem(key.port, f"'{_shown(wanted)}' is not a port number")
     candidates = sorted(
-        (r for r in routes if r.service_name == service.name and r.host and (not wanted or r.service_port == wanted)),
+        (
+            r
+            for r in routes
+            if r.namespace == service.namespace
+            and r.service_name == service.name
+            and r.host
+            and (not wanted or r.service_port == wanted)
+        ),
         key=lambda r: (r.ingress_name, r.host, r.path),
     )
     if not candidates:
@@ -208,3 +255,8 @@ def _ingress_url(
     protocol = _protocol(service.annotations, key, "https" if route.tls else "http")
     base = path if path is not None else route.path.rstrip("/")
     return f"{protocol}://{route.host}{base}"
+
+
+def _routes_to(route: IngressRoute, service: ServiceView) -> bool:
+    """An Ingress routes only to Services of its own namespace (networking.k8s.io/v1 has no cross-namespace backend)."""
+    return route.namespace == service.namespace and route.service_name == service.name

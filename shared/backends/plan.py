@@ -25,10 +25,11 @@ Then policies, each a Plan -> Plan filter whose removals become refusals: the sy
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from shared.backends.discovery import Invalid, Pending, ServiceOutcome, Skipped
+from shared.core import naming
 from shared.core.model import (
     BackendId,
     BackendSpec,
@@ -101,6 +102,11 @@ class DesiredSet:
     held: Mapping[ServiceRef, Reason]
     problems: tuple[Invalid | Pending | Skipped, ...]
 
+    @property
+    def present(self) -> frozenset[ServiceRef]:
+        """Every Service the run saw asking to be exposed, healthy or not."""
+        return frozenset({*(d.source for d in self.backends.values()), *self.held})
+
 
 @dataclass(frozen=True)
 class BackendPlan:
@@ -111,8 +117,11 @@ class BackendPlan:
     notes: tuple[str, ...] = field(default=())
 
 
-def collect_desired(outcomes: Iterable[ServiceOutcome]) -> DesiredSet:
-    """Index outcomes by backend id; two Services wanting one id are both invalid, neither wins."""
+def collect_desired(outcomes: Iterable[ServiceOutcome], owners: Mapping[BackendId, ServiceRef] | None = None) -> DesiredSet:
+    """Index outcomes by backend id. When several Services want one id, the Service the existing backend's mark
+    names keeps it, else the Service whose own default id it is; the others are invalid. With neither, all are
+    invalid and none wins. So no Service can freeze or take another's backend by naming its id."""
+    owners = owners or {}
     by_id: dict[BackendId, list[DesiredBackend]] = {}
     problems: list[Invalid | Pending | Skipped] = []
     held: dict[ServiceRef, Reason] = {}
@@ -128,8 +137,17 @@ def collect_desired(outcomes: Iterable[ServiceOutcome]) -> DesiredSet:
             backends[backend_id] = claimants[0]
             continue
         names = ", ".join(sorted(str(c.source) for c in claimants))
+        rightful = next((c for c in claimants if c.source == owners.get(backend_id)), None) or next(
+            (c for c in claimants if naming.backend_id_for(c.source) == backend_id), None
+        )
+        if rightful is not None:
+            backends[backend_id] = rightful
         for claimant in claimants:
+            if claimant is rightful:
+                continue
             message = f"backend id '{backend_id}' is wanted by several Services: {names}"
+            if rightful is not None:
+                message = f"backend id '{backend_id}' belongs to Service {rightful.source}; choose another backend-id"
             problems.append(Invalid(claimant.source, field="backend-id", message=message, reason=Reason.DUPLICATE_BACKEND_ID))
             held[claimant.source] = Reason.DUPLICATE_BACKEND_ID
     return DesiredSet(backends=backends, held=held, problems=tuple(problems))
@@ -148,14 +166,19 @@ def decide(
     owner: OwnerId,
     scope: Scope,
     held: Mapping[ServiceRef, Reason],
+    present: Collection[ServiceRef] = frozenset(),
+    watched: Collection[str] = frozenset(),
 ) -> BackendChange | Refusal | BackendId | None:
-    """One row of the table above: a change, a refusal, the id itself when unchanged, or None when ignored."""
+    """One row of the table above: a change, a refusal, the id itself when unchanged, or None when ignored.
+
+    `present`: every Service the run saw asking to be exposed; `watched`: NAMESPACES (empty: all).
+    """
     if desired is None:
         if observed is None or not is_owned(observed.mark, owner):
             return None
         assert observed.mark is not None
         source = observed.mark.source
-        if not scope.covers(source):
+        if not scope.covers(source) or (watched and source.namespace not in watched):
             return None
         if source in held:
             return backend_id
@@ -170,13 +193,22 @@ def decide(
             backend_id, Reason.OWNED_BY_OTHER, f"a backend with this id exists with {who}; not overwritten", desired.source
         )
     claimant = observed.mark.source if observed.mark else None
-    if claimant is not None and claimant != desired.source and not scope.covers(claimant):
-        return Refusal(
-            backend_id,
-            Reason.CLAIMED_BY_OTHER_SERVICE,
-            f"the backend belongs to Service {claimant}, outside this run's scope; a wider resync decides",
-            desired.source,
-        )
+    if claimant is not None and claimant != desired.source:
+        if claimant.namespace != desired.source.namespace or claimant.cluster != desired.source.cluster:
+            return Refusal(
+                backend_id,
+                Reason.CLAIMED_BY_OTHER_NAMESPACE,
+                f"the backend belongs to Service {claimant} of another namespace; never taken over",
+                desired.source,
+            )
+        if not scope.covers(claimant) or claimant in present:
+            return Refusal(
+                backend_id,
+                Reason.CLAIMED_BY_OTHER_SERVICE,
+                f"the backend belongs to Service {claimant}; it moves only once that Service is gone (a namespace or "
+                "cluster resync sees that)",
+                desired.source,
+            )
     diff = diff_specs(desired.spec, observed.spec)
     return UpdateBackend(desired, observed, diff) if diff else backend_id
 
@@ -187,7 +219,10 @@ def plan_backends(
     *,
     owner: OwnerId,
     scope: Scope,
+    watched: Collection[str] = frozenset(),
 ) -> BackendPlan:
+    """`watched`: NAMESPACES (empty: all). Owned backends made from a namespace outside it are left alone: out
+    of scope is not gone."""
     creates: list[BackendChange] = []
     updates: list[BackendChange] = []
     deletes: list[BackendChange] = []
@@ -195,7 +230,14 @@ def plan_backends(
     unchanged: list[BackendId] = []
     for backend_id in sorted(set(desired.backends) | set(observed)):
         verdict = decide(
-            backend_id, desired.backends.get(backend_id), observed.get(backend_id), owner=owner, scope=scope, held=desired.held
+            backend_id,
+            desired.backends.get(backend_id),
+            observed.get(backend_id),
+            owner=owner,
+            scope=scope,
+            held=desired.held,
+            present=desired.present,
+            watched=watched,
         )
         if isinstance(verdict, CreateBackend):
             creates.append(verdict)
@@ -207,9 +249,19 @@ def plan_backends(
             refusals.append(verdict)
         elif verdict is not None:
             unchanged.append(verdict)
-    owned = sum(1 for o in observed.values() if is_owned(o.mark, owner) and o.mark is not None and scope.covers(o.mark.source))
+    marked = [o.mark for o in observed.values() if o.mark is not None and is_owned(o.mark, owner) and scope.covers(o.mark.source)]
+    outside = sum(1 for m in marked if watched and m.source.namespace not in watched)
+    notes = (
+        (f"{outside} owned backend(s) of namespaces outside NAMESPACES left alone ({Reason.OUT_OF_SCOPE.value})",)
+        if outside
+        else ()
+    )
     return BackendPlan(
-        changes=(*creates, *updates, *deletes), refusals=tuple(refusals), unchanged=tuple(unchanged), owned_in_scope=owned
+        changes=(*creates, *updates, *deletes),
+        refusals=tuple(refusals),
+        unchanged=tuple(unchanged),
+        owned_in_scope=len(marked) - outside,
+        notes=notes,
     )
 
 

@@ -42,20 +42,24 @@ def reconcile(
         requests = RequestCounter.delta(requests_before, deps.counter.snapshot())
         return build_report(scope=scope, dry_run=dry_run, duration_ms=duration_ms, requests=requests, **parts)  # type: ignore[arg-type]
 
-    context = annotation_context(deps.settings)
     try:
-        services, ingresses = cluster if cluster is not None else read_cluster(scope, deps)
+        view = cluster if cluster is not None else read_cluster(scope, deps)
     except SyncError as error:
         return finish(plan=None, desired=None, run_errors=[RunError.of(error, Reason.SOURCE_READ_FAILED.value)])
-    routes = [route for ingress in ingresses for route in ingress.routes]
-    outcomes = [discovery.backend_for(service, routes, context) for service in services]
-    desired = plan.collect_desired(o for o in outcomes if o is not None)
+    context = annotation_context(deps.settings, view.policy)
+    routes = [route for ingress in view.ingresses for route in ingress.routes]
+    outcomes = [discovery.backend_for(service, routes, context) for service in view.services]
+    wanted = [o for o in outcomes if o is not None]
+    desired = plan.collect_desired(wanted)
     try:
         observed = _observe(scope, desired, backend_hints, deps)
     except SyncError as error:
         return finish(plan=None, desired=None, run_errors=[RunError.of(error, Reason.SINK_READ_FAILED.value)])
-
-    backend_plan = plan.plan_backends(desired, observed, owner=sync.owner_id, scope=scope)
+    # Decided again with the owner marks: of several Services naming one id, the one the backend's mark names keeps it.
+    owners = {b: o.mark.source for b, o in observed.items() if o.mark is not None and o.mark.owner == sync.owner_id}
+    desired = plan.collect_desired(wanted, owners)
+    watched = frozenset(deps.settings.kube.namespaces)
+    backend_plan = plan.plan_backends(desired, observed, owner=sync.owner_id, scope=scope, watched=watched)
     backend_plan = plan.apply_sync_policy(backend_plan, sync.policy)
     backend_plan = plan.cap_deletes(
         backend_plan,
@@ -70,7 +74,14 @@ def reconcile(
         backend_id: BackendId, fresh: ObservedBackend | None
     ) -> plan.BackendChange | plan.Refusal | BackendId | None:
         verdict = plan.decide(
-            backend_id, desired.backends.get(backend_id), fresh, owner=sync.owner_id, scope=scope, held=desired.held
+            backend_id,
+            desired.backends.get(backend_id),
+            fresh,
+            owner=sync.owner_id,
+            scope=scope,
+            held=desired.held,
+            present=desired.present,
+            watched=watched,
         )
         if isinstance(verdict, plan.CreateBackend | plan.UpdateBackend | plan.DeleteBackend):
             filtered = plan.apply_sync_policy(plan.BackendPlan(changes=(verdict,)), sync.policy)

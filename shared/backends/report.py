@@ -86,8 +86,14 @@ def build_report(
             )
         elif isinstance(problem, Skipped):
             pending.append({"object": str(problem.source), "reason": problem.reason.value, "message": "reconcile-policy is skip"})
+    warnings = [
+        {"object": str(d.source), "field": field, "reason": Reason.CREDENTIAL_WITHHELD.value, "message": message}
+        for d in (desired.backends.values() if desired else ())
+        for field, message in d.warnings
+    ]
     return Report(
         scope=scope,
+        warnings=tuple(sorted(warnings, key=lambda w: (w["object"], w["field"]))),
         dry_run=dry_run,
         changes=tuple(changes),
         refusals=tuple(refusals),

@@ -8,10 +8,11 @@ that the writers, the watcher and the readers agree.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from shared.core.model import Mode, OwnerId
+from shared.core.tenancy import TenancyPolicy
 
 DEFAULT_PREFIX = "apim-sync.io"
 
@@ -75,6 +76,7 @@ class AnnotationContext:
     default_mode: Mode
     public_auth_header: str | None = None
     public_auth_named_value: str | None = None
+    policy: TenancyPolicy = field(default_factory=TenancyPolicy)
 
     @property
     def keys(self) -> Keys:

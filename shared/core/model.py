@@ -85,6 +85,11 @@ class Reason(StrEnum):
     API_CONFLICT = "ApiConflict"
     RESTORED = "Restored"
     ALLOWLIST_SET = "Set"
+    NOT_GRANTED = "NotGrantedByPolicy"
+    UNSAFE_URL = "UnsafeUrl"
+    CREDENTIAL_WITHHELD = "CredentialWithheld"
+    OUT_OF_SCOPE = "OutOfScope"
+    CLAIMED_BY_OTHER_NAMESPACE = "ClaimedByOtherNamespace"
 
 
 @dataclass(frozen=True, order=True)
@@ -175,6 +180,10 @@ class DesiredBackend:
     source: ServiceRef
     spec: BackendSpec
     policy: ReconcilePolicy = ReconcilePolicy.MANAGE
+    client_certificate: bool = False
+    """APIM presents the mTLS client certificate to it (ingress mode, at an address the app may trust)."""
+    warnings: tuple[tuple[str, str], ...] = ()
+    """(annotation, message): what was left out of the backend and why (a credential not sent, say)."""
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,8 @@ class Report:
     refusals: tuple[dict[str, Any], ...] = ()
     pending: tuple[dict[str, Any], ...] = ()
     errors: tuple[dict[str, Any], ...] = ()
+    warnings: tuple[dict[str, Any], ...] = ()
+    """What a backend was made without, and why (a credential withheld by the tenancy rules)."""
     unchanged: int = 0
     run_errors: tuple[RunError, ...] = ()
     notes: tuple[str, ...] = ()
@@ -127,6 +129,7 @@ class Report:
             "refusals": list(self.refusals),
             "pending": list(self.pending),
             "errors": [*self.errors, *({"reason": e.reason, "message": e.message} for e in self.run_errors)],
+            "warnings": list(self.warnings),
             "notes": list(self.notes),
             "counts": self.counts,
             "allowlists": self.allowlists.to_json() if self.allowlists is not None else None,
@@ -149,6 +152,8 @@ class Report:
             lines.append(f"  … {p['object']} pending ({p['reason']}): {p['message']}")
         for e in self.errors:
             lines.append(f"  x {e['object']} {e['field']} ({e['reason']}): {e['message']}")
+        for w in self.warnings:
+            lines.append(f"  ! {w['object']} {w['field']} ({w['reason']}): {w['message']}")
         for run_error in self.run_errors:
             lines.append(f"  x run failed ({run_error.reason}): {run_error.message}")
         counts = self.counts

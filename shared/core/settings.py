@@ -18,12 +18,14 @@ from shared.core.annotations import DEFAULT_PREFIX, AnnotationChoice
 from shared.core.cidrs import AddressSource, AllowListPolicy, canonical, network
 from shared.core.errors import InvalidSettings
 from shared.core.model import KeyKind, Mode, OwnerId, SyncPolicy
+from shared.core.tenancy import DEFAULT_LOCATION as DEFAULT_TENANCY_LOCATION
 
 T = TypeVar("T")
 
 AKS_SERVER_SCOPE = "6dae42f8-4368-4678-94ff-3960e28e3630/.default"
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _OWNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_CLUSTER_NAME = _OWNER_ID
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _NAMED_VALUE = re.compile(r"^[A-Za-z0-9._-]{1,256}$")
 _AKS_RESOURCE_ID = re.compile(
@@ -201,6 +203,9 @@ class Settings:
     allowlist: AllowListSettings
     mtls: MtlsSettings
     apis: ApiSettings
+    tenancy_policy: str = DEFAULT_TENANCY_LOCATION
+    """<namespace>/<name> of the ConfigMap that holds the tenancy policy (key policy.yaml); only the platform
+    team may write there."""
 
 
 def is_loopback_url(url: str) -> bool:
@@ -294,8 +299,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     kubeconfig, api_server, ca_cert = r.raw("KUBECONFIG"), r.raw("AKS_API_SERVER"), r.raw("AKS_CA_CERT")
     if kubeconfig is None and (api_server is None or ca_cert is None):
         r.problems.append(("KUBECONFIG", "missing, and AKS_API_SERVER + AKS_CA_CERT are not both set"))
+    cluster_name = r.required("CLUSTER_NAME")
+    if cluster_name and not _CLUSTER_NAME.match(cluster_name):
+        # It goes into every owner mark (source=<cluster>/<namespace>/<service>): a '/', ';' or '=' would
+        # make the mark unreadable, and the app would no longer recognise what it made.
+        r.problems.append(("CLUSTER_NAME", "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"))
     kube = KubeSettings(
-        cluster_name=r.required("CLUSTER_NAME"),
+        cluster_name=cluster_name,
         namespaces=namespaces,
         kubeconfig=kubeconfig,
         api_server=api_server,
@@ -373,6 +383,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         create_products=r.parsed("CREATE_PRODUCTS", False, _bool, "true or false"),
     )
 
+    tenancy_policy = r.raw("TENANCY_POLICY_CONFIGMAP") or DEFAULT_TENANCY_LOCATION
+    if not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", tenancy_policy):
+        r.problems.append(("TENANCY_POLICY_CONFIGMAP", "expected <namespace>/<configmap name>"))
+
     if r.problems:
         raise InvalidSettings(r.problems)
     return Settings(
@@ -385,6 +399,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         allowlist=allowlist,
         mtls=mtls,
         apis=api_settings,
+        tenancy_policy=tenancy_policy,
     )
 
 

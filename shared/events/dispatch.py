@@ -1,4 +1,4 @@
-"""Carry out what one event asks for (see shared.events for the routing table), and say how it went.
+"""Carry out what one event asks for (see shared.events.routing for the routing table), and say how it went.
 
 The shell around the pure router: it reads the truth for the scope the event names and reconciles it.
 An event never carries desired state here; at most it widens what is read (backend hints).

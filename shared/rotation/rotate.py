@@ -251,15 +251,16 @@ def present_active_certificate(deps: Dependencies, backend_ids: Sequence[Backend
 
 
 def _ingress_backend_ids(deps: Dependencies, cluster: ClusterView) -> set[BackendId]:
-    services, ingresses = cluster
-    context = annotation_context(deps.settings)
+    """The backends that present APIM's client certificate: ingress mode, at an address the tenancy rules trust."""
+    services, ingresses = cluster.services, cluster.ingresses
+    context = annotation_context(deps.settings, cluster.policy)
     routes = [route for ingress in ingresses for route in ingress.routes]
     wanted: set[BackendId] = set()
     for service in services:
         if discovery.managed_mode(service, context) is not Mode.INGRESS:
             continue
         outcome = discovery.backend_for(service, routes, context)
-        if isinstance(outcome, DesiredBackend):
+        if isinstance(outcome, DesiredBackend) and outcome.client_certificate:
             wanted.add(outcome.id)
     return wanted
 
@@ -354,7 +355,9 @@ def _annotate_ingresses(deps: Dependencies, world: World) -> list[dict[str, Any]
     mtls = deps.settings.mtls
     wanted = {NGINX_AUTH_TLS_SECRET: f"{mtls.namespace}/{mtls.trust_bundle}", NGINX_AUTH_TLS_VERIFY_CLIENT: "on"}
     done = []
-    for ingress in managed_ingresses(*world.cluster, annotation_context(deps.settings)):
+    for ingress in managed_ingresses(
+        world.cluster.services, world.cluster.ingresses, annotation_context(deps.settings, world.cluster.policy)
+    ):
         if all(ingress.annotations.get(k) == v for k, v in wanted.items()):
             continue
         patch = {"metadata": {"resourceVersion": ingress.resource_version, "annotations": wanted}}

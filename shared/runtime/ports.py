@@ -73,7 +73,8 @@ class ApimServiceReader(Protocol):
 class ApiStore(Protocol):
     """APIs, operations, policies, tags and product links."""
 
-    def all_paths(self) -> dict[str, str]: ...
+    def all_apis(self) -> dict[str, tuple[str, str]]:
+        """api id -> (path, description) of every API."""
 
     def tagged_api_ids(self, tag_name: str) -> set[str]: ...
 

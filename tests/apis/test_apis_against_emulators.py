@@ -21,6 +21,12 @@ CLUSTER = Scope("aks-sandbox")
 TAG = "aks-apim-sync-sandbox-owner"
 
 
+GENEROUS_POLICY: dict[str, object] = {
+    "namespaces": {"shop": {"anonymousApis": True, "products": ["starter", "gold", "partner", "internal"]}}
+}
+"""What the product and subscription tests need the platform team to grant namespace shop."""
+
+
 def api_service(name: str, api_id: str = "orders", *, operations: str | None = None, **extra: str) -> dict[str, Any]:
     annotations = {"apim-sync.io/api-id": api_id, "apim-sync.io/api-path": extra.pop("path", api_id), **extra}
     if operations is not None:
@@ -121,6 +127,7 @@ def test_a_path_used_by_a_foreign_api_is_refused(world: World, deps: Dependencie
 
 
 def test_subscription_required_and_products(world: World, deps: Dependencies, make_deps: Any) -> None:
+    world.set_tenancy_policy(GENEROUS_POLICY)
     world.apim.api_side.products["starter"] = world.apim.api_side._entity(
         "products", "products/starter", "starter", {"displayName": "Starter"}
     )
@@ -163,6 +170,7 @@ def test_the_operators_own_policy_lines_are_kept(world: World, deps: Dependencie
 def test_dry_run_shows_api_operation_policy_and_product_changes_and_writes_nothing(
     world: World, deps: Dependencies, make_deps: Any
 ) -> None:
+    world.set_tenancy_policy(GENEROUS_POLICY)
     world.kube.apply(api_service("orders", operations="GET /orders", **{"apim-sync.io/products": "gold"}))
     report = sync.run(CLUSTER, make_deps(ALLOWLIST_ENABLED="false", CREATE_PRODUCTS="true"), dry_run=True)
     kinds = [(c["action"], c["kind"]) for c in report.to_json()["apis"]["changes"]]
@@ -228,6 +236,7 @@ def test_a_412_on_an_api_update_is_retryable_and_the_next_run_completes(world: W
 
 
 def test_a_product_dropped_from_the_annotation_loses_the_api_but_foreign_links_stay(world: World, deps: Dependencies) -> None:
+    world.set_tenancy_policy(GENEROUS_POLICY)
     store = world.apim.api_side
     for product in ("starter", "gold", "partner"):
         store.products[product] = store._entity("products", f"products/{product}", product, {"displayName": product})

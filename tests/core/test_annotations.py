@@ -8,6 +8,7 @@ from shared.adapters.kube import ingress_routes, service_view
 from shared.backends.discovery import Invalid, Pending, Skipped, backend_for
 from shared.core.annotations import AnnotationContext
 from shared.core.model import DesiredBackend, IngressRoute, Mode, OwnerId, Reason
+from shared.core.tenancy import parse_policy
 from tests.conftest import ingress, service
 
 CONTEXT = AnnotationContext(
@@ -17,6 +18,7 @@ CONTEXT = AnnotationContext(
     default_mode=Mode.INGRESS,
     public_auth_header="X-Apim-Backend-Token",
     public_auth_named_value="aks-backend-token",
+    policy=parse_policy({"namespaces": {"shop": {"urlHosts": ["*.internal.example"]}}}, "test"),
 )
 
 
@@ -40,10 +42,18 @@ def test_public_mode_accepts_a_load_balancer_hostname() -> None:
     assert url_of(manifest) == "http://orders.westeurope.cloudapp.azure.com"
 
 
-def test_public_backend_carries_the_named_value_header_as_the_option_1_credential() -> None:
-    result = outcome_for(service("orders"))
+def test_public_https_backend_carries_the_named_value_header_as_the_option_1_credential() -> None:
+    result = outcome_for(service("orders", ports=[{"name": "https", "port": 443}]))
     assert isinstance(result, DesiredBackend)
     assert result.spec.headers == (("X-Apim-Backend-Token", ("{{aks-backend-token}}",)),)
+
+
+def test_a_plain_http_public_backend_gets_no_token_and_says_how_to_get_it() -> None:
+    result = outcome_for(service("orders"))
+    assert isinstance(result, DesiredBackend) and result.spec.url.startswith("http://")
+    assert result.spec.headers == ()
+    [(field, message)] = result.warnings
+    assert field == "apim-sync.io/protocol" and "plain http" in message and "plainHttpCredentials" in message
 
 
 def test_https_is_chosen_for_port_443_and_can_be_set_explicitly() -> None:
@@ -111,7 +121,6 @@ def test_skip_policy_reads_only() -> None:
         ({"apim-sync.io/mode": "sideways"}, "apim-sync.io/mode", "not one of public, ingress, internal"),
         ({"apim-sync.io/port": "99999"}, "apim-sync.io/port", "not a port number"),
         ({"apim-sync.io/port": "grpc"}, "apim-sync.io/port", "not a port of the Service"),
-        ({"apim-sync.io/url": "ftp://files.example"}, "apim-sync.io/url", "not an http(s) URL"),
         ({"apim-sync.io/protocol": "gopher"}, "apim-sync.io/protocol", "not http or https"),
         ({"apim-sync.io/backend-id": "orders#1"}, "apim-sync.io/backend-id", "only letters"),
         ({"apim-sync.io/backend-id": "x" * 81}, "apim-sync.io/backend-id", "longer than 80"),

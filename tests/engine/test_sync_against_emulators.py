@@ -69,7 +69,8 @@ def test_second_run_makes_zero_writes(world: World, make_deps: Any) -> None:
         "invalid": 0,
         "failed": 0,
     }
-    assert report.requests == {"arm": 1, "arm.read": 1, "kubernetes": 2, "kubernetes.read": 2}
+    # Services, Ingresses and the tenancy policy ConfigMap; one list of backends.
+    assert report.requests == {"arm": 1, "arm.read": 1, "kubernetes": 3, "kubernetes.read": 3}
 
 
 def test_address_change_updates_the_backend_and_keeps_fields_set_by_others(world: World, make_deps: Any) -> None:
@@ -77,6 +78,7 @@ def test_address_change_updates_the_backend_and_keeps_fields_set_by_others(world
     deps = make_deps()
     engine.reconcile(EVERYTHING, deps)
     stored = world.apim.backends[backend_id("orders")]["properties"]
+    stored.setdefault("credentials", {})
     world.apim.put_certificate_directly(
         "apim-client-1", {"keyVault": {"secretIdentifier": "https://kv.vault.azure.net/secrets/c"}}
     )
@@ -259,7 +261,7 @@ def test_scoped_run_touches_only_its_service(world: World, make_deps: Any) -> No
     world.kube.apply(service("payments"))
     report = engine.reconcile(Scope("aks-sandbox", "shop", "orders"), make_deps())
     assert set(world.apim.backends) == {backend_id("orders")}
-    assert report.requests["kubernetes"] == 2
+    assert report.requests["kubernetes"] == 3, "the Service, its namespace's Ingresses, the tenancy policy"
 
 
 def test_access_denied_is_permanent_and_named(world: World, make_deps: Any) -> None:

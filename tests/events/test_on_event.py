@@ -94,6 +94,7 @@ def test_service_event_creates_its_backend_with_a_constant_number_of_requests(ap
         "kube": [
             "GET /api/v1/namespaces/shop/services/orders",
             "GET /apis/networking.k8s.io/v1/namespaces/shop/ingresses",
+            "GET /api/v1/namespaces/aks-apim-sync/configmaps/aks-apim-sync-tenancy",
             "PATCH /api/v1/namespaces/shop/services/orders",
         ],
     }
