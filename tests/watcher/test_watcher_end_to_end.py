@@ -167,3 +167,18 @@ def test_python_m_watcher_exits_cleanly_on_sigterm(world: World, delivering: Eve
     output, _ = process.communicate(timeout=15)
     assert process.returncode == 0, output
     assert "stopping" in output and TOPIC_KEY not in output
+
+
+def test_a_tenancy_policy_change_brings_apim_along_through_a_cluster_resync(
+    world: World, watcher: Running, delivering: EventGridTopic
+) -> None:
+    world.kube.apply(service("feed", annotations={"apim-sync.io/url": "https://api.partner.example/"}))
+    eventually(lambda: any(e["type"] == SERVICE_CHANGED for e in delivering.received))
+    assert backend_id("feed") not in world.apim.backends, "the url host is not granted yet"
+    delivering.received.clear()
+
+    world.set_tenancy_policy({"namespaces": {"shop": {"urlHosts": ["api.partner.example"]}}})
+
+    eventually(lambda: any(e["type"] == CLUSTER_RESYNC for e in delivering.received))
+    eventually(lambda: backend_id("feed") in world.apim.backends)
+    assert world.apim.backends[backend_id("feed")]["properties"]["url"] == "https://api.partner.example/"
