@@ -14,10 +14,9 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-from shared.core.errors import InvalidSettings
 from shared.core.settings import Settings, load_settings
 from shared.runtime.counters import RequestCounter
-from shared.runtime.ports import CaStore, Dependencies, Lease, LeaseFactory
+from shared.runtime.ports import CaStore, Dependencies, Lease, LeaseFactory, no_lease
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -69,10 +68,10 @@ def _keyvault_ca_store(settings: Settings, credential: TokenCredential) -> CaSto
 
 def _lease_factory(settings: Settings) -> LeaseFactory:
     connection = settings.mtls.storage_connection
+    if not connection:
+        return no_lease
 
     def exclusive(name: str) -> AbstractContextManager[Lease]:
-        if not connection:
-            raise InvalidSettings([("AzureWebJobsStorage", f"missing: the {name} lock needs it")])
         from shared.adapters import lease  # azure-storage-blob: only when a lock is taken
 
         return lease.exclusive(connection, name)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from shared.core.errors import InvalidSettings
 from shared.core.model import BackendId, DesiredBackend, IngressView, ObservedBackend, ServiceView
 from shared.core.scope import Scope
 from shared.core.settings import Settings
@@ -121,9 +122,8 @@ LeaseFactory = Callable[[str], AbstractContextManager[Lease]]
 """Hold the named lease for a block; raises LeaseHeld at once when another instance holds it."""
 
 
-def _no_lease(name: str) -> AbstractContextManager[Lease]:
-    from shared.core.errors import InvalidSettings
-
+def no_lease(name: str) -> AbstractContextManager[Lease]:
+    """The lease factory when no storage account is configured: every lock is refused, naming the setting."""
     raise InvalidSettings([("AzureWebJobsStorage", f"missing: the {name} lock needs it")])
 
 
@@ -139,7 +139,7 @@ class Dependencies:
     apis: ApiStore
     ca_store: CaStore | None = None
     """A CA store other than the Secret in CERT_NAMESPACE (Key Vault); None: the Secret."""
-    lease: LeaseFactory = _no_lease
+    lease: LeaseFactory = no_lease
     counter: RequestCounter = field(default_factory=RequestCounter)
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
