@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from shared.apis import claims as apis
@@ -15,12 +16,28 @@ from shared.core.model import OwnerId, Reason
 from shared.core.tenancy import paths_overlap
 
 
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    ADD = "add"
+
+
+class Kind(StrEnum):
+    """The APIM object a change writes."""
+
+    API = "api"
+    TAG = "tag"
+    OPERATION = "operation"
+    POLICY = "policy"
+    OPERATION_POLICY = "operation-policy"
+    PRODUCT = "product"
+
+
 @dataclass(frozen=True)
 class ApiChange:
-    action: str
-    """create | update | delete | add"""
-    kind: str
-    """api | tag | operation | policy | operation-policy | product"""
+    action: Action
+    kind: Kind
     api_id: str
     target: str = ""
     diff: Mapping[str, Any] = field(default_factory=dict)
@@ -45,18 +62,18 @@ class ApiPlan:
 
 
 _ORDER = {
-    ("create", "api"): 0,
-    ("update", "api"): 0,
-    ("add", "tag"): 1,
-    ("create", "operation"): 2,
-    ("update", "operation"): 2,
-    ("update", "policy"): 3,
-    ("update", "operation-policy"): 4,
-    ("create", "product"): 5,
-    ("add", "product"): 6,
-    ("delete", "operation"): 7,
-    ("delete", "product"): 7,
-    ("delete", "api"): 8,
+    (Action.CREATE, Kind.API): 0,
+    (Action.UPDATE, Kind.API): 0,
+    (Action.ADD, Kind.TAG): 1,
+    (Action.CREATE, Kind.OPERATION): 2,
+    (Action.UPDATE, Kind.OPERATION): 2,
+    (Action.UPDATE, Kind.POLICY): 3,
+    (Action.UPDATE, Kind.OPERATION_POLICY): 4,
+    (Action.CREATE, Kind.PRODUCT): 5,
+    (Action.ADD, Kind.PRODUCT): 6,
+    (Action.DELETE, Kind.OPERATION): 7,
+    (Action.DELETE, Kind.PRODUCT): 7,
+    (Action.DELETE, Kind.API): 8,
 }
 
 
@@ -176,7 +193,7 @@ def plan_apis(
                 apis.ApiProblem(f"API {api_id}", "", Reason.KEPT_BY_SETTING, "no Service claims it; KEEP_APIS keeps it")
             )
             continue
-        changes.append(ApiChange("delete", "api", api_id))
+        changes.append(ApiChange(Action.DELETE, Kind.API, api_id))
     changes.sort(key=lambda c: (_ORDER[(c.action, c.kind)], c.api_id, c.target))
     return ApiPlan(changes=tuple(changes), refusals=tuple(refusals), unchanged=unchanged)
 
@@ -193,8 +210,10 @@ def _plan_one(
     unchanged = 0
     properties = api_properties(want, owner)
     if have is None:
-        changes.append(ApiChange("create", "api", want.id, diff={k: [None, v] for k, v in properties.items()}, body=properties))
-        changes.append(ApiChange("add", "tag", want.id))
+        changes.append(
+            ApiChange(Action.CREATE, Kind.API, want.id, diff={k: [None, v] for k, v in properties.items()}, body=properties)
+        )
+        changes.append(ApiChange(Action.ADD, Kind.TAG, want.id))
     else:
         before = {
             "path": have.path,
@@ -205,7 +224,7 @@ def _plan_one(
         diff = {k: [before[k], properties[k]] for k in before if before[k] != properties[k]}
         if diff:
             updated = {**dict(have.raw_properties), **properties}
-            changes.append(ApiChange("update", "api", want.id, diff=diff, body=updated, etag=have.etag))
+            changes.append(ApiChange(Action.UPDATE, Kind.API, want.id, diff=diff, body=updated, etag=have.etag))
         else:
             unchanged += 1
     observed_ops = have.operations if have else {}
@@ -219,7 +238,9 @@ def _plan_one(
             continue
         if current is None:
             changes.append(
-                ApiChange("create", "operation", want.id, operation.id, {"operation": [None, operation.display_name]}, wanted)
+                ApiChange(
+                    Action.CREATE, Kind.OPERATION, want.id, operation.id, {"operation": [None, operation.display_name]}, wanted
+                )
             )
         elif (current.method, current.url_template, current.description) != (
             operation.method,
@@ -227,23 +248,23 @@ def _plan_one(
             wanted["description"],
         ):
             diff = {"operation": [f"{current.method} {current.url_template}", operation.display_name]}
-            changes.append(ApiChange("update", "operation", want.id, operation.id, diff, wanted))
+            changes.append(ApiChange(Action.UPDATE, Kind.OPERATION, want.id, operation.id, diff, wanted))
         held_policy = current.policy if current else None
         if apis.policy_backend(held_policy) != operation.backend_id:
             body = apis.with_managed_block(held_policy, operation.backend_id)
             diff = {"set-backend-service": [apis.policy_backend(held_policy), operation.backend_id]}
-            changes.append(ApiChange("update", "operation-policy", want.id, operation.id, diff, body))
+            changes.append(ApiChange(Action.UPDATE, Kind.OPERATION_POLICY, want.id, operation.id, diff, body))
     desired_ids = {o.id for o in want.operations} | set(want.held_operations)
     for op_id, current in sorted(observed_ops.items()):
         if op_id not in desired_ids and apis.is_managed_operation(current):
-            changes.append(ApiChange("delete", "operation", want.id, op_id))
+            changes.append(ApiChange(Action.DELETE, Kind.OPERATION, want.id, op_id))
     held_policy = have.policy if have else None
     if apis.policy_backend(held_policy) != want.default_backend:
         body = apis.with_managed_block(held_policy, want.default_backend)
         changes.append(
             ApiChange(
-                "update",
-                "policy",
+                Action.UPDATE,
+                Kind.POLICY,
                 want.id,
                 diff={"set-backend-service": [apis.policy_backend(held_policy), want.default_backend]},
                 body=body,
@@ -252,7 +273,7 @@ def _plan_one(
     if have is not None:
         for product in sorted(apis.marked_products(have.description) - set(want.products)):
             if product in have.products:
-                changes.append(ApiChange("delete", "product", want.id, product))
+                changes.append(ApiChange(Action.DELETE, Kind.PRODUCT, want.id, product))
     for product in want.products:
         if have is not None and product in have.products:
             continue
@@ -267,20 +288,20 @@ def _plan_one(
                     )
                 )
                 continue
-            changes.append(ApiChange("create", "product", want.id, product))
-        changes.append(ApiChange("add", "product", want.id, product))
+            changes.append(ApiChange(Action.CREATE, Kind.PRODUCT, want.id, product))
+        changes.append(ApiChange(Action.ADD, Kind.PRODUCT, want.id, product))
     return changes, unchanged
 
 
 def cap_api_deletes(plan: ApiPlan, *, owned: int, max_deletes: int, max_fraction: float, allow_mass_delete: bool) -> ApiPlan:
     """The backends' deletion guard, for APIs: too many API deletes at once delete nothing and say why."""
-    deletes = [c for c in plan.changes if c.action == "delete" and c.kind == "api"]
+    deletes = [c for c in plan.changes if c.action is Action.DELETE and c.kind is Kind.API]
     if allow_mass_delete or len(deletes) <= max_deletes or len(deletes) / max(owned, 1) <= max_fraction:
         return plan
     why = (
         f"would delete {len(deletes)} of {owned} owned APIs (limit: more than {max_deletes} and more than "
         f"{max_fraction:.0%}); nothing deleted. Set ALLOW_MASS_DELETE=true or pass --allow-mass-delete"
     )
-    kept = tuple(c for c in plan.changes if not (c.action == "delete" and c.kind == "api"))
+    kept = tuple(c for c in plan.changes if not (c.action is Action.DELETE and c.kind is Kind.API))
     refused = tuple(apis.ApiProblem(f"API {c.api_id}", "", Reason.DELETE_CAP_REACHED, why) for c in deletes)
     return ApiPlan(changes=kept, refusals=(*plan.refusals, *refused), unchanged=plan.unchanged)

@@ -14,6 +14,7 @@ import yaml
 
 from shared.apis import claims as apis
 from shared.apis import plan as api_plan
+from shared.apis.plan import Action, Kind
 from shared.apis.report import ApisReport
 from shared.backends import discovery
 from shared.core.errors import PermanentError, SyncError
@@ -237,25 +238,25 @@ def _apply(plan: api_plan.ApiPlan, store: ApiStore, deps: Dependencies) -> list[
 
 def _execute(change: api_plan.ApiChange, store: ApiStore, tag: str) -> None:
     kind, action = change.kind, change.action
-    if kind == "api":
-        if action == "delete":
+    if kind is Kind.API:
+        if action is Action.DELETE:
             store.delete_api(change.api_id)
         else:
             store.put_api(change.api_id, change.body, if_match=change.etag)
-    elif kind == "tag":
+    elif kind is Kind.TAG:
         store.tag_api(change.api_id, tag)
-    elif kind == "operation":
-        if action == "delete":
+    elif kind is Kind.OPERATION:
+        if action is Action.DELETE:
             store.delete_operation(change.api_id, change.target)
         else:
             store.put_operation(change.api_id, change.target, change.body)
-    elif kind == "policy":
+    elif kind is Kind.POLICY:
         store.put_api_policy(change.api_id, change.body)
-    elif kind == "operation-policy":
+    elif kind is Kind.OPERATION_POLICY:
         store.put_operation_policy(change.api_id, change.target, change.body)
-    elif action == "create":
+    elif action is Action.CREATE:
         store.create_product(change.target)
-    elif action == "delete":
+    elif action is Action.DELETE:
         store.remove_from_product(change.target, change.api_id)
     else:
         store.add_to_product(change.target, change.api_id)
