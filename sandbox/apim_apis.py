@@ -9,6 +9,7 @@ tags are assigned by PUT and listed with /apisByTags, and an API is deleted with
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 import uuid
 import xml.etree.ElementTree as ET
@@ -214,10 +215,16 @@ class ApiStore:
                 return self.error(404, "ResourceNotFound", "Policy not found.")
             kind = "Microsoft.ApiManagement/service/apis/policies"
             body = {"id": f"{self.emulator.service_id}/{path}", "type": kind, "name": "policy"}
-            return Response(200, {**body, "properties": {"format": "rawxml", "value": store[key]}}, {"ETag": '"policy"'})
+            return Response(
+                200, {**body, "properties": {"format": "rawxml", "value": store[key]}}, {"ETag": _etag_of(store[key])}
+            )
         if request.method == "DELETE":
             store.pop(key, None)
             return Response(200)
+        if_match = request.headers.get("if-match")
+        if if_match and if_match != "*" and (key not in store or _etag_of(store[key]) != if_match):
+            # Real APIM answers a stale If-Match on a policy PUT with 412 as on any entity.
+            return self.error(412, "PreconditionFailed", "The entity has been modified since it was last retrieved.")
         properties = (request.json() or {}).get("properties") or {}
         value = properties.get("value") or ""
         try:
@@ -232,7 +239,7 @@ class ApiStore:
             "name": "policy",
             "properties": {"format": "rawxml", "value": value},
         }
-        return Response(201 if created else 200, shown)
+        return Response(201 if created else 200, shown, {"ETag": _etag_of(value)})
 
     def _api_policy(self, request: Request, match: re.Match[str]) -> Response:
         if match["api"] not in self.apis:
@@ -331,3 +338,8 @@ class ApiStore:
         created = key not in self.product_apis
         self.product_apis.add(key)
         return self._ok(self.apis[match["api"]], created)
+
+
+def _etag_of(policy: str) -> str:
+    """A policy's ETag changes with its content, as APIM's does."""
+    return '"' + hashlib.sha256(policy.encode()).hexdigest()[:16] + '"'

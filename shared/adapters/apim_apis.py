@@ -57,6 +57,33 @@ class ApimApis:
         )
         return found
 
+    def api(self, api_id: str) -> tuple[dict[str, Any], str] | None:
+        """The API's properties and ETag; None when there is no such API."""
+        return self._get(api_id)
+
+    def policy(self, api_id: str, operation_id: str | None = None) -> tuple[str, str] | None:
+        """The policy of the API (or of one of its operations) as rawxml, and its ETag; None when there is none."""
+
+        def with_etag(pipeline_response: Any, _model: Any, headers: dict[str, str]) -> tuple[str, str]:
+            value = pipeline_response.http_response.json().get("properties", {}).get("value") or ""
+            return str(value), headers.get("ETag", "")
+
+        if operation_id is None:
+            found = self._absent_is_none(
+                f"API {api_id} policy", self._client.api_policy.get, api_id, "policy", format="rawxml", cls=with_etag
+            )
+        else:
+            found = self._absent_is_none(
+                f"operation {operation_id} policy",
+                self._client.api_operation_policy.get,
+                api_id,
+                operation_id,
+                "policy",
+                format="rawxml",
+                cls=with_etag,
+            )
+        return found  # type: ignore[no-any-return]
+
     def description(self, api_id: str) -> str | None:
         """One GET: the API's description (where the owner mark is), or None when the API does not exist."""
         found = self._get(api_id)
@@ -67,25 +94,19 @@ class ApimApis:
         if found is None:
             return None
         raw, etag = found
-        policy = self._absent_is_none(f"API {api_id} policy", self._client.api_policy.get, api_id, "policy", format="rawxml")
+        policy, policy_etag = self.policy(api_id) or (None, None)
         operations: dict[str, apis.ObservedOperation] = {}
         with errors.translating(translate, f"list operations of API {api_id}"):
             listed = list(self._client.api_operation.list_by_api(*self._where, api_id))
         for operation in listed:
-            op_policy = self._absent_is_none(
-                f"operation {operation.name} policy",
-                self._client.api_operation_policy.get,
-                api_id,
-                operation.name,
-                "policy",
-                format="rawxml",
-            )
+            op_policy, op_etag = self.policy(api_id, str(operation.name)) or (None, None)
             operations[str(operation.name)] = apis.ObservedOperation(
                 id=str(operation.name),
                 method=str(operation.method or ""),
                 url_template=str(operation.url_template or ""),
                 description=str(operation.description or ""),
-                policy=op_policy.value if op_policy is not None else None,
+                policy=op_policy,
+                policy_etag=op_etag,
             )
         member_of = frozenset(
             p for p in {*products, *apis.marked_products(str(raw.get("description") or ""))} if self._member(p, api_id)
@@ -97,7 +118,8 @@ class ApimApis:
             subscription_required=bool(raw.get("subscriptionRequired", True)),
             description=str(raw.get("description") or ""),
             tagged=tagged,
-            policy=policy.value if policy is not None else None,
+            policy=policy,
+            policy_etag=policy_etag,
             operations=operations,
             products=member_of,
             raw_properties=raw,
@@ -149,14 +171,16 @@ class ApimApis:
     def delete_operation(self, api_id: str, operation_id: str) -> None:
         self._absent_is_none(f"operation {operation_id}", self._client.api_operation.delete, api_id, operation_id, "*")
 
-    def put_api_policy(self, api_id: str, xml: str) -> None:
+    def put_api_policy(self, api_id: str, xml: str, *, if_match: str | None = None) -> None:
         body = _body({"format": "rawxml", "value": xml})
-        self._call(f"API {api_id} policy", self._client.api_policy.create_or_update, api_id, "policy", body)
+        call = self._client.api_policy.create_or_update
+        self._call(f"API {api_id} policy", call, api_id, "policy", body, if_match=if_match)
 
-    def put_operation_policy(self, api_id: str, operation_id: str, xml: str) -> None:
+    def put_operation_policy(self, api_id: str, operation_id: str, xml: str, *, if_match: str | None = None) -> None:
         body = _body({"format": "rawxml", "value": xml})
         what = f"operation {operation_id} policy"
-        self._call(what, self._client.api_operation_policy.create_or_update, api_id, operation_id, "policy", body)
+        call = self._client.api_operation_policy.create_or_update
+        self._call(what, call, api_id, operation_id, "policy", body, if_match=if_match)
 
     def create_product(self, product_id: str) -> None:
         properties = {"displayName": product_id, "subscriptionRequired": True, "state": "published"}

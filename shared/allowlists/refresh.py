@@ -12,13 +12,13 @@ from typing import Any
 from shared.allowlists import addresses
 from shared.allowlists import writers as allowlist
 from shared.allowlists.report import AllowListReport
-from shared.core.errors import ConcurrentEdit, PermanentError, RetryableError, SyncError
+from shared.core.errors import SyncError
 from shared.core.model import IngressView, Reason, ServiceView
 from shared.core.reporting import RunError
 from shared.core.scope import Scope
+from shared.runtime.apply import NOTHING_TO_DO, NothingToDo, Writer, apply_change
 from shared.runtime.cluster import ClusterView, annotation_context, read_cluster, with_retries
 from shared.runtime.ports import Dependencies
-from shared.runtime.retry import backoff_seconds
 
 NO_USABLE_ADDRESSES = Reason.NO_USABLE_APIM_ADDRESSES
 
@@ -115,39 +115,39 @@ def _entry(change: allowlist.AllowListChange, outcome: str, **extra: Any) -> dic
     }
 
 
-def _refetch(change: allowlist.AllowListChange, writer: allowlist.AllowListWriter, deps: Dependencies) -> allowlist.Target | None:
-    target = change.target
-    fresh: ServiceView | IngressView | None
-    if target.kind == "Ingress":
-        fresh = deps.cluster.get_ingress(target.namespace, target.name)
-    else:
-        fresh = deps.cluster.get_service(target.namespace, target.name)
-    return writer.target_of(fresh) if fresh is not None else None
+def _writer(deps: Dependencies) -> Writer[tuple[allowlist.AllowListChange, allowlist.AllowListWriter]]:
+    Planned = tuple[allowlist.AllowListChange, allowlist.AllowListWriter]
+
+    def write(planned: Planned) -> None:
+        change = planned[0]
+        deps.cluster_writer.patch(change.target.kind, change.target.namespace, change.target.name, dict(change.patch))
+
+    def decide_again(planned: Planned) -> Planned | NothingToDo:
+        change, writer = planned
+        target = change.target
+        fresh: ServiceView | IngressView | None
+        if target.kind == "Ingress":
+            fresh = deps.cluster.get_ingress(target.namespace, target.name)
+        else:
+            fresh = deps.cluster.get_service(target.namespace, target.name)
+        refreshed = writer.target_of(fresh) if fresh is not None else None
+        again = allowlist.change_for(refreshed, change.cidrs, writer) if refreshed is not None else None
+        return (again, writer) if again is not None else NOTHING_TO_DO
+
+    return Writer(write=write, decide_again=decide_again)
 
 
 def _apply(change: allowlist.AllowListChange, writer: allowlist.AllowListWriter, deps: Dependencies) -> dict[str, Any]:
+    """Each patch carries the resourceVersion it was planned on; see shared.runtime.apply for the rest."""
     sync = deps.settings.sync
-    current: allowlist.AllowListChange | None = change
-    for attempt in range(1, sync.max_attempts + 1):
-        assert current is not None
-        try:
-            deps.cluster_writer.patch(current.target.kind, current.target.namespace, current.target.name, dict(current.patch))
-            return _entry(current, "applied", **({"attempts": attempt} if attempt > 1 else {}))
-        except PermanentError as error:
-            return _entry(current, "failed", message=str(error), retryable=False)
-        except RetryableError as error:
-            if attempt == sync.max_attempts:
-                return _entry(current, "failed", message=str(error), retryable=True)
-            if isinstance(error, ConcurrentEdit):
-                try:
-                    target = _refetch(current, writer, deps)
-                except SyncError as refetch_error:
-                    return _entry(current, "failed", message=str(refetch_error), retryable=refetch_error.retryable)
-                if target is None:
-                    return _entry(current, "noop")
-                current = allowlist.change_for(target, current.cidrs, writer)
-                if current is None:
-                    return _entry(change, "noop")
-            else:
-                deps.sleep(backoff_seconds(error, attempt, max_wait_seconds=sync.max_retry_wait_seconds))
-    raise AssertionError("unreachable")
+    outcome, (last, _) = apply_change(
+        (change, writer),
+        _writer(deps),
+        attempts=sync.max_attempts,
+        max_wait_seconds=sync.max_retry_wait_seconds,
+        sleep=deps.sleep,
+    )
+    extra: dict[str, Any] = {"attempts": outcome.attempts} if outcome.attempts > 1 and outcome.status == "applied" else {}
+    if outcome.status == "failed":
+        extra = {"message": outcome.message, "retryable": outcome.retryable}
+    return _entry(last, outcome.status, **extra)

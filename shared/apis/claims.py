@@ -105,6 +105,7 @@ class ObservedOperation:
     url_template: str
     description: str
     policy: str | None
+    policy_etag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class ObservedApi:
     products: frozenset[str] = frozenset()
     raw_properties: Mapping[str, Any] = field(default_factory=dict, compare=False)
     etag: str | None = None
+    policy_etag: str | None = None
 
 
 # -- annotations ---------------------------------------------------------------------------------------

@@ -43,7 +43,11 @@ class ApiChange:
     diff: Mapping[str, Any] = field(default_factory=dict)
     body: Any = None
     etag: str | None = None
-    """If-Match for updates of the API itself."""
+    """If-Match: the ETag of the API or policy this update was planned on."""
+    wanted: Mapping[str, Any] = field(default_factory=dict)
+    """An API update: the properties this deployment manages, laid again over a fresh read after a conflict."""
+    routes_to: str | None = None
+    """A policy update: the backend the managed block routes to (None: the block is removed)."""
 
     def to_json(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"action": self.action, "kind": self.kind, "api": self.api_id}
@@ -224,7 +228,9 @@ def _plan_one(
         diff = {k: [before[k], properties[k]] for k in before if before[k] != properties[k]}
         if diff:
             updated = {**dict(have.raw_properties), **properties}
-            changes.append(ApiChange(Action.UPDATE, Kind.API, want.id, diff=diff, body=updated, etag=have.etag))
+            changes.append(
+                ApiChange(Action.UPDATE, Kind.API, want.id, diff=diff, body=updated, etag=have.etag, wanted=properties)
+            )
         else:
             unchanged += 1
     observed_ops = have.operations if have else {}
@@ -253,7 +259,12 @@ def _plan_one(
         if apis.policy_backend(held_policy) != operation.backend_id:
             body = apis.with_managed_block(held_policy, operation.backend_id)
             diff = {"set-backend-service": [apis.policy_backend(held_policy), operation.backend_id]}
-            changes.append(ApiChange(Action.UPDATE, Kind.OPERATION_POLICY, want.id, operation.id, diff, body))
+            etag = current.policy_etag if current else None
+            changes.append(
+                ApiChange(
+                    Action.UPDATE, Kind.OPERATION_POLICY, want.id, operation.id, diff, body, etag, routes_to=operation.backend_id
+                )
+            )
     desired_ids = {o.id for o in want.operations} | set(want.held_operations)
     for op_id, current in sorted(observed_ops.items()):
         if op_id not in desired_ids and apis.is_managed_operation(current):
@@ -268,6 +279,8 @@ def _plan_one(
                 want.id,
                 diff={"set-backend-service": [apis.policy_backend(held_policy), want.default_backend]},
                 body=body,
+                etag=have.policy_etag if have else None,
+                routes_to=want.default_backend,
             )
         )
     if have is not None:

@@ -17,11 +17,12 @@ from shared.apis import plan as api_plan
 from shared.apis.plan import Action, Kind
 from shared.apis.report import ApisReport
 from shared.backends import discovery
-from shared.core.errors import PermanentError, SyncError
+from shared.core.errors import SyncError
 from shared.core.model import DesiredBackend, IngressRoute, Reason, ServiceView
 from shared.core.reporting import RunError
 from shared.core.scope import Scope
 from shared.core.tenancy import ASK_PLATFORM, NamespaceGrant, TenancyPolicy
+from shared.runtime.apply import NOTHING_TO_DO, NothingToDo, Refused, Writer, apply_change
 from shared.runtime.cluster import ClusterView, annotation_context, read_cluster, with_retries
 from shared.runtime.ports import ApiStore, Dependencies
 
@@ -216,24 +217,61 @@ def _openapi_operations(
 
 
 def _apply(plan: api_plan.ApiPlan, store: ApiStore, deps: Dependencies) -> list[dict[str, Any]]:
-    """In plan order; a failed API stops its own later changes, never another API's."""
+    """In plan order, each change under the apply contract (shared.runtime.apply); a failed or refused change
+    of an API stops that API's later changes, never another API's."""
     entries: list[dict[str, Any]] = []
     broken: set[str] = set()
-    tag = tag_for(deps)
+    writer = _writer(store, tag_for(deps), deps.settings.sync.owner_id)
+    sync_settings = deps.settings.sync
     for change in plan.changes:
         entry = {**change.to_json(), "outcome": "applied"}
         if change.api_id in broken:
             entries.append({**entry, "outcome": "skipped", "message": "an earlier change of this API failed"})
             continue
-        try:
-            with_retries(deps, lambda c=change: _execute(c, store, tag))  # type: ignore[misc]
-        except SyncError as error:
+        outcome, _ = apply_change(
+            change,
+            writer,
+            attempts=sync_settings.max_attempts,
+            max_wait_seconds=sync_settings.max_retry_wait_seconds,
+            sleep=deps.sleep,
+        )
+        if outcome.status == "noop":
+            continue
+        if outcome.status in ("failed", "refused"):
             broken.add(change.api_id)
-            entry.update(
-                outcome="failed", message=str(error), retryable=error.retryable and not isinstance(error, PermanentError)
-            )
+            entry.update(outcome=outcome.status, message=outcome.message, retryable=outcome.retryable)
+            if outcome.status == "refused":
+                entry["reason"] = outcome.reason
+        if outcome.attempts > 1:
+            entry["attempts"] = outcome.attempts
         entries.append(entry)
     return entries
+
+
+def _writer(store: ApiStore, tag: str, owner: str) -> Writer[api_plan.ApiChange]:
+    def decide_again(change: api_plan.ApiChange) -> api_plan.ApiChange | Refused | NothingToDo:
+        """A fresh read of the one object the change writes, and the change decided again on it."""
+        if change.kind is Kind.API and change.action is Action.UPDATE:
+            fresh = store.api(change.api_id)
+            if fresh is None:
+                return NOTHING_TO_DO  # gone meanwhile: the next run decides
+            raw, etag = fresh
+            mark = apis.parse_api_mark(str(raw.get("description") or ""))
+            wanted_mark = apis.parse_api_mark(str(change.wanted.get("description") or ""))
+            if mark is None or mark != wanted_mark or mark[0] != owner:
+                return Refused(Reason.OWNED_BY_OTHER, "the API's owner mark changed meanwhile; not overwritten")
+            if all(raw.get(key) == value for key, value in change.wanted.items()):
+                return NOTHING_TO_DO
+            return replace(change, body={**raw, **change.wanted}, etag=etag)
+        if change.kind in (Kind.POLICY, Kind.OPERATION_POLICY):
+            held = store.policy(change.api_id, change.target if change.kind is Kind.OPERATION_POLICY else None)
+            text, etag = held if held is not None else ("", "")
+            if text and apis.policy_backend(text) == change.routes_to:
+                return NOTHING_TO_DO
+            return replace(change, body=apis.with_managed_block(text or None, change.routes_to), etag=etag or None)
+        return change  # idempotent writes keyed by id: writing again is deciding again
+
+    return Writer(write=lambda change: _execute(change, store, tag), decide_again=decide_again)
 
 
 def _execute(change: api_plan.ApiChange, store: ApiStore, tag: str) -> None:
@@ -251,9 +289,9 @@ def _execute(change: api_plan.ApiChange, store: ApiStore, tag: str) -> None:
         else:
             store.put_operation(change.api_id, change.target, change.body)
     elif kind is Kind.POLICY:
-        store.put_api_policy(change.api_id, change.body)
+        store.put_api_policy(change.api_id, change.body, if_match=change.etag)
     elif kind is Kind.OPERATION_POLICY:
-        store.put_operation_policy(change.api_id, change.target, change.body)
+        store.put_operation_policy(change.api_id, change.target, change.body, if_match=change.etag)
     elif action is Action.CREATE:
         store.create_product(change.target)
     elif action is Action.DELETE:

@@ -3,10 +3,12 @@ each operation ends up with, tags, products) and what the report says."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
+from sandbox.httpbase import Fault
 from sandbox.world import World
 from shared import sync
 from shared.apis import claims as apis
@@ -246,3 +248,48 @@ def test_a_product_dropped_from_the_annotation_loses_the_api_but_foreign_links_s
     world.kube.apply(api_service("orders", **{"apim-sync.io/products": "starter"}))
     run(deps)
     assert {p for p, a in store.product_apis if a == "orders"} == {"starter", "partner"}
+
+
+class EditsPolicyJustBeforeOurWrite:
+    """Another actor (an operator in the portal) edits the API's policy between our read and our write."""
+
+    def __init__(self, real: Any, world: World, api_id: str) -> None:
+        self._real, self._world, self._api_id, self.edits = real, world, api_id, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def put_api_policy(self, api_id: str, xml: str, *, if_match: str | None = None) -> None:
+        if self.edits == 0:
+            self.edits += 1
+            policies = self._world.apim.api_side.api_policies
+            policies[self._api_id] = policies[self._api_id].replace("<outbound>", '<outbound><cache-store duration="60" />')
+        self._real.put_api_policy(api_id, xml, if_match=if_match)
+
+
+def test_a_policy_edited_between_read_and_write_is_read_again_and_the_edit_kept(
+    world: World, deps: Dependencies, sleeps: Any
+) -> None:
+    world.kube.apply(api_service("orders"))
+    run(deps)
+    world.kube.apply(api_service("orders", **{"apim-sync.io/backend-id": "orders-v2"}))
+    racing = EditsPolicyJustBeforeOurWrite(deps.apis, world, "orders")
+
+    report = run(dataclasses.replace(deps, apis=racing))
+
+    policy = world.apim.api_side.api_policies["orders"]
+    assert 'backend-id="orders-v2"' in policy, "our block was written"
+    assert '<cache-store duration="60" />' in policy, "the operator's edit made meanwhile is kept"
+    entry = next(c for c in report.to_json()["apis"]["changes"] if c["kind"] == "policy")
+    assert entry["attempts"] == 2 and sleeps == [], "a 412 is read again at once, not waited for"
+
+
+def test_an_api_update_that_meets_a_412_is_read_again_without_waiting(world: World, deps: Dependencies, sleeps: Any) -> None:
+    world.kube.apply(api_service("orders"))
+    run(deps)
+    world.kube.apply(api_service("orders", **{"apim-sync.io/api-display-name": "Orders v2"}))
+    world.apim.inject(Fault(412, method="PUT", path_contains="/apis/orders", body={"error": {"code": "PreconditionFailed"}}))
+    report = run(deps)
+    assert world.apim.api_side.apis["orders"]["properties"]["displayName"] == "Orders v2"
+    entry = next(c for c in report.to_json()["apis"]["changes"] if c["kind"] == "api")
+    assert entry["attempts"] == 2 and sleeps == []
