@@ -1,4 +1,5 @@
-"""A whole run for one scope: backends, certificate presentation, APIs, then allow-lists, on one read of the cluster.
+"""A whole run for one scope: backends, certificate presentation, APIs, then allow-lists, on one read of the cluster
+and one answer to which Services are exposed and how (shared.backends.exposure).
 
 The entry point of every trigger (HTTP, timer, event). Each step is level-based and independent: a
 failing backend change does not stop the allow-lists, and the report shows both.
@@ -11,13 +12,14 @@ from dataclasses import replace
 from shared.allowlists import refresh
 from shared.apis import reconcile as apis_step
 from shared.backends import reconcile as backends_step
+from shared.backends.exposure import Exposure, of_view
 from shared.backends.report import failed_report
 from shared.core.errors import SyncError
 from shared.core.model import BackendId, Reason
 from shared.core.reporting import Report
 from shared.core.scope import Scope, Steps
 from shared.core.settings import CertificateSource
-from shared.runtime.cluster import ClusterView, read_cluster
+from shared.runtime.cluster import read_cluster
 from shared.runtime.ports import Dependencies
 
 __all__ = ["Steps", "run"]
@@ -35,29 +37,29 @@ def run(
 ) -> Report:
     started, requests_before = deps.monotonic(), deps.counter.snapshot()
     try:
-        cluster = read_cluster(scope, deps)
+        exposure = of_view(read_cluster(scope, deps), deps.settings)
     except SyncError as error:
         return failed_report(scope, error, reason=Reason.SOURCE_READ_FAILED, dry_run=dry_run)
     if steps is Steps.ALLOWLIST:
         report = Report(scope=scope, dry_run=dry_run, notes=("backends not reconciled: only the allow-list step was asked for",))
     else:
         report = backends_step.reconcile(
-            scope, deps, dry_run=dry_run, allow_mass_delete=allow_mass_delete, backend_hints=backend_hints, cluster=cluster
+            scope, deps, dry_run=dry_run, allow_mass_delete=allow_mass_delete, backend_hints=backend_hints, exposure=exposure
         )
     if not dry_run and deps.settings.mtls.source is not CertificateSource.NONE:
-        report = _present_certificate(report, deps, cluster)
+        report = _present_certificate(report, deps, exposure)
     if steps is Steps.ALL:
         apis = apis_step.reconcile_apis(
-            scope, deps, cluster, dry_run=dry_run, api_hints=api_hints, allow_mass_delete=allow_mass_delete
+            scope, deps, exposure, dry_run=dry_run, api_hints=api_hints, allow_mass_delete=allow_mass_delete
         )
         report = replace(report, apis=apis)
     if steps is not Steps.BACKENDS:
-        report = replace(report, allowlists=refresh.refresh(deps, scope=scope, dry_run=dry_run, cluster=cluster))
+        report = replace(report, allowlists=refresh.refresh(deps, scope=scope, dry_run=dry_run, exposure=exposure))
     requests = deps.counter.delta(requests_before, deps.counter.snapshot())
     return replace(report, duration_ms=int((deps.monotonic() - started) * 1000), requests=requests)
 
 
-def _present_certificate(report: Report, deps: Dependencies, cluster: ClusterView) -> Report:
+def _present_certificate(report: Report, deps: Dependencies, exposure: Exposure) -> Report:
     """New ingress backends present the client certificate in use at once, not at the next rotation run."""
     created = [c["id"] for c in report.changes if c["action"] == "create" and c["outcome"] == "applied"]
     if not created:
@@ -65,7 +67,7 @@ def _present_certificate(report: Report, deps: Dependencies, cluster: ClusterVie
     from shared.rotation import rotate  # cryptography: loaded only when there is something to present
 
     try:
-        ingress = rotate.ingress_backends_among(deps, cluster, created)
+        ingress = rotate.ingress_backends_among(exposure, created)
         pointed = rotate.present_active_certificate(deps, ingress)
     except SyncError as error:
         note = f"new ingress backends got no client certificate yet ({error}); the next rotation run gives it"

@@ -12,12 +12,13 @@ from typing import Any
 from shared.allowlists import addresses
 from shared.allowlists import writers as allowlist
 from shared.allowlists.report import AllowListReport
+from shared.backends.exposure import Exposure, of_view
 from shared.core.errors import SyncError
 from shared.core.model import IngressView, Reason, ServiceView
 from shared.core.reporting import RunError
 from shared.core.scope import Scope
 from shared.runtime.apply import NOTHING_TO_DO, NothingToDo, Writer, apply_change
-from shared.runtime.cluster import ClusterView, annotation_context, read_cluster, with_retries
+from shared.runtime.cluster import read_cluster, with_retries
 from shared.runtime.ports import Dependencies
 
 NO_USABLE_ADDRESSES = Reason.NO_USABLE_APIM_ADDRESSES
@@ -32,23 +33,21 @@ def refresh(
     *,
     scope: Scope | None = None,
     dry_run: bool = False,
-    cluster: ClusterView | None = None,
+    exposure: Exposure | None = None,
 ) -> AllowListReport:
-    """`cluster` passes what was already read for the same scope, saving a second read."""
+    """`exposure` passes what the run already read and worked out for the same scope, saving a second read."""
     settings = deps.settings.allowlist
     if not settings.enabled:
         return AllowListReport(dry_run=dry_run, skipped="ALLOWLIST_ENABLED is false")
     scope = scope or Scope(deps.settings.kube.cluster_name)
     try:
-        view = cluster if cluster is not None else read_cluster(scope, deps)
+        exposure = exposure if exposure is not None else of_view(read_cluster(scope, deps), deps.settings)
     except SyncError as error:
         return AllowListReport(dry_run=dry_run, error=RunError.of(error, Reason.SOURCE_READ_FAILED.value))
-    services, ingresses = view.services, view.ingresses
-    context = annotation_context(deps.settings, view.policy)
     targets: list[tuple[allowlist.Target, allowlist.AllowListWriter]] = []
     findings: list[allowlist.Finding] = []
     for writer in writers(deps):
-        found_targets, found = writer.targets(services, ingresses, context)
+        found_targets, found = writer.targets(exposure)
         findings.extend(found)
         targets.extend((target, writer) for target in found_targets)
     if not targets:

@@ -9,16 +9,15 @@ conflict, not a lost update.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.backends.exposure import managed_ingresses, managed_modes
+from shared.backends.exposure import Exposure
 from shared.core.annotations import (
     AZURE_ALLOWED_IP_RANGES,
     DENY_ALL_EXCEPT_SOURCE_RANGES,
     AnnotationChoice,
-    AnnotationContext,
 )
 from shared.core.cidrs import parse_list
 from shared.core.model import IngressView, Mode, Reason, ServiceView
@@ -63,9 +62,7 @@ class AllowListChange:
 
 
 class AllowListWriter(Protocol):
-    def targets(
-        self, services: Sequence[ServiceView], ingresses: Sequence[IngressView], ctx: AnnotationContext
-    ) -> tuple[list[Target], list[Finding]]: ...
+    def targets(self, exposure: Exposure) -> tuple[list[Target], list[Finding]]: ...
 
     def target_of(self, obj: ServiceView | IngressView) -> Target | None:
         """The target for one freshly read object (after a conflict), if this writer manages its kind."""
@@ -80,10 +77,8 @@ class IngressNginxWriter:
     def __init__(self, choice: AnnotationChoice) -> None:
         self.keys = choice.keys
 
-    def targets(
-        self, services: Sequence[ServiceView], ingresses: Sequence[IngressView], ctx: AnnotationContext
-    ) -> tuple[list[Target], list[Finding]]:
-        return [self.target_of(ingress) for ingress in managed_ingresses(services, ingresses, ctx)], []
+    def targets(self, exposure: Exposure) -> tuple[list[Target], list[Finding]]:
+        return [self.target_of(ingress) for ingress in exposure.managed_ingresses()], []
 
     def target_of(self, obj: ServiceView | IngressView) -> Target:
         assert isinstance(obj, IngressView)
@@ -98,13 +93,11 @@ class IngressNginxWriter:
 class LoadBalancerWriter:
     """public-mode Services of type LoadBalancer: spec.loadBalancerSourceRanges."""
 
-    def targets(
-        self, services: Sequence[ServiceView], ingresses: Sequence[IngressView], ctx: AnnotationContext
-    ) -> tuple[list[Target], list[Finding]]:
-        modes = managed_modes(services, ctx)
+    def targets(self, exposure: Exposure) -> tuple[list[Target], list[Finding]]:
+        modes = exposure.modes
         targets: list[Target] = []
         findings: list[Finding] = []
-        for service in services:
+        for service in exposure.services:
             if modes.get((service.namespace, service.name)) is not Mode.PUBLIC or service.type != "LoadBalancer":
                 continue
             where = f"Service {service.namespace}/{service.name}"

@@ -16,14 +16,14 @@ from shared.apis import claims as apis
 from shared.apis import plan as api_plan
 from shared.apis.plan import Action, Kind
 from shared.apis.report import ApisReport
-from shared.backends import discovery
+from shared.backends.exposure import Exposure, of_view
 from shared.core.errors import SyncError
-from shared.core.model import DesiredBackend, IngressRoute, Reason, ServiceView
+from shared.core.model import DesiredBackend, Reason, ServiceView
 from shared.core.reporting import RunError
 from shared.core.scope import Scope
-from shared.core.tenancy import ASK_PLATFORM, NamespaceGrant, TenancyPolicy
+from shared.core.tenancy import ASK_PLATFORM, NamespaceGrant
 from shared.runtime.apply import NOTHING_TO_DO, NothingToDo, Refused, Writer, apply_change
-from shared.runtime.cluster import ClusterView, annotation_context, read_cluster, with_retries
+from shared.runtime.cluster import read_cluster, with_retries
 from shared.runtime.ports import ApiStore, Dependencies
 
 
@@ -34,7 +34,7 @@ def tag_for(deps: Dependencies) -> str:
 def reconcile_apis(
     scope: Scope,
     deps: Dependencies,
-    cluster: ClusterView,
+    exposure: Exposure,
     *,
     dry_run: bool = False,
     api_hints: frozenset[str] = frozenset(),
@@ -46,7 +46,7 @@ def reconcile_apis(
     """
     if not deps.settings.apis.enabled:
         return ApisReport(dry_run=dry_run, skipped="APIS_ENABLED is false")
-    claims_now = any(s.annotations.get(f"{deps.settings.sync.annotation_prefix}/api-id", "").strip() for s in cluster.services)
+    claims_now = any(s.annotations.get(f"{deps.settings.sync.annotation_prefix}/api-id", "").strip() for s in exposure.services)
     if scope.service is not None and not claims_now and not api_hints:
         return ApisReport(dry_run=dry_run)
     store = deps.apis
@@ -54,8 +54,8 @@ def reconcile_apis(
         tagged = with_retries(deps, lambda: store.tagged_api_ids(tag_for(deps)))
         if not tagged and not claims_now:
             return ApisReport(dry_run=dry_run)  # no API claimed in scope and none of ours in APIM: one request
-        services, routes, namespaces = _services_for(scope, deps, cluster)
-        claims, problems = _claims(services, routes, deps, cluster.policy)
+        widened, namespaces = _widened(scope, deps, exposure)
+        claims, problems = _claims(widened, deps)
         listing = with_retries(deps, store.all_apis)
         all_paths = {api_id: path for api_id, (path, _) in listing.items()}
         owner_namespaces = api_plan.owner_namespaces(listing, deps.settings.sync.owner_id)
@@ -112,29 +112,26 @@ def _problem(problem: apis.ApiProblem) -> dict[str, str]:
     return {"object": problem.object, "field": problem.field, "reason": problem.reason, "message": problem.message}
 
 
-def _services_for(
-    scope: Scope, deps: Dependencies, cluster: ClusterView
-) -> tuple[list[ServiceView], list[IngressRoute], frozenset[str] | None]:
-    """Cluster runs use what was read; narrower runs widen to the namespace, where an API's Services live."""
-    view = cluster
+def _widened(scope: Scope, deps: Dependencies, exposure: Exposure) -> tuple[Exposure, frozenset[str] | None]:
+    """Cluster and namespace runs use what the run worked out; a one-Service run widens to its namespace,
+    where an API's Services live (under the policy the run already read)."""
     if scope.namespace is not None and scope.service is not None:
-        view = read_cluster(Scope(scope.cluster, namespace=scope.namespace), deps, policy=cluster.policy)
-    routes = [r for i in view.ingresses for r in i.routes]
-    return view.services, routes, None if scope.namespace is None else frozenset({scope.namespace})
+        view = read_cluster(Scope(scope.cluster, namespace=scope.namespace), deps, policy=exposure.context.policy)
+        exposure = of_view(view, deps.settings)
+    return exposure, None if scope.namespace is None else frozenset({scope.namespace})
 
 
-def _claims(
-    services: list[ServiceView], routes: list[IngressRoute], deps: Dependencies, policy: TenancyPolicy
-) -> tuple[list[apis.ApiClaim], list[dict[str, str]]]:
-    context = annotation_context(deps.settings, policy)
+def _claims(exposure: Exposure, deps: Dependencies) -> tuple[list[apis.ApiClaim], list[dict[str, str]]]:
+    context = exposure.context
+    policy = context.policy
     prefix = context.prefix
     claims: list[apis.ApiClaim] = []
     problems: list[dict[str, str]] = []
-    for service in services:
+    for service in exposure.services:
         if not service.annotations.get(f"{prefix}/api-id", "").strip():
             continue
         where = f"{service.namespace}/{service.name}"
-        outcome = discovery.backend_for(service, routes, context)
+        outcome = exposure.outcome(service)
         if not isinstance(outcome, DesiredBackend):
             why = "the Service is not exposed" if outcome is None else "its backend is not ready (pending or invalid)"
             problems.append(

@@ -1,33 +1,66 @@
-"""Which Services this deployment exposes, in which mode, and the Ingresses that front them.
+"""Which Services this deployment exposes, how, and the Ingresses that front them: worked out once per run.
 
-Pure. The allow-list writers and the rotation's trust step both act only on what this says is managed.
+Pure. `expose` turns what one run read into every step's view of it: the backend each Service wants (or
+why not), the mode of each managed Service, and the managed Ingresses. The backends, APIs, allow-lists and
+rotation steps all read this one answer instead of reading the annotations again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-from shared.backends.discovery import managed_mode
+from shared.backends.discovery import ServiceOutcome, backend_for, managed_mode
 from shared.core.annotations import AnnotationContext
-from shared.core.model import IngressView, Mode, ServiceView
+from shared.core.model import DesiredBackend, IngressRoute, IngressView, Mode, ServiceView
+from shared.core.settings import Settings
+from shared.runtime.cluster import ClusterView, annotation_context
+
+ServiceKey = tuple[str, str]
+"""(namespace, name)"""
 
 
-def managed_modes(services: Sequence[ServiceView], ctx: AnnotationContext) -> dict[tuple[str, str], Mode]:
-    found = {}
+@dataclass(frozen=True)
+class Exposure:
+    context: AnnotationContext
+    services: Sequence[ServiceView]
+    ingresses: Sequence[IngressView]
+    outcomes: Mapping[ServiceKey, ServiceOutcome]
+    """Every Service that asks to be exposed: the backend it wants, or why not."""
+    modes: Mapping[ServiceKey, Mode]
+    """The mode of every Service this deployment manages (exposed, not skipped, mode valid and granted)."""
+
+    def outcome(self, service: ServiceView) -> ServiceOutcome | None:
+        return self.outcomes.get((service.namespace, service.name))
+
+    def managed_ingresses(self) -> list[IngressView]:
+        """The Ingresses this deployment manages: those routing to an ingress-mode Service it exposes."""
+        return [
+            ingress
+            for ingress in self.ingresses
+            if any(self.modes.get((ingress.namespace, name)) is Mode.INGRESS for name in ingress.service_names)
+        ]
+
+    def client_certificate_backends(self) -> set[str]:
+        """The backends that present APIM's client certificate: ingress mode, at an address the tenancy rules trust."""
+        return {o.id for o in self.outcomes.values() if isinstance(o, DesiredBackend) and o.client_certificate}
+
+
+def expose(services: Sequence[ServiceView], ingresses: Sequence[IngressView], context: AnnotationContext) -> Exposure:
+    routes: list[IngressRoute] = [route for ingress in ingresses for route in ingress.routes]
+    outcomes: dict[ServiceKey, ServiceOutcome] = {}
+    modes: dict[ServiceKey, Mode] = {}
     for service in services:
-        mode = managed_mode(service, ctx)
+        key = (service.namespace, service.name)
+        outcome = backend_for(service, routes, context)
+        if outcome is not None:
+            outcomes[key] = outcome
+        mode = managed_mode(service, context)
         if mode is not None:
-            found[(service.namespace, service.name)] = mode
-    return found
+            modes[key] = mode
+    return Exposure(context, services, ingresses, outcomes, modes)
 
 
-def managed_ingresses(
-    services: Sequence[ServiceView], ingresses: Sequence[IngressView], ctx: AnnotationContext
-) -> list[IngressView]:
-    """The Ingresses this deployment manages: those routing to an ingress-mode Service it exposes."""
-    modes = managed_modes(services, ctx)
-    return [
-        ingress
-        for ingress in ingresses
-        if any(modes.get((ingress.namespace, name)) is Mode.INGRESS for name in ingress.service_names)
-    ]
+def of_view(view: ClusterView, settings: Settings) -> Exposure:
+    """The exposure of what one read of the cluster found, under its tenancy policy."""
+    return expose(view.services, view.ingresses, annotation_context(settings, view.policy))

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from functools import partial
 
-from shared.backends import discovery, plan
+from shared.backends import plan
 from shared.backends.apply import apply_plan
+from shared.backends.exposure import Exposure, of_view
 from shared.backends.report import build_report
 from shared.core import naming
 from shared.core.errors import SyncError
 from shared.core.model import BackendId, ObservedBackend, Reason, ServiceRef
 from shared.core.reporting import Report, RunError
 from shared.core.scope import Scope
-from shared.runtime.cluster import ClusterView, annotation_context, read_cluster, with_retries
+from shared.runtime.cluster import read_cluster, with_retries
 from shared.runtime.counters import RequestCounter
 from shared.runtime.ports import Dependencies
 
@@ -29,7 +30,7 @@ def reconcile(
     dry_run: bool = False,
     allow_mass_delete: bool = False,
     backend_hints: frozenset[BackendId] = frozenset(),
-    cluster: ClusterView | None = None,
+    exposure: Exposure | None = None,
 ) -> Report:
     """Reconcile what the scope covers. `backend_hints` are further backend ids worth a look (an event's
     record of the ids a Service used before it changed); they only widen what is read, never what is owned.
@@ -43,13 +44,10 @@ def reconcile(
         return build_report(scope=scope, dry_run=dry_run, duration_ms=duration_ms, requests=requests, **parts)  # type: ignore[arg-type]
 
     try:
-        view = cluster if cluster is not None else read_cluster(scope, deps)
+        exposure = exposure if exposure is not None else of_view(read_cluster(scope, deps), deps.settings)
     except SyncError as error:
         return finish(plan=None, desired=None, run_errors=[RunError.of(error, Reason.SOURCE_READ_FAILED.value)])
-    context = annotation_context(deps.settings, view.policy)
-    routes = [route for ingress in view.ingresses for route in ingress.routes]
-    outcomes = [discovery.backend_for(service, routes, context) for service in view.services]
-    wanted = [o for o in outcomes if o is not None]
+    wanted = list(exposure.outcomes.values())
     desired = plan.collect_desired(wanted)
     try:
         observed = _observe(scope, desired, backend_hints, deps)

@@ -13,17 +13,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.backends import discovery
-from shared.backends.exposure import managed_ingresses
+from shared.backends.exposure import Exposure, of_view
 from shared.core import errors
 from shared.core.annotations import NGINX_AUTH_TLS_SECRET, NGINX_AUTH_TLS_VERIFY_CLIENT, SECRET_OWNER, TRUSTED_SINCE_PREFIX
-from shared.core.model import BackendId, DesiredBackend, Mode, OwnerId
+from shared.core.model import BackendId, OwnerId
 from shared.core.reporting import RunError
 from shared.core.scope import Scope
 from shared.core.settings import CertificateSource, MtlsSettings
 from shared.rotation import decision as rotation
 from shared.rotation.report import RotationReport
-from shared.runtime.cluster import ClusterView, annotation_context, read_cluster, with_retries
+from shared.runtime.cluster import read_cluster, with_retries
 from shared.runtime.ports import CaStore, Dependencies, Lease
 
 MAX_STEPS = 12
@@ -49,8 +48,8 @@ class World:
     ca_store: CaStore
     """The store the CAs were read from; it writes them back (with the version it read)."""
     bundle_secret: dict[str, Any] | None
-    cluster: ClusterView
-    """Services and Ingresses, read once per run: rotation steps change neither."""
+    exposure: Exposure
+    """What the run read of the cluster and worked out from it, once: rotation steps change neither."""
 
 
 def rotate(
@@ -86,7 +85,7 @@ def _run(
     try:
         if deps.settings.mtls.source is CertificateSource.KEYVAULT:
             return _keyvault_run(deps, dry_run=dry_run, clock=clock)
-        world = read_world(deps, read_cluster(Scope(deps.settings.kube.cluster_name), deps))
+        world = read_world(deps, _exposure(deps))
         if dry_run:
             steps, waiting = rotation.plan_steps(world.state, clock(), policy, force=force)
             planned = [{"step": type(s).__name__, "why": s.why, "outcome": "planned"} for s in steps]
@@ -101,7 +100,7 @@ def _run(
             force = rotation.remaining_force(force, decided)
             if lease is not None:
                 lease.renew()
-            world = read_world(deps, world.cluster)
+            world = read_world(deps, world.exposure)
         return _report(world, done, rotation.Waiting("stopped after too many steps; the next run goes on"), dry_run=False)
     except errors.SyncError as error:
         return RotationReport(dry_run=dry_run, steps=tuple(done), error=RunError.of(error))
@@ -195,7 +194,7 @@ def _read_certificates(deps: Dependencies) -> list[rotation.ApimCertificate]:
     return certificates
 
 
-def read_world(deps: Dependencies, cluster: ClusterView) -> World:
+def read_world(deps: Dependencies, exposure: Exposure) -> World:
     owner = deps.settings.sync.owner_id
     cas, ca_pems, bundle, store, bundle_secret = _read_trust(deps)
     certificates = _read_certificates(deps)
@@ -213,13 +212,13 @@ def read_world(deps: Dependencies, cluster: ClusterView) -> World:
         bundle=bundle,
         certificates=tuple(certificates),
         backend_references=references,
-        ingress_backends=frozenset(owned & _ingress_backend_ids(deps, cluster)),
+        ingress_backends=frozenset(owned & {BackendId(b) for b in exposure.client_certificate_backends()}),
     )
-    return World(state, ca_pems, store, bundle_secret, cluster)
+    return World(state, ca_pems, store, bundle_secret, exposure)
 
 
-def ingress_backends_among(deps: Dependencies, cluster: ClusterView, backend_ids: Sequence[str]) -> list[BackendId]:
-    wanted = _ingress_backend_ids(deps, cluster)
+def ingress_backends_among(exposure: Exposure, backend_ids: Sequence[str]) -> list[BackendId]:
+    wanted = exposure.client_certificate_backends()
     return [BackendId(b) for b in backend_ids if b in wanted]
 
 
@@ -250,19 +249,8 @@ def present_active_certificate(deps: Dependencies, backend_ids: Sequence[Backend
     return pointed
 
 
-def _ingress_backend_ids(deps: Dependencies, cluster: ClusterView) -> set[BackendId]:
-    """The backends that present APIM's client certificate: ingress mode, at an address the tenancy rules trust."""
-    services, ingresses = cluster.services, cluster.ingresses
-    context = annotation_context(deps.settings, cluster.policy)
-    routes = [route for ingress in ingresses for route in ingress.routes]
-    wanted: set[BackendId] = set()
-    for service in services:
-        if discovery.managed_mode(service, context) is not Mode.INGRESS:
-            continue
-        outcome = discovery.backend_for(service, routes, context)
-        if isinstance(outcome, DesiredBackend) and outcome.client_certificate:
-            wanted.add(outcome.id)
-    return wanted
+def _exposure(deps: Dependencies) -> Exposure:
+    return of_view(read_cluster(Scope(deps.settings.kube.cluster_name), deps), deps.settings)
 
 
 # -- doing ---------------------------------------------------------------------------------------------
@@ -355,9 +343,7 @@ def _annotate_ingresses(deps: Dependencies, world: World) -> list[dict[str, Any]
     mtls = deps.settings.mtls
     wanted = {NGINX_AUTH_TLS_SECRET: f"{mtls.namespace}/{mtls.trust_bundle}", NGINX_AUTH_TLS_VERIFY_CLIENT: "on"}
     done = []
-    for ingress in managed_ingresses(
-        world.cluster.services, world.cluster.ingresses, annotation_context(deps.settings, world.cluster.policy)
-    ):
+    for ingress in world.exposure.managed_ingresses():
         if all(ingress.annotations.get(k) == v for k, v in wanted.items()):
             continue
         patch = {"metadata": {"resourceVersion": ingress.resource_version, "annotations": wanted}}
@@ -402,7 +388,7 @@ def _keyvault_run(deps: Dependencies, *, dry_run: bool, clock: Callable[[], date
     issuer = mtls.keyvault_issuer_ca or ""
     issuer_pem = issuer.encode() if issuer.lstrip().startswith("-----BEGIN") else open(issuer, "rb").read()  # noqa: SIM115
     issuer_id = pki.cert_info(issuer_pem).short_id
-    world = read_world(deps, read_cluster(Scope(deps.settings.kube.cluster_name), deps))
+    world = read_world(deps, _exposure(deps))
     if world.state.bundle is None or set(world.state.bundle) != {issuer_id}:
         notes: dict[str, str | None] = {TRUSTED_SINCE_PREFIX + issuer_id: clock().isoformat()}
         notes.update({TRUSTED_SINCE_PREFIX + c: None for c in (world.state.bundle or {}) if c != issuer_id})
@@ -429,6 +415,6 @@ def _keyvault_run(deps: Dependencies, *, dry_run: bool, clock: Callable[[], date
             lambda b=backend_id: deps.backends.set_backend_certificates(b, [reference], owner=owner),  # type: ignore[misc]
         )
     if not dry_run:
-        steps.extend(_annotate_ingresses(deps, read_world(deps, world.cluster)))
+        steps.extend(_annotate_ingresses(deps, read_world(deps, world.exposure)))
     waiting = rotation.Waiting("Key Vault renews the certificate; APIM refreshes it within 4 hours")
     return _report(world, steps, waiting, dry_run=dry_run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared.allowlists.writers import IngressNginxWriter, LoadBalancerWriter, Target, change_for, controller_findings
+from shared.backends.exposure import expose
 from shared.core.annotations import NGINX_ALLOWLIST, AnnotationChoice, AnnotationContext
 from shared.core.model import IngressRoute, IngressView, Mode, OwnerId, ServiceView
 
@@ -26,7 +27,7 @@ def test_ingress_to_an_ingress_mode_service_is_managed_and_others_are_not() -> N
         IngressView("shop", "to-skipped", {}, "1", (route("skipped"),)),
         IngressView("other", "same-name-other-namespace", {}, "1", (route("orders"),)),
     ]
-    targets, _ = IngressNginxWriter(AnnotationChoice.ALLOWLIST).targets(services, ingresses, CTX)
+    targets, _ = IngressNginxWriter(AnnotationChoice.ALLOWLIST).targets(expose(services, ingresses, CTX))
     assert [t.name for t in targets] == ["to-orders"]
 
 
@@ -45,7 +46,7 @@ def test_patch_carries_the_resource_version_and_only_the_managed_annotation() ->
 
 def test_load_balancer_patch_sets_source_ranges() -> None:
     service = ServiceView("shop", "pay", {**EXPOSED, "apim-sync.io/mode": "public"}, type="LoadBalancer", resource_version="7")
-    (target,), _ = LoadBalancerWriter().targets([service], [], CTX)
+    (target,), _ = LoadBalancerWriter().targets(expose([service], [], CTX))
     change = change_for(target, ("20.0.0.1/32",), LoadBalancerWriter())
     assert change is not None
     assert change.patch == {"metadata": {"resourceVersion": "7"}, "spec": {"loadBalancerSourceRanges": ["20.0.0.1/32"]}}
