@@ -200,9 +200,6 @@ class KubeSource:
         found = self._read(f"Service {namespace}/{name}", self._core.read_namespaced_service, namespace, name)
         return [service_view(found)] if found is not None else []
 
-    def list_ingress_routes(self, scope: Scope) -> list[IngressRoute]:
-        return [route for ingress in self.list_ingresses(scope) for route in ingress.routes]
-
     def list_ingresses(self, scope: Scope) -> list[IngressView]:
         views: list[IngressView] = []
         for namespace in self._namespaces(scope):

@@ -239,14 +239,7 @@ def _ingress_url(
     if wanted.isdigit() and not 0 < int(wanted) < 65536:
         raise _Problem(key.port, f"'{_shown(wanted)}' is not a port number")
     candidates = sorted(
-        (
-            r
-            for r in routes
-            if r.namespace == service.namespace
-            and r.service_name == service.name
-            and r.host
-            and (not wanted or r.service_port == wanted)
-        ),
+        (r for r in routes if _routes_to(r, service) and r.host and (not wanted or r.service_port == wanted)),
         key=lambda r: (r.ingress_name, r.host, r.path),
     )
     if not candidates:

@@ -37,10 +37,6 @@ class CertInfo:
     def short_id(self) -> str:
         return self.serial[:8]
 
-    def renewal_time(self, fraction: float) -> datetime:
-        """When to renew: with `fraction` of the actual lifetime left (cert-manager: 1/3)."""
-        return self.not_after - (self.not_after - self.not_before) * fraction
-
 
 @dataclass(frozen=True)
 class Material:
