@@ -149,9 +149,11 @@ def plan_apis(
     existing_products: frozenset[str],
     create_products: bool,
     owner_namespaces: Mapping[str, str] | None = None,
+    watched: frozenset[str] = frozenset(),
 ) -> ApiPlan:
     """`all_paths`: api id -> path of every API in APIM; `owner_namespaces`: api id -> namespace of the APIs
-    this deployment owns; `namespaces`: whose APIs this run may delete (None: all)."""
+    this deployment owns; `namespaces`: whose APIs this run may delete (None: all); `watched`: NAMESPACES, to
+    report the owned APIs it leaves out."""
     owner_namespaces = owner_namespaces or {}
     changes: list[ApiChange] = []
     refusals: list[apis.ApiProblem] = []
@@ -186,11 +188,13 @@ def plan_apis(
         api_changes, same = _plan_one(want, have, owner, existing_products, create_products, refusals)
         changes += api_changes
         unchanged += same
+    outside = 0
     for api_id, have in sorted(observed.items()):
         if api_id in desired.apis or api_id in desired.held or not owned(have, owner):
             continue
         mark = apis.parse_api_mark(have.description)
         if namespaces is not None and (mark is None or mark[1] not in namespaces):
+            outside += 1 if watched and mark is not None and mark[1] not in watched else 0
             continue
         if keep_apis:
             refusals.append(
@@ -198,6 +202,9 @@ def plan_apis(
             )
             continue
         changes.append(ApiChange(Action.DELETE, Kind.API, api_id))
+    if outside:
+        why = f"{outside} owned API(s) of namespaces outside NAMESPACES left alone: out of scope is not gone"
+        refusals.append(apis.ApiProblem("APIs", "NAMESPACES", Reason.OUT_OF_SCOPE, why))
     changes.sort(key=lambda c: (_ORDER[(c.action, c.kind)], c.api_id, c.target))
     return ApiPlan(changes=tuple(changes), refusals=tuple(refusals), unchanged=unchanged)
 

@@ -81,6 +81,7 @@ def reconcile_apis(
         owner_namespaces=owner_namespaces,
         owner=deps.settings.sync.owner_id,
         namespaces=_in_reach(namespaces, deps.settings.kube.namespaces),
+        watched=frozenset(deps.settings.kube.namespaces),
         keep_apis=deps.settings.apis.keep_apis,
         existing_products=frozenset(existing_products),
         create_products=deps.settings.apis.create_products,

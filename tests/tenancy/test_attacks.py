@@ -168,12 +168,15 @@ def test_an_api_claim_from_another_namespace_is_refused_even_when_granted_everyt
         ("https://attacker.example/", "NotGrantedByPolicy"),
     ],
 )
+@SCOPES
 def test_a_url_annotation_never_points_apim_anywhere_the_platform_has_not_allowed(
-    app: World, deps: Dependencies, url: str, reason: str
+    app: World, deps: Dependencies, url: str, reason: str, run_scope: Scoped
 ) -> None:
     app.kube.apply(https_service("grab", "evil", {"apim-sync.io/url": url}))
-    report = sync.run(Scope(CLUSTER, namespace="evil"), deps)
+    report = run_scope(app, deps, "evil", "grab")
     assert app.apim.backends == {}
+    if report is None:  # the event's run: what APIM holds is the proof, its report is the function's log
+        return
     [problem] = problems_of(report)
     assert (problem["object"], problem["field"], problem["reason"]) == ("evil/grab", "apim-sync.io/url", reason)
     assert "secret" not in report.to_text()
@@ -268,6 +271,8 @@ def test_narrowing_namespaces_deletes_nothing_made_from_the_others(app: World, m
 
     assert apim_state(app) == before
     assert any("OutOfScope" in note for note in report.notes), report.notes
+    [out_of_scope] = [p for p in problems_of(report) if p["reason"] == "OutOfScope"]
+    assert out_of_scope["message"].startswith("2 owned API(s) of namespaces outside NAMESPACES left alone")
 
 
 @pytest.mark.parametrize("name", ["aks/prod", "aks;prod", "aks=prod", "a" * 64])
