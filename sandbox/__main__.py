@@ -31,6 +31,14 @@ def _service(name: str, namespace: str, annotations: dict[str, str], *, ip: str 
 DENY_ALL_EXCEPT = {"service.beta.kubernetes.io/azure-deny-all-except-load-balancer-source-ranges": "true"}
 
 
+RECOMMENDED_OPTION_1 = {
+    "PUBLIC_AUTH_MODE": "managed-identity",
+    "PUBLIC_AUTH_AUDIENCE": "api://aks-sandbox-backends",
+    "PUBLIC_AUTH_HEADER": "",
+    "PUBLIC_AUTH_NAMED_VALUE": "",
+}
+"""The demo shows Option 1 as README recommends it: APIM's managed identity, no shared secret."""
+
 DEMO_POLICY: dict[str, object] = {
     "default": {"modes": ["ingress", "internal"]},
     "namespaces": {
@@ -149,7 +157,7 @@ def _print_report(title: str, report: dict[str, Any]) -> None:
 def demo() -> int:
     world = start_world()
     try:
-        os.environ.update(world.settings())
+        os.environ.update({**world.settings(), **RECOMMENDED_OPTION_1})
         seed(world)
         first = _resync_via_handler()
         _print_report("first resync (through the resync HTTP handler)", first)
@@ -190,10 +198,10 @@ def _print_apis(world: World) -> None:
         print(f"  API {api_id} /{properties['path']}  subscription required: {properties['subscriptionRequired']}")
         for (owner, op_id), operation in sorted(store.operations.items()):
             if owner == api_id:
-                routed = apis.policy_backend(store.operation_policies.get((api_id, op_id))) or apis.policy_backend(
-                    store.api_policies.get(api_id)
-                )
-                print(f"    {operation['properties']['method']:6} {operation['properties']['urlTemplate']:18} -> {routed}")
+                policy = store.operation_policies.get((api_id, op_id)) or store.api_policies.get(api_id)
+                routed, audience = apis.policy_backend(policy), apis.policy_audience(policy)
+                token = f"  (APIM's managed-identity token for {audience})" if audience else ""
+                print(f"    {operation['properties']['method']:6} {operation['properties']['urlTemplate']:18} -> {routed}{token}")
 
 
 def _event_driven_change(world: World) -> bool:

@@ -52,6 +52,8 @@ class ApiClaim:
     backend_id: BackendId
     operations: tuple[tuple[str, str], ...] | None
     """(method, URL template) pairs; None: the whole API (default backend)."""
+    audience: str | None = None
+    """Option 1 with APIM's managed identity: the audience of the Entra token APIM sends to this backend."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class DesiredOperation:
     backend_id: BackendId | None
     """None: routed by the API-level policy (the default backend's wildcard operations)."""
     source: ServiceRef
+    audience: str | None = None
 
     @property
     def display_name(self) -> str:
@@ -88,6 +91,7 @@ class DesiredApi:
     operations: tuple[DesiredOperation, ...]
     held_operations: frozenset[str] = frozenset()
     """Operation ids in conflict: left as they are."""
+    default_audience: str | None = None
 
 
 @dataclass(frozen=True)
@@ -258,7 +262,9 @@ def collect_apis(claims: Iterable[ApiClaim], *, owner_namespaces: Mapping[str, s
                     ApiProblem(f"API {api_id}", f"{method} {template}", Reason.OPERATION_CONFLICT, f"claimed by {who}")
                 )
                 continue
-            operations.append(DesiredOperation(op_id, method, template, owners[0].backend_id, owners[0].source))
+            operations.append(
+                DesiredOperation(op_id, method, template, owners[0].backend_id, owners[0].source, owners[0].audience)
+            )
         default = defaults[0] if defaults else None
         if default is not None:
             explicit = {(o.method, o.url_template) for o in operations}
@@ -278,6 +284,7 @@ def collect_apis(claims: Iterable[ApiClaim], *, owner_namespaces: Mapping[str, s
             default_backend=default.backend_id if default else None,
             operations=tuple(sorted(operations, key=lambda o: o.id)),
             held_operations=frozenset(held_operations),
+            default_audience=default.audience if default else None,
         )
     return DesiredApis(apis=apis, held=frozenset(held), problems=tuple(problems))
 
@@ -330,9 +337,22 @@ def policy_backend(policy: str | None) -> str | None:
     return matched[1] if matched else None
 
 
-def with_managed_block(policy: str | None, backend_id: str | None) -> str:
-    """The policy with the managed routing block set to `backend_id` (removed when None); every other line kept."""
-    block = f'{BLOCK_BEGIN}<set-backend-service backend-id="{backend_id}" />{BLOCK_END}' if backend_id else ""
+def policy_audience(policy: str | None) -> str | None:
+    """The audience of the managed-identity token in the managed block, or None when there is none."""
+    if not policy or BLOCK_BEGIN not in policy:
+        return None
+    block = policy.split(BLOCK_BEGIN, 1)[1].split(BLOCK_END, 1)[0]
+    matched = re.search(r'<authentication-managed-identity resource="([^"]+)"', block)
+    return matched[1] if matched else None
+
+
+def with_managed_block(policy: str | None, backend_id: str | None, audience: str | None = None) -> str:
+    """The policy with the managed block set: route to `backend_id` (the block is removed when None) and, for
+    Option 1 without a shared secret, authenticate with APIM's managed identity for `audience`. Every other
+    line is kept. `audience` comes from settings or the tenancy policy, validated to hold no XML characters."""
+    authentication = f'<authentication-managed-identity resource="{audience}" />' if audience else ""
+    routing = f'<set-backend-service backend-id="{backend_id}" />{authentication}'
+    block = f"{BLOCK_BEGIN}{routing}{BLOCK_END}" if backend_id else ""
     text = policy.strip() if policy and policy.strip() else ""
     if not text:
         text = EMPTY_POLICY

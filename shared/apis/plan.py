@@ -48,6 +48,8 @@ class ApiChange:
     """An API update: the properties this deployment manages, laid again over a fresh read after a conflict."""
     routes_to: str | None = None
     """A policy update: the backend the managed block routes to (None: the block is removed)."""
+    audience: str | None = None
+    """A policy update: the audience of the managed-identity token the block adds, if any."""
 
     def to_json(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"action": self.action, "kind": self.kind, "api": self.api_id}
@@ -263,13 +265,21 @@ def _plan_one(
             diff = {"operation": [f"{current.method} {current.url_template}", operation.display_name]}
             changes.append(ApiChange(Action.UPDATE, Kind.OPERATION, want.id, operation.id, diff, wanted))
         held_policy = current.policy if current else None
-        if apis.policy_backend(held_policy) != operation.backend_id:
-            body = apis.with_managed_block(held_policy, operation.backend_id)
-            diff = {"set-backend-service": [apis.policy_backend(held_policy), operation.backend_id]}
+        diff = _route_diff(held_policy, operation.backend_id, operation.audience)
+        if diff:
+            body = apis.with_managed_block(held_policy, operation.backend_id, operation.audience)
             etag = current.policy_etag if current else None
             changes.append(
                 ApiChange(
-                    Action.UPDATE, Kind.OPERATION_POLICY, want.id, operation.id, diff, body, etag, routes_to=operation.backend_id
+                    Action.UPDATE,
+                    Kind.OPERATION_POLICY,
+                    want.id,
+                    operation.id,
+                    diff,
+                    body,
+                    etag,
+                    routes_to=operation.backend_id,
+                    audience=operation.audience,
                 )
             )
     desired_ids = {o.id for o in want.operations} | set(want.held_operations)
@@ -277,17 +287,18 @@ def _plan_one(
         if op_id not in desired_ids and apis.is_managed_operation(current):
             changes.append(ApiChange(Action.DELETE, Kind.OPERATION, want.id, op_id))
     held_policy = have.policy if have else None
-    if apis.policy_backend(held_policy) != want.default_backend:
-        body = apis.with_managed_block(held_policy, want.default_backend)
+    diff = _route_diff(held_policy, want.default_backend, want.default_audience)
+    if diff:
         changes.append(
             ApiChange(
                 Action.UPDATE,
                 Kind.POLICY,
                 want.id,
-                diff={"set-backend-service": [apis.policy_backend(held_policy), want.default_backend]},
-                body=body,
+                diff=diff,
+                body=apis.with_managed_block(held_policy, want.default_backend, want.default_audience),
                 etag=have.policy_etag if have else None,
                 routes_to=want.default_backend,
+                audience=want.default_audience,
             )
         )
     if have is not None:
@@ -311,6 +322,17 @@ def _plan_one(
             changes.append(ApiChange(Action.CREATE, Kind.PRODUCT, want.id, product))
         changes.append(ApiChange(Action.ADD, Kind.PRODUCT, want.id, product))
     return changes, unchanged
+
+
+def _route_diff(held_policy: str | None, backend_id: str | None, audience: str | None) -> dict[str, list[str | None]]:
+    """What the managed block must change: the backend it routes to, and the managed-identity audience."""
+    diff: dict[str, list[str | None]] = {}
+    if apis.policy_backend(held_policy) != backend_id:
+        diff["set-backend-service"] = [apis.policy_backend(held_policy), backend_id]
+    wanted_audience = audience if backend_id else None
+    if apis.policy_audience(held_policy) != wanted_audience:
+        diff["authentication-managed-identity"] = [apis.policy_audience(held_policy), wanted_audience]
+    return diff
 
 
 def cap_api_deletes(plan: ApiPlan, *, owned: int, max_deletes: int, max_fraction: float, allow_mass_delete: bool) -> ApiPlan:

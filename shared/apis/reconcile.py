@@ -140,6 +140,8 @@ def _claims(exposure: Exposure, deps: Dependencies) -> tuple[list[apis.ApiClaim]
             )
             continue
         claim = apis.claim_for(service, outcome.id, context.cluster, prefix)
+        if isinstance(claim, apis.ApiClaim):
+            claim = replace(claim, audience=outcome.token_audience)
         if isinstance(claim, apis.ApiProblem):
             problems.append(_problem(claim))
             continue
@@ -264,9 +266,11 @@ def _writer(store: ApiStore, tag: str, owner: str) -> Writer[api_plan.ApiChange]
         if change.kind in (Kind.POLICY, Kind.OPERATION_POLICY):
             held = store.policy(change.api_id, change.target if change.kind is Kind.OPERATION_POLICY else None)
             text, etag = held if held is not None else ("", "")
-            if text and apis.policy_backend(text) == change.routes_to:
+            wanted_audience = change.audience if change.routes_to else None
+            if text and (apis.policy_backend(text), apis.policy_audience(text)) == (change.routes_to, wanted_audience):
                 return NOTHING_TO_DO
-            return replace(change, body=apis.with_managed_block(text or None, change.routes_to), etag=etag or None)
+            body = apis.with_managed_block(text or None, change.routes_to, change.audience)
+            return replace(change, body=body, etag=etag or None)
         return change  # idempotent writes keyed by id: writing again is deciding again
 
     return Writer(write=lambda change: _execute(change, store, tag), decide_again=decide_again)

@@ -20,6 +20,7 @@ from shared.core.model import (
     IngressRoute,
     Mode,
     OwnerMark,
+    PublicAuthMode,
     Reason,
     ReconcilePolicy,
     ServicePort,
@@ -113,19 +114,24 @@ def backend_for(service: ServiceView, routes: Sequence[IngressRoute], ctx: Annot
     credentials_allowed = derived or grant.allows_credentials_to(urlsplit(url).hostname or "")
     warnings: list[tuple[str, str]] = []
     headers: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    if mode is Mode.PUBLIC and ctx.public_auth_header and ctx.public_auth_named_value:
-        if not credentials_allowed:
-            warnings.append((key.url, f"the Option 1 token is not sent to this url host; {ASK_PLATFORM} (credentialHosts)"))
-        elif url.startswith("http://") and not grant.plain_http_credentials:
+    token_audience: str | None = None
+    if mode is Mode.PUBLIC and ctx.public_auth is not PublicAuthMode.NONE:
+        withheld = _option_1_withheld(url, credentials_allowed, grant, key)
+        audience = grant.token_audience or ctx.token_audience
+        if withheld is not None:
+            warnings.append(withheld)
+        elif ctx.public_auth is PublicAuthMode.HEADER:
+            headers = ((ctx.public_auth_header or "", (f"{{{{{ctx.public_auth_named_value}}}}}",)),)
+        elif audience is None:
             warnings.append(
                 (
-                    key.protocol,
-                    "the Option 1 token is not sent over plain http, where it would cross the network in clear; serve "
-                    f"https (port 443 or {key.protocol}: https), or {ASK_PLATFORM} (plainHttpCredentials)",
+                    key.mode,
+                    f"no token audience for namespace {service.namespace}: set PUBLIC_AUTH_AUDIENCE, or "
+                    "tokenAudience in the tenancy policy",
                 )
             )
         else:
-            headers = ((ctx.public_auth_header, (f"{{{{{ctx.public_auth_named_value}}}}}",)),)
+            token_audience = audience
     if mode is Mode.INGRESS and not credentials_allowed:
         warnings.append((key.url, f"APIM's mTLS client certificate is not presented to this url host; {ASK_PLATFORM}"))
     mark = OwnerMark(owner=ctx.owner, source=ref, policy=policy)
@@ -137,7 +143,21 @@ def backend_for(service: ServiceView, routes: Sequence[IngressRoute], ctx: Annot
         policy=policy,
         client_certificate=mode is Mode.INGRESS and credentials_allowed,
         warnings=tuple(warnings),
+        token_audience=token_audience,
     )
+
+
+def _option_1_withheld(url: str, credentials_allowed: bool, grant: NamespaceGrant, key: Keys) -> tuple[str, str] | None:
+    """Why the Option 1 credential (the shared token, or APIM's managed-identity token) is not sent, if it is not."""
+    if not credentials_allowed:
+        return key.url, f"the Option 1 token is not sent to this url host; {ASK_PLATFORM} (credentialHosts)"
+    if url.startswith("http://") and not grant.plain_http_credentials:
+        return (
+            key.protocol,
+            "the Option 1 token is not sent over plain http, where it would cross the network in clear; serve "
+            f"https (port 443 or {key.protocol}: https), or {ASK_PLATFORM} (plainHttpCredentials)",
+        )
+    return None
 
 
 def _explicit_url(text: str, service: ServiceView, key: Keys, grant: NamespaceGrant) -> str:

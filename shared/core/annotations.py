@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from shared.core.model import Mode, OwnerId
+from shared.core.model import Mode, OwnerId, PublicAuthMode
 from shared.core.tenancy import TenancyPolicy
 
 DEFAULT_PREFIX = "apim-sync.io"
@@ -77,6 +77,9 @@ class AnnotationContext:
     public_auth_header: str | None = None
     public_auth_named_value: str | None = None
     policy: TenancyPolicy = field(default_factory=TenancyPolicy)
+    public_auth: PublicAuthMode = PublicAuthMode.NONE
+    token_audience: str | None = None
+    """The default audience of APIM's managed-identity token (PUBLIC_AUTH_AUDIENCE)."""
 
     @property
     def keys(self) -> Keys:

@@ -23,6 +23,16 @@ class Mode(StrEnum):
     INTERNAL = "internal"
 
 
+class PublicAuthMode(StrEnum):
+    """How APIM proves itself to public-mode backends (Option 1)."""
+
+    MANAGED_IDENTITY = "managed-identity"
+    """APIM's managed identity fetches a short-lived Entra token per request; no shared secret."""
+    HEADER = "header"
+    """A header valued from an APIM named value: one shared secret."""
+    NONE = "none"
+
+
 class KeyKind(StrEnum):
     """Key type of issued certificates."""
 
@@ -184,6 +194,8 @@ class DesiredBackend:
     """APIM presents the mTLS client certificate to it (ingress mode, at an address the app may trust)."""
     warnings: tuple[tuple[str, str], ...] = ()
     """(annotation, message): what was left out of the backend and why (a credential not sent, say)."""
+    token_audience: str | None = None
+    """Option 1 with APIM's managed identity: the audience of the token APIM sends (in the API policies)."""
 
 
 @dataclass(frozen=True)

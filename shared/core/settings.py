@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 from shared.core.annotations import DEFAULT_PREFIX, AnnotationChoice
 from shared.core.cidrs import AddressSource, AllowListPolicy, canonical, network
 from shared.core.errors import InvalidSettings
-from shared.core.model import KeyKind, Mode, OwnerId, SyncPolicy
+from shared.core.model import KeyKind, Mode, OwnerId, PublicAuthMode, SyncPolicy
+from shared.core.tenancy import AUDIENCE as TOKEN_AUDIENCE
 from shared.core.tenancy import DEFAULT_LOCATION as DEFAULT_TENANCY_LOCATION
 
 T = TypeVar("T")
@@ -99,6 +100,10 @@ class PublicAuthSettings:
     """Header APIM adds to calls to public-mode backends (Option 1)."""
     named_value: str | None
     """APIM named value whose {{reference}} is the header's value; the secret stays in APIM."""
+    mode: PublicAuthMode = PublicAuthMode.NONE
+    """managed-identity (recommended: no shared secret), header, or none."""
+    audience: str | None = None
+    """managed-identity: the default audience of APIM's token (the tenancy policy may set one per namespace)."""
 
 
 @dataclass(frozen=True)
@@ -342,7 +347,16 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         r.problems.append(("PUBLIC_AUTH_HEADER", "not a valid HTTP header name"))
     if named_value is not None and not _NAMED_VALUE.match(named_value):
         r.problems.append(("PUBLIC_AUTH_NAMED_VALUE", "not a valid APIM named value id"))
-    public_auth = PublicAuthSettings(header_name=header, named_value=named_value)
+    default_auth = PublicAuthMode.HEADER if header is not None else PublicAuthMode.NONE
+    auth_mode = r.parsed("PUBLIC_AUTH_MODE", default_auth, PublicAuthMode, "managed-identity, header or none")
+    if auth_mode is PublicAuthMode.HEADER and header is None:
+        r.problems.append(("PUBLIC_AUTH_HEADER", "missing: PUBLIC_AUTH_MODE header needs it and PUBLIC_AUTH_NAMED_VALUE"))
+    if auth_mode is not PublicAuthMode.HEADER and header is not None:
+        r.problems.append(("PUBLIC_AUTH_HEADER", f"set only with PUBLIC_AUTH_MODE header, not {auth_mode.value}"))
+    audience = r.raw("PUBLIC_AUTH_AUDIENCE")
+    if audience is not None and not TOKEN_AUDIENCE.match(audience):
+        r.problems.append(("PUBLIC_AUTH_AUDIENCE", "an app id URI (api://...), an https URI or a client id"))
+    public_auth = PublicAuthSettings(header_name=header, named_value=named_value, mode=auth_mode, audience=audience)
 
     sandbox_token = r.raw("SANDBOX_TOKEN")
     if sandbox_token is not None and not is_loopback_url(arm_endpoint):

@@ -15,6 +15,7 @@ namespace, TENANCY_POLICY_CONFIGMAP); a namespace it does not name gets `default
       products: []                # products its APIs may join
       maxOperationsPerApi: 200
       maxOpenApiBytes: 262144
+      tokenAudience: null         # managed-identity Option 1: the audience of APIM's token to its backends
     namespaces:
       shop: {urlHosts: ["*.contoso.example"], products: [starter]}
 
@@ -70,6 +71,8 @@ class NamespaceGrant:
     products: frozenset[str] = frozenset()
     max_operations_per_api: int = 200
     max_openapi_bytes: int = 256 * 1024
+    token_audience: str | None = None
+    """Option 1 with APIM's managed identity: the audience of the token sent to this namespace's backends."""
 
     def allows_url_host(self, host: str) -> bool:
         return any(host_matches(host, pattern) for pattern in self.url_hosts)
@@ -171,7 +174,10 @@ _FIELDS = {
     "products",
     "maxOperationsPerApi",
     "maxOpenApiBytes",
+    "tokenAudience",
 }
+AUDIENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:/._~-]{0,255}$")
+"""An app id URI (api://…), an https URI or a client id: no quote, angle bracket or space can reach the policy XML."""
 
 
 def parse_policy(document: Any, where: str) -> TenancyPolicy:
@@ -243,8 +249,12 @@ def _grant(body: Any, base: NamespaceGrant, where: str, at: str) -> NamespaceGra
     products = strings("products", _PRODUCT, "a product id")
     if products is not None:
         grant = replace(grant, products=frozenset(products))
+    audience = body.get("tokenAudience", grant.token_audience)
+    if audience is not None and (not isinstance(audience, str) or not AUDIENCE.match(audience)):
+        raise InvalidTenancyPolicy(where, f"{at}.tokenAudience", "must be an app id URI, an https URI or a client id")
     return replace(
         grant,
+        token_audience=audience,
         plain_http_credentials=flag("plainHttpCredentials", grant.plain_http_credentials),
         root_path=flag("rootPath", grant.root_path),
         anonymous_apis=flag("anonymousApis", grant.anonymous_apis),

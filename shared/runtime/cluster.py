@@ -37,6 +37,8 @@ def annotation_context(settings: Settings, policy: TenancyPolicy) -> AnnotationC
         default_mode=settings.sync.default_mode,
         public_auth_header=settings.public_auth.header_name,
         public_auth_named_value=settings.public_auth.named_value,
+        public_auth=settings.public_auth.mode,
+        token_audience=settings.public_auth.audience,
         policy=policy,
     )
 

@@ -7,7 +7,7 @@ import pytest
 from shared.adapters.kube import ingress_routes, service_view
 from shared.backends.discovery import Invalid, Pending, Skipped, backend_for
 from shared.core.annotations import AnnotationContext
-from shared.core.model import DesiredBackend, IngressRoute, Mode, OwnerId, Reason
+from shared.core.model import DesiredBackend, IngressRoute, Mode, OwnerId, PublicAuthMode, Reason
 from shared.core.tenancy import parse_policy
 from tests.conftest import ingress, service
 
@@ -18,6 +18,7 @@ CONTEXT = AnnotationContext(
     default_mode=Mode.INGRESS,
     public_auth_header="X-Apim-Backend-Token",
     public_auth_named_value="aks-backend-token",
+    public_auth=PublicAuthMode.HEADER,
     policy=parse_policy({"namespaces": {"shop": {"urlHosts": ["*.internal.example"]}}}, "test"),
 )
 
