@@ -20,6 +20,8 @@ from shared.core.annotations import (
     INTERNAL_LB,
     NGINX_ALLOWLIST,
     NGINX_WHITELIST,
+    Keys,
+    is_exposed,
 )
 
 ObjectKey = tuple[str, str]
@@ -79,10 +81,10 @@ def service_state(obj: Mapping[str, Any], prefix: str) -> ServiceState:
         "loadBalancer": (obj.get("status") or {}).get("loadBalancer"),
     }
     return ServiceState(
-        exposed=annotations.get(f"{prefix}/expose", "").strip().lower() == "true",
+        exposed=is_exposed(annotations, prefix),
         fingerprint=fingerprint(watched),
-        backend_id=annotations.get(f"{prefix}/backend-id"),
-        api_id=annotations.get(f"{prefix}/api-id"),
+        backend_id=annotations.get(Keys(prefix).backend_id),
+        api_id=annotations.get(Keys(prefix).api_id),
     )
 
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.core.annotations import Keys
 from shared.core.model import BackendId, OwnerId, Reason, ServiceRef, ServiceView
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -152,39 +153,39 @@ def parse_operations(text: str) -> list[tuple[str, str]]:
 
 
 def claim_for(service: ServiceView, backend_id: BackendId, cluster: str, prefix: str) -> ApiClaim | ApiProblem | None:
-    annotations = service.annotations
-    api_id = annotations.get(f"{prefix}/api-id", "").strip()
+    annotations, key = service.annotations, Keys(prefix)
+    api_id = annotations.get(key.api_id, "").strip()
     if not api_id:
         return None
     ref = ServiceRef(cluster, service.namespace, service.name)
 
-    def problem(key: str, message: str) -> ApiProblem:
-        return ApiProblem(str(ref), f"{prefix}/{key}", Reason.INVALID_ANNOTATION, message)
+    def problem(annotation: str, message: str) -> ApiProblem:
+        return ApiProblem(str(ref), annotation, Reason.INVALID_ANNOTATION, message)
 
     if not _API_ID.match(api_id):
-        return problem("api-id", f"'{_shown(api_id)}' must be 1-80 letters, digits, '.', '_' or '-'")
-    path = annotations.get(f"{prefix}/api-path", api_id).strip().strip("/")
+        return problem(key.api_id, f"'{_shown(api_id)}' must be 1-80 letters, digits, '.', '_' or '-'")
+    path = annotations.get(key.api_path, api_id).strip().strip("/")
     if not _PATH.match(path):
-        return problem("api-path", f"'{_shown(path)}' is not a URL path")
-    required_text = annotations.get(f"{prefix}/subscription-required", "true").strip().lower()
+        return problem(key.api_path, f"'{_shown(path)}' is not a URL path")
+    required_text = annotations.get(key.subscription_required, "true").strip().lower()
     if required_text not in ("true", "false"):
-        return problem("subscription-required", f"'{_shown(required_text)}' is not true or false")
-    products = tuple(sorted({p.strip() for p in annotations.get(f"{prefix}/products", "").split(",") if p.strip()}))
+        return problem(key.subscription_required, f"'{_shown(required_text)}' is not true or false")
+    products = tuple(sorted({p.strip() for p in annotations.get(key.products, "").split(",") if p.strip()}))
     bad_product = next((p for p in products if not _API_ID.match(p)), None)
     if bad_product:
-        return problem("products", f"'{_shown(bad_product)}' is not a product id")
+        return problem(key.products, f"'{_shown(bad_product)}' is not a product id")
     operations: tuple[tuple[str, str], ...] | None = None
-    text = annotations.get(f"{prefix}/operations")
+    text = annotations.get(key.operations)
     if text is not None:
         try:
             operations = tuple(parse_operations(text))
         except ValueError as error:
-            return problem("operations", str(error))
+            return problem(key.operations, str(error))
     return ApiClaim(
         source=ref,
         api_id=api_id,
         path=path,
-        display_name=annotations.get(f"{prefix}/api-display-name", "").strip() or api_id,
+        display_name=annotations.get(key.api_display_name, "").strip() or api_id,
         subscription_required=required_text == "true",
         products=products,
         backend_id=backend_id,

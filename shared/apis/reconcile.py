@@ -17,6 +17,7 @@ from shared.apis import plan as api_plan
 from shared.apis.plan import Action, Kind
 from shared.apis.report import ApisReport
 from shared.backends.exposure import Exposure, of_view
+from shared.core.annotations import Keys
 from shared.core.errors import SyncError
 from shared.core.model import DesiredBackend, Reason, ServiceView
 from shared.core.reporting import RunError
@@ -46,7 +47,7 @@ def reconcile_apis(
     """
     if not deps.settings.apis.enabled:
         return ApisReport(dry_run=dry_run, skipped="APIS_ENABLED is false")
-    claims_now = any(s.annotations.get(f"{deps.settings.sync.annotation_prefix}/api-id", "").strip() for s in exposure.services)
+    claims_now = any(s.annotations.get(exposure.context.keys.api_id, "").strip() for s in exposure.services)
     if scope.service is not None and not claims_now and not api_hints:
         return ApisReport(dry_run=dry_run)
     store = deps.apis
@@ -125,19 +126,17 @@ def _widened(scope: Scope, deps: Dependencies, exposure: Exposure) -> tuple[Expo
 def _claims(exposure: Exposure, deps: Dependencies) -> tuple[list[apis.ApiClaim], list[dict[str, str]]]:
     context = exposure.context
     policy = context.policy
-    prefix = context.prefix
+    prefix, key = context.prefix, context.keys
     claims: list[apis.ApiClaim] = []
     problems: list[dict[str, str]] = []
     for service in exposure.services:
-        if not service.annotations.get(f"{prefix}/api-id", "").strip():
+        if not service.annotations.get(key.api_id, "").strip():
             continue
         where = f"{service.namespace}/{service.name}"
         outcome = exposure.outcome(service)
         if not isinstance(outcome, DesiredBackend):
             why = "the Service is not exposed" if outcome is None else "its backend is not ready (pending or invalid)"
-            problems.append(
-                {"object": where, "field": f"{prefix}/api-id", "reason": Reason.API_HELD, "message": f"{why}; its API waits"}
-            )
+            problems.append({"object": where, "field": key.api_id, "reason": Reason.API_HELD, "message": f"{why}; its API waits"})
             continue
         claim = apis.claim_for(service, outcome.id, context.cluster, prefix)
         if isinstance(claim, apis.ApiClaim):
@@ -148,41 +147,39 @@ def _claims(exposure: Exposure, deps: Dependencies) -> tuple[list[apis.ApiClaim]
         if claim is None:
             continue
         grant = policy.grant(service.namespace)
-        reference = service.annotations.get(f"{prefix}/openapi", "").strip()
+        reference = service.annotations.get(key.openapi, "").strip()
         if reference:
             operations = _openapi_operations(service, reference, deps, prefix, problems, grant.max_openapi_bytes)
             if operations is None:
                 continue
             claim = replace(claim, operations=tuple(operations))
-        granted = _within_grant(claim, grant, prefix, problems)
+        granted = _within_grant(claim, grant, key, problems)
         if granted is not None:
             claims.append(granted)
     return claims, problems
 
 
-def _within_grant(
-    claim: apis.ApiClaim, grant: NamespaceGrant, prefix: str, problems: list[dict[str, str]]
-) -> apis.ApiClaim | None:
+def _within_grant(claim: apis.ApiClaim, grant: NamespaceGrant, key: Keys, problems: list[dict[str, str]]) -> apis.ApiClaim | None:
     """The claim as far as the tenancy policy grants it: refused whole when it would publish an anonymous API,
     at a path not granted, or with too many operations; products not granted are left out."""
     where, namespace = str(claim.source), claim.source.namespace
 
-    def refuse(field: str, what: str) -> None:
+    def refuse(annotation: str, what: str) -> None:
         message = f"{what} is not granted to namespace {namespace}; {ASK_PLATFORM}"
-        problems.append({"object": where, "field": f"{prefix}/{field}", "reason": Reason.NOT_GRANTED, "message": message})
+        problems.append({"object": where, "field": annotation, "reason": Reason.NOT_GRANTED, "message": message})
 
     if not claim.subscription_required and not grant.anonymous_apis:
-        refuse("subscription-required", "an API without subscription keys (anonymousApis)")
+        refuse(key.subscription_required, "an API without subscription keys (anonymousApis)")
         return None
     if not grant.allows_api_path(claim.path):
-        refuse("api-path", f"the api-path '/{claim.path}' (apiPathPrefixes, rootPath)")
+        refuse(key.api_path, f"the api-path '/{claim.path}' (apiPathPrefixes, rootPath)")
         return None
     if claim.operations is not None and len(claim.operations) > grant.max_operations_per_api:
-        refuse("operations", f"{len(claim.operations)} operations (maxOperationsPerApi is {grant.max_operations_per_api})")
+        refuse(key.operations, f"{len(claim.operations)} operations (maxOperationsPerApi is {grant.max_operations_per_api})")
         return None
     not_granted = sorted(set(claim.products) - grant.products)
     if not_granted:
-        refuse("products", f"joining product(s) {', '.join(not_granted)}")
+        refuse(key.products, f"joining product(s) {', '.join(not_granted)}")
         claim = replace(claim, products=tuple(p for p in claim.products if p in grant.products))
     return claim
 
@@ -190,7 +187,7 @@ def _within_grant(
 def _openapi_operations(
     service: ServiceView, reference: str, deps: Dependencies, prefix: str, problems: list[dict[str, str]], max_bytes: int
 ) -> list[tuple[str, str]] | None:
-    where, field = f"{service.namespace}/{service.name}", f"{prefix}/openapi"
+    where, field = f"{service.namespace}/{service.name}", Keys(prefix).openapi
     if reference.count("/") != 1:
         problems.append(
             {"object": where, "field": field, "reason": Reason.INVALID_ANNOTATION, "message": "expected <configmap>/<key>"}
