@@ -366,14 +366,16 @@ def hostile_services(draw: st.DrawFn) -> list[dict[str, str]]:
 @settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(hostile=hostile_services())
 def test_whatever_one_namespace_writes_the_others_objects_stay_as_without_it(
-    app: World, deps: Dependencies, hostile: list[dict[str, str]]
+    app: World, make_deps: Any, hostile: list[dict[str, str]]
 ) -> None:
+    deps = make_deps()  # allow-lists on: the victims' source ranges are part of what must not move
     app.reset()
     app.set_tenancy_policy({"default": {"anonymousApis": True, "products": ["starter"]}})
     shop_api(app)
     app.kube.apply(https_service("ledger", "finance", {"apim-sync.io/api-id": "finance-api", "apim-sync.io/api-path": "ledger"}))
     sync.run(Scope(CLUSTER), deps)
     without = apim_state(app)
+    ranges_without = victims_source_ranges(app)
 
     for i, written in enumerate(hostile):
         app.kube.apply(https_service(f"h{i}", "evil", written, lb_ip=f"6.6.6.{i + 1}"))
@@ -384,4 +386,34 @@ def test_whatever_one_namespace_writes_the_others_objects_stay_as_without_it(
         assert of_namespace(with_evil, victim) == of_namespace(without, victim), (victim, hostile)
     victims_policies = {k: v for k, v in with_evil["api_policies"].items() if k in ("orders", "finance-api")}
     assert victims_policies == {k: v for k, v in without["api_policies"].items() if k in ("orders", "finance-api")}
+    assert victims_source_ranges(app) == ranges_without and any(ranges_without.values())
     assert report.to_json() is not None
+
+
+def victims_source_ranges(world: World) -> dict[str, Any]:
+    found = {}
+    for namespace, name in (("shop", "order-reader"), ("shop", "order-writer"), ("finance", "ledger")):
+        held = world.kube.get("Service", namespace, name)
+        found[f"{namespace}/{name}"] = (held or {}).get("spec", {}).get("loadBalancerSourceRanges")
+    return found
+
+
+def test_an_ingress_mode_service_pointing_elsewhere_by_url_never_gets_the_client_certificate(app: World) -> None:
+    from shared.adapters.kube import service_view
+    from shared.backends.exposure import expose
+    from shared.core.annotations import AnnotationContext
+    from shared.core.model import Mode, OwnerId
+    from shared.core.tenancy import parse_policy
+
+    context = AnnotationContext(
+        cluster=CLUSTER,
+        owner=OwnerId("o"),
+        prefix="apim-sync.io",
+        default_mode=Mode.INGRESS,
+        policy=parse_policy({"namespaces": {"evil": {"urlHosts": ["*.team-b.example"]}}}, "test"),
+    )
+    manifest = service("grab", "evil", mode="ingress", annotations={"apim-sync.io/url": "https://api.team-b.example/"})
+    exposure = expose([service_view(manifest)], [], context)
+    [outcome] = exposure.outcomes.values()
+    assert exposure.client_certificate_backends() == set()
+    assert [field for field, _ in outcome.warnings] == ["apim-sync.io/url"]  # type: ignore[union-attr]
