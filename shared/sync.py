@@ -41,7 +41,12 @@ def run(
     except SyncError as error:
         return failed_report(scope, error, reason=Reason.SOURCE_READ_FAILED, dry_run=dry_run)
     if steps is Steps.ALLOWLIST:
-        report = Report(scope=scope, dry_run=dry_run, notes=("backends not reconciled: only the allow-list step was asked for",))
+        report = Report(
+            scope=scope,
+            dry_run=dry_run,
+            notes=("backends not reconciled: only the allow-list step was asked for",),
+            backends_reconciled=False,
+        )
     else:
         report = backends_step.reconcile(
             scope, deps, dry_run=dry_run, allow_mass_delete=allow_mass_delete, backend_hints=backend_hints, exposure=exposure
@@ -55,6 +60,12 @@ def run(
         report = replace(report, apis=apis)
     if steps is not Steps.BACKENDS:
         report = replace(report, allowlists=refresh.refresh(deps, scope=scope, dry_run=dry_run, exposure=exposure))
+    if scope.service is not None and not exposure.services:
+        gone = (
+            f"Service {scope.namespace}/{scope.service} does not exist (or is outside NAMESPACES): only what was made "
+            "from it is cleaned up"
+        )
+        report = replace(report, notes=(*report.notes, gone))
     requests = deps.counter.delta(requests_before, deps.counter.snapshot())
     return replace(report, duration_ms=int((deps.monotonic() - started) * 1000), requests=requests)
 

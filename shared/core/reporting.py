@@ -55,6 +55,9 @@ class StepReport(Protocol):
     @property
     def error(self) -> RunError | None: ...
 
+    @property
+    def changes(self) -> tuple[dict[str, Any], ...]: ...
+
     def to_json(self) -> dict[str, Any]: ...
 
     def to_text(self) -> str: ...
@@ -77,6 +80,13 @@ class Report:
     requests: Mapping[str, int] = field(default_factory=dict)
     allowlists: StepReport | None = None
     apis: StepReport | None = None
+    backends_reconciled: bool = True
+    """False when only the allow-list step ran: the report then says nothing about backends."""
+
+    @property
+    def has_changes(self) -> bool:
+        """Something was (or, in a dry run, would be) written by any step."""
+        return bool(self.changes) or any(s is not None and s.changes for s in (self.allowlists, self.apis))
 
     @property
     def failed(self) -> bool:
@@ -157,12 +167,21 @@ class Report:
         for run_error in self.run_errors:
             lines.append(f"  x run failed ({run_error.reason}): {run_error.message}")
         counts = self.counts
-        lines.append(
-            "  {create} to create, {update} to update, {delete} to delete, {unchanged} unchanged, {refused} refused, "
-            "{pending} pending, {invalid} invalid, {failed} failed".format(**counts)
-        )
-        if not self.changes and not self.run_errors:
-            lines.append("  No changes. APIM matches the cluster.")
+        lines += [f"  note: {note}" for note in self.notes]
+        if not self.backends_reconciled:
+            lines = [lines[0], *(f"  {note}" for note in self.notes)]
+        elif self.dry_run:
+            lines.append(
+                "  {create} to create, {update} to update, {delete} to delete, {unchanged} unchanged, {refused} refused, "
+                "{pending} pending, {invalid} invalid".format(**counts)
+            )
+        else:
+            lines.append(
+                "  {create} created, {update} updated, {delete} deleted, {unchanged} unchanged, {refused} refused, "
+                "{pending} pending, {invalid} invalid, {failed} failed".format(**counts)
+            )
+        if self.backends_reconciled and not self.changes and not self.run_errors:
+            lines.append("  No backend changes: APIM's backends match the cluster." if self.dry_run else "  No backend changed.")
         if self.allowlists is not None:
             lines.append(self.allowlists.to_text())
         if self.apis is not None:

@@ -172,9 +172,10 @@ def test_resync_endpoint_scope_allowlist_runs_only_that_step(world: World, monke
 
 def test_cli_allowlist_dry_run_prints_the_plan(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     seed(world)
-    assert main(["allowlist", "--dry-run", "--env-file", str(world.write_env_file())]) == 0
+    assert main(["allowlist", "--dry-run", "--env-file", str(world.write_env_file())]) == 2, "2: changes planned"
     out = capsys.readouterr().out
     assert "~ Ingress shop/orders" in out and "20.0.0.1/32" in out and world.kube.writes() == []
+    assert "backends not reconciled" in out and "backend" not in out.replace("backends not reconciled", "")
 
 
 def test_disabled_allow_lists_are_not_touched(world: World, make_deps: Any) -> None:
