@@ -1,7 +1,8 @@
-"""`python -m sandbox serve | demo`.
+"""`python -m sandbox demo | serve [--seed] | apply`.
 
-serve: start both emulators on loopback, write a dotenv file of the app settings and print its path; runs
-until stopped. Use it with `python -m shared plan --env-file <path>`.
+serve: start the emulators on loopback (and Azurite when installed), write a dotenv file of the app settings and
+print its path and the commands to try; runs until stopped, then removes every folder it made. --seed starts with
+the demo world. apply: create or replace Services, Ingresses and ConfigMaps from YAML files, as kubectl would.
 demo: seed a small cluster, resync through the real `resync` HTTP handler, print the report and APIM's
 backends, then resync again to show that the second run plans and writes nothing.
 """
@@ -11,8 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from sandbox.world import World, start_world
@@ -266,25 +270,113 @@ def _event_driven_change(world: World) -> bool:
         topic.stop()
 
 
-def serve() -> int:
+def serve(*, seed_demo: bool) -> int:
+    """Run the emulators (and Azurite, when installed, so rotation has its lock) until SIGINT or SIGTERM; every
+    folder the sandbox made (kubeconfig with its token, TLS key, Azurite's data) is removed on the way out."""
+    from sandbox.tools import find_azurite, start_azurite
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     world = start_world()
-    env_file = world.write_env_file()
-    print(f"ARM emulator: {world.apim.url}\nKubernetes emulator: {world.kube.url}\nsettings: {env_file}", flush=True)
-    print(f"try: python -m shared plan --env-file {env_file}", flush=True)
+    azurite_binary = find_azurite()
+    azurite = start_azurite(azurite_binary) if azurite_binary else None
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
+        extra = {"AzureWebJobsStorage": azurite.connection_string} if azurite else {}
+        env_file = world.write_env_file(extra)
+        if seed_demo:
+            seed(world)
+        python = sys.executable
+        print(f"ARM emulator: {world.apim.url}\nKubernetes emulator: {world.kube.url}\nsettings: {env_file}")
+        print(f"world: {'the demo world (--seed)' if seed_demo else 'empty'}; stop with Ctrl+C")
+        print(f"\ntry, in {Path(__file__).resolve().parent.parent}:")
+        print(f"  {python} -m shared plan --env-file {env_file}")
+        print(f"  {python} -m sandbox apply --env-file {env_file} service.yaml   # add or change Services, Ingresses")
+        print(f"  {python} -m shared sync --env-file {env_file}")
+        if azurite:
+            print(f"  {python} -m shared rotate --dry-run --env-file {env_file}")
+        else:
+            print("  (rotate needs Azurite for its lock: `make tools` installs it)")
+        sys.stdout.flush()
+        stop.wait()
         return 0
     finally:
+        if azurite:
+            azurite.stop()
         world.stop()
 
 
+def apply(env_file: str, manifests: list[str]) -> int:
+    """Create or replace each object of the YAML files in the sandbox's Kubernetes, as `kubectl apply` would."""
+    import yaml
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    from shared.__main__ import CliError, load_env_file
+
+    try:
+        settings = load_env_file(env_file)
+    except CliError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1
+    api = config.new_client_from_config(config_file=settings["KUBECONFIG"])  # type: ignore[no-untyped-call]
+    core, networking = client.CoreV1Api(api), client.NetworkingV1Api(api)  # type: ignore[no-untyped-call]
+    kinds: dict[str, tuple[Any, Any, Any]] = {
+        "Service": (core.read_namespaced_service, core.create_namespaced_service, core.replace_namespaced_service),
+        "ConfigMap": (core.read_namespaced_config_map, core.create_namespaced_config_map, core.replace_namespaced_config_map),
+        "Ingress": (
+            networking.read_namespaced_ingress,
+            networking.create_namespaced_ingress,
+            networking.replace_namespaced_ingress,
+        ),
+    }
+    for path in manifests:
+        with open(path, encoding="utf-8") as handle:
+            documents = [d for d in yaml.safe_load_all(handle) if d]
+        for document in documents:
+            kind, metadata = document.get("kind"), document.get("metadata") or {}
+            namespace, name = str(metadata.get("namespace", "default")), str(metadata.get("name"))
+            if kind not in kinds:
+                print(f"error: {path}: kind {kind} is not one the sandbox serves ({', '.join(kinds)})", file=sys.stderr)
+                return 1
+            read, create, replace = kinds[kind]
+            try:
+                current = read(name, namespace)
+                document["metadata"]["resourceVersion"] = current.metadata.resource_version
+                replace(name, namespace, document)
+                print(f"{kind.lower()}/{name} configured")
+            except ApiException as error:
+                if error.status != 404:
+                    print(f"error: {kind} {namespace}/{name}: {error.status} {error.reason}", file=sys.stderr)
+                    return 1
+                create(namespace, document)
+                print(f"{kind.lower()}/{name} created")
+    return 0
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m sandbox")
-    parser.add_argument("command", choices=["demo", "serve"])
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox",
+        description="Local emulators of APIM (ARM), Kubernetes, Key Vault and Event Grid for trying aks-apim-sync.",
+        epilog=(
+            "examples:\n  python -m sandbox demo\n  python -m sandbox serve --seed\n"
+            "  python -m sandbox apply --env-file <settings file serve printed> service.yaml"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("demo", help="seed a cluster, sync twice, show a rotation plan and an event-driven change")
+    served = commands.add_parser("serve", help="run the emulators until stopped; prints the settings file to use")
+    served.add_argument("--seed", action="store_true", help="start with the demo world (Services, an Ingress, a policy)")
+    applied = commands.add_parser("apply", help="create or replace Services, Ingresses or ConfigMaps from YAML files")
+    applied.add_argument("--env-file", required=True, help="the settings file `serve` printed")
+    applied.add_argument("manifests", nargs="+")
     args = parser.parse_args()
-    return demo() if args.command == "demo" else serve()
+    if args.command == "demo":
+        return demo()
+    if args.command == "serve":
+        return serve(seed_demo=args.seed)
+    return apply(args.env_file, args.manifests)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
-AZURITE_FLAGS = ("--silent", "--skipApiVersionCheck")
+AZURITE_FLAGS = ("--silent", "--skipApiVersionCheck", "--disableTelemetry")
+"""Telemetry off: Azurite would otherwise try to report to Application Insights from a machine with no network."""
 
 
 def find_azurite() -> str | None:
@@ -55,6 +56,7 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
 class Azurite:
     process: subprocess.Popen[bytes]
     port: int
+    workspace: Path
 
     @property
     def connection_string(self) -> str:
@@ -65,6 +67,7 @@ class Azurite:
 
     def stop(self) -> None:
         _stop(self.process)
+        shutil.rmtree(self.workspace, ignore_errors=True)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -88,14 +91,13 @@ def start_azurite(binary: str) -> Azurite:
             str(port),
             "--location",
             workspace,
-            "--silent",
-            "--skipApiVersionCheck",
+            *AZURITE_FLAGS,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     wait_for_port(port)
-    return Azurite(process, port)
+    return Azurite(process, port, Path(workspace))
 
 
 @dataclass
@@ -117,6 +119,7 @@ class Nginx:
 
     def stop(self) -> None:
         _stop(self.process)
+        shutil.rmtree(self.prefix, ignore_errors=True)
 
 
 def start_nginx(binary: str, *, server_cert: Path, server_key: Path, bundle_pem: bytes) -> Nginx:

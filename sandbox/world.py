@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ class World:
     kube: KubeEmulator
     kubeconfig: Path
     token: str
+    owns_directory: bool = False
+    """The world made its folder (kubeconfig with a token, TLS key): it removes it when stopped."""
 
     def settings(self) -> dict[str, str]:
         """The app settings that point aks-apim-sync at this world."""
@@ -73,9 +76,9 @@ class World:
             }
         )
 
-    def write_env_file(self) -> Path:
+    def write_env_file(self, extra: dict[str, str] | None = None) -> Path:
         path = self.directory / "sandbox.env"
-        path.write_text("".join(f"{k}={v}\n" for k, v in self.settings().items()))
+        path.write_text("".join(f"{k}={v}\n" for k, v in {**self.settings(), **(extra or {})}.items()))
         return path
 
     def reset(self) -> None:
@@ -85,6 +88,8 @@ class World:
     def stop(self) -> None:
         self.apim.stop()
         self.kube.stop()
+        if self.owns_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _kubeconfig(path: Path, server: str, ca: Path, token: str) -> None:
@@ -112,6 +117,7 @@ current-context: {CLUSTER_NAME}
 
 
 def start_world(directory: Path | None = None) -> World:
+    owns_directory = directory is None
     directory = directory or Path(tempfile.mkdtemp(prefix="aks-apim-sync-sandbox-"))
     tls = make_tls_files(directory / "tls")
     token = "sandbox-" + secrets.token_hex(8)
@@ -122,4 +128,6 @@ def start_world(directory: Path | None = None) -> World:
     assert isinstance(apim, ApimEmulator) and isinstance(kube, KubeEmulator)
     kubeconfig = directory / "kubeconfig"
     _kubeconfig(kubeconfig, kube.url, tls.ca_cert, token)
-    return World(directory=directory, tls=tls, apim=apim, kube=kube, kubeconfig=kubeconfig, token=token)
+    return World(
+        directory=directory, tls=tls, apim=apim, kube=kube, kubeconfig=kubeconfig, token=token, owns_directory=owns_directory
+    )
