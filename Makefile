@@ -8,10 +8,13 @@ NGINX := $(shell command -v nginx || ls /usr/sbin/nginx 2>/dev/null)
 
 .PHONY: demo test tools lint types layers unit bench clean
 
+# Checked before anything is created, so a wrong Python never leaves a half-built .venv behind.
 $(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "aks-apim-sync needs Python 3.11 or newer with venv; '$(PYTHON)' is $$($(PYTHON) --version 2>&1 || echo missing). Try: make PYTHON=python3.11 ..."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --upgrade pip || { rm -rf $(VENV); exit 1; }
+	$(BIN)/pip install --quiet -r requirements-dev.txt || { rm -rf $(VENV); exit 1; }
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -30,6 +33,7 @@ layers: $(STAMP)
 
 # Third-party servers the tests run for real: Azurite (npm, into ./node_modules) and nginx (Debian package).
 node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "make test needs node and npm for Azurite (Debian: apt-get install nodejs npm)"; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
