@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
+from shared.core.errors import InvalidSettings
 from shared.core.settings import Settings, load_settings
 from shared.runtime.counters import RequestCounter
 from shared.runtime.ports import CaStore, Dependencies, Lease, LeaseFactory, no_lease
@@ -40,7 +41,11 @@ def build_dependencies(settings: Settings, *, sleep: Callable[[float], None] = t
         arm_credential = azure
         kube_token = credentials.RefreshingToken(azure) if not settings.kube.kubeconfig else None
     apim = ApimSink(settings.apim, arm_credential, counter=counter, ca_bundle=settings.credentials.arm_ca_bundle)
-    kube = KubeSource(api_client_for(settings.kube, kube_token), settings.kube, counter=counter)
+    try:
+        kube_client = api_client_for(settings.kube, kube_token)
+    except Exception:  # noqa: BLE001 - any failure to read the file is the same answer: the setting is wrong
+        raise InvalidSettings([("KUBECONFIG", "is not a kubeconfig the Kubernetes client can read")]) from None
+    kube = KubeSource(kube_client, settings.kube, counter=counter)
     return Dependencies(
         settings=settings,
         cluster=kube,

@@ -36,7 +36,7 @@ def translate(exc: Exception, what: str) -> errors.SyncError:
             message = ""
         detail = f"{what}: Kubernetes {status} {exc.reason or ''}: {message}".rstrip(": ")
         retry_after = (exc.headers or {}).get("Retry-After")
-        wait = float(retry_after) if retry_after and retry_after.isdigit() else None
+        wait = float(retry_after) if retry_after and retry_after.isascii() and retry_after.isdigit() else None
         if status == 429:
             return errors.Throttled(detail, retry_after_seconds=wait)
         if status >= 500 or status == 0:

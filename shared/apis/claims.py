@@ -32,6 +32,9 @@ BLOCK_END = "<!-- aks-apim-sync:end -->"
 _API_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 _PATH = re.compile(r"^[A-Za-z0-9._~/-]{0,400}$")
 _OPERATION = re.compile(r"^\s*([A-Za-z]+)\s+(/\S*)\s*$")
+MAX_DISPLAY_NAME = 300
+_URL_TEMPLATE = re.compile(r"^/(?:[A-Za-z0-9._~%/-]|\{[A-Za-z0-9_.-]+\})*\*?$")
+"""One character or one {parameter} at a time: no nested repetition, so no input can make it backtrack."""
 _TEMPLATE_PARAMETER = re.compile(r"\{([A-Za-z0-9_.-]+)\}")
 EMPTY_POLICY = (
     "<policies><inbound><base /></inbound><backend><base /></backend>"
@@ -144,8 +147,8 @@ def parse_operations(text: str) -> list[tuple[str, str]]:
         if matched is None or matched[1].upper() not in METHODS:
             raise ValueError(f"'{_shown(part.strip())}' is not '<METHOD> /path' (methods: {', '.join(METHODS)})")
         template = matched[2]
-        if template.count("{") != template.count("}"):
-            raise ValueError(f"'{_shown(template)}' has unbalanced braces")
+        if not _URL_TEMPLATE.match(template):
+            raise ValueError(f"'{_shown(template)}' is not a URL template: /segments, {{parameters}} and a final /*")
         found.append((matched[1].upper(), template))
     if not found:
         raise ValueError("lists no operation")
@@ -174,6 +177,9 @@ def claim_for(service: ServiceView, backend_id: BackendId, cluster: str, prefix:
     bad_product = next((p for p in products if not _API_ID.match(p)), None)
     if bad_product:
         return problem(key.products, f"'{_shown(bad_product)}' is not a product id")
+    display_name = annotations.get(key.api_display_name, "").strip()
+    if len(display_name) > MAX_DISPLAY_NAME:
+        return problem(key.api_display_name, f"longer than {MAX_DISPLAY_NAME} characters (APIM's limit)")
     operations: tuple[tuple[str, str], ...] | None = None
     text = annotations.get(key.operations)
     if text is not None:
@@ -185,7 +191,7 @@ def claim_for(service: ServiceView, backend_id: BackendId, cluster: str, prefix:
         source=ref,
         api_id=api_id,
         path=path,
-        display_name=annotations.get(key.api_display_name, "").strip() or api_id,
+        display_name=display_name or api_id,
         subscription_required=required_text == "true",
         products=products,
         backend_id=backend_id,

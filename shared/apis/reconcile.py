@@ -207,7 +207,7 @@ def _openapi_operations(
     try:
         document = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
         return apis.operations_from_openapi(document if isinstance(document, dict) else {})
-    except (ValueError, yaml.YAMLError) as error:
+    except (ValueError, yaml.YAMLError, RecursionError) as error:
         message = f"ConfigMap {name}/{key} is not an OpenAPI document: {str(error)[:120]}"
         problems.append({"object": where, "field": field, "reason": Reason.INVALID_OPEN_API, "message": message})
         return None

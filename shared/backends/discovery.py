@@ -6,6 +6,7 @@ so one broken Service cannot stop the others.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -32,6 +33,7 @@ from shared.core.tenancy import ASK_PLATFORM, NamespaceGrant, url_problem
 E = TypeVar("E", Mode, ReconcilePolicy)
 
 MAX_TITLE_LENGTH = 300
+_URL_PATH = re.compile(r"^[A-Za-z0-9._~/%-]{1,400}$")
 
 
 @dataclass(frozen=True)
@@ -209,8 +211,8 @@ def _base_path(annotations: Mapping[str, str], key: Keys) -> str | None:
     if text is None:
         return None
     text = text.strip()
-    if not text.startswith("/") or any(c in text for c in "?# \t"):
-        raise _Problem(key.path, f"'{_shown(text)}' must start with '/' and hold no query, fragment or space")
+    if not text.startswith("/") or not _URL_PATH.match(text):
+        raise _Problem(key.path, f"'{_shown(text)}' must start with '/' and hold only letters, digits and -._~/%")
     return text.rstrip("/")
 
 
@@ -247,7 +249,7 @@ def _port(service: ServiceView, key: Keys) -> ServicePort:
     for port in service.ports:
         if wanted in (port.name, str(port.port)):
             return port
-    if wanted.isdigit() and not 0 < int(wanted) < 65536:
+    if _port_number_problem(wanted):
         raise _Problem(key.port, f"'{_shown(wanted)}' is not a port number")
     raise _Problem(key.port, f"'{_shown(wanted)}' is not a port of the Service")
 
@@ -256,7 +258,7 @@ def _ingress_url(
     service: ServiceView, routes: Sequence[IngressRoute], key: Keys, path: str | None, ref: ServiceRef
 ) -> str | Pending:
     wanted = service.annotations.get(key.port, "").strip()
-    if wanted.isdigit() and not 0 < int(wanted) < 65536:
+    if _port_number_problem(wanted):
         raise _Problem(key.port, f"'{_shown(wanted)}' is not a port number")
     candidates = sorted(
         (r for r in routes if _routes_to(r, service) and r.host and (not wanted or r.service_port == wanted)),
@@ -268,6 +270,13 @@ def _ingress_url(
     protocol = _protocol(service.annotations, key, "https" if route.tls else "http")
     base = path if path is not None else route.path.rstrip("/")
     return f"{protocol}://{route.host}{base}"
+
+
+def _port_number_problem(wanted: str) -> bool:
+    """A number that is not a port. Only ASCII digits count: '²' is a digit to str.isdigit but not to int()."""
+    if not (wanted.isascii() and wanted.isdigit()):
+        return False
+    return len(wanted) > 5 or not 0 < int(wanted) < 65536
 
 
 def _routes_to(route: IngressRoute, service: ServiceView) -> bool:

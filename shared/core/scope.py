@@ -14,6 +14,8 @@ from enum import StrEnum
 
 from shared.core.model import ServiceRef
 
+MAX_BODY_BYTES = 64 * 1024
+"""Every option fits in far less; a larger body is refused before it is parsed."""
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -83,10 +85,12 @@ def _options(params: Mapping[str, str], body: bytes, known: set[str]) -> dict[st
     """Options from the query string or a JSON object body (the query string wins); unknown ones are refused."""
     options: dict[str, object] = {}
     if body.strip():
+        if len(body) > MAX_BODY_BYTES:
+            return BadRequest("body", f"larger than {MAX_BODY_BYTES} bytes")
         try:
             decoded = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return BadRequest("body", "not valid JSON")
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return BadRequest("body", "not valid JSON (or nested too deeply)")
         if not isinstance(decoded, dict):
             return BadRequest("body", "must be a JSON object")
         options.update(decoded)

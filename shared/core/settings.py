@@ -1,17 +1,20 @@
 """Read and validate the app settings (environment variables) into one typed configuration.
 
-Pure: takes a mapping, returns frozen dataclasses or raises InvalidSettings naming every bad setting at
-once. Values of settings are never put into an error message (some are secrets).
+Takes a mapping, returns frozen dataclasses or raises InvalidSettings naming every bad setting at once; its
+only look outside is whether the files the settings name exist. Values of settings are never put into an
+error message (some are secrets).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from shared.core.annotations import DEFAULT_PREFIX, AnnotationChoice
@@ -241,6 +244,11 @@ class _Reader:
             return ""
         return value
 
+    def existing_file(self, name: str, path: str | None) -> None:
+        """The setting names a file: it must be there and readable (a typo otherwise surfaces much later)."""
+        if path is not None and not os.access(path, os.R_OK):
+            self.problems.append((name, "names a file that does not exist or cannot be read"))
+
     def parsed(self, name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
         value = self.raw(name)
         if value is None:
@@ -275,11 +283,31 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _cidrs(text: str) -> tuple[str, ...]:
-    """CIDRs with no host bits set; a /0 would open the list to the world, so it is refused here."""
-    networks = [network(item) for item in text.split(",") if item.strip()]
-    if any(n.prefixlen == 0 for n in networks):
+def _seconds(text: str) -> float:
+    """A finite, non-negative number of seconds ('nan', 'inf' and '-1' are all floats to Python)."""
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
         raise ValueError(text)
+    return value
+
+
+BROADEST_EXTRA_PREFIX = {4: 8, 6: 32}
+"""Allow-list CIDR settings: no entry broader than a /8 (IPv4) or a /32 (IPv6), together less than half of an
+address family."""
+CIDRS_EXPECTED = "comma-separated CIDRs, none broader than /8 (IPv4) or /32 (IPv6), together less than half the addresses"
+
+
+def _cidrs(text: str) -> tuple[str, ...]:
+    """CIDRs with no host bits set, none broader than BROADEST_EXTRA_PREFIX, together never a whole address family
+    (0.0.0.0/1 and 128.0.0.0/1 open the list to the world as surely as 0.0.0.0/0)."""
+    networks = [network(item) for item in text.split(",") if item.strip()]
+    if any(n.prefixlen < BROADEST_EXTRA_PREFIX[n.version] for n in networks):
+        raise ValueError(text)
+    for version, size in ((4, 2**32), (6, 2**128)):
+        family: list[Any] = [n for n in networks if n.version == version]
+        covered = sum(n.num_addresses for n in ipaddress.collapse_addresses(family))
+        if covered >= size // 2:  # half an address family is no allow-list
+            raise ValueError(text)
     return canonical(networks)
 
 
@@ -304,6 +332,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     kubeconfig, api_server, ca_cert = r.raw("KUBECONFIG"), r.raw("AKS_API_SERVER"), r.raw("AKS_CA_CERT")
     if kubeconfig is None and (api_server is None or ca_cert is None):
         r.problems.append(("KUBECONFIG", "missing, and AKS_API_SERVER + AKS_CA_CERT are not both set"))
+    r.existing_file("KUBECONFIG", kubeconfig)
+    if ca_cert is not None and not ca_cert.lstrip().startswith("-----BEGIN"):
+        r.existing_file("AKS_CA_CERT", ca_cert)
+    if api_server is not None and urlsplit(api_server).scheme != "https":
+        r.problems.append(("AKS_API_SERVER", "must be an https URL: the Entra token for the cluster goes with every request"))
     cluster_name = r.required("CLUSTER_NAME")
     if cluster_name and not _CLUSTER_NAME.match(cluster_name):
         # It goes into every owner mark (source=<cluster>/<namespace>/<service>): a '/', ';' or '=' would
@@ -337,7 +370,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         allow_mass_delete=r.parsed("ALLOW_MASS_DELETE", False, _bool, "true or false"),
         apply_concurrency=r.parsed("APPLY_CONCURRENCY", 4, _positive_int, "a positive whole number"),
         max_attempts=r.parsed("MAX_ATTEMPTS", 5, _positive_int, "a positive whole number"),
-        max_retry_wait_seconds=r.parsed("MAX_RETRY_WAIT_SECONDS", 20.0, float, "a number of seconds"),
+        max_retry_wait_seconds=r.parsed("MAX_RETRY_WAIT_SECONDS", 20.0, _seconds, "a finite, non-negative number of seconds"),
     )
 
     header, named_value = r.raw("PUBLIC_AUTH_HEADER"), r.raw("PUBLIC_AUTH_NAMED_VALUE")
@@ -362,6 +395,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if sandbox_token is not None and not is_loopback_url(arm_endpoint):
         r.problems.append(("SANDBOX_TOKEN", "only allowed with a loopback ARM_ENDPOINT"))
     credentials = CredentialSettings(sandbox_token=sandbox_token, arm_ca_bundle=r.raw("ARM_CA_BUNDLE"))
+    r.existing_file("ARM_CA_BUNDLE", credentials.arm_ca_bundle)
 
     aks_resource_id = r.raw("AKS_RESOURCE_ID")
     if aks_resource_id is not None and not _AKS_RESOURCE_ID.match(aks_resource_id):
@@ -378,8 +412,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         enabled=r.parsed("ALLOWLIST_ENABLED", True, _bool, "true or false"),
         policy=AllowListPolicy(
             source=r.parsed("ALLOWLIST_ADDRESSES", AddressSource.AUTO, AddressSource, "auto, public, private or both"),
-            private_prefixes=r.parsed("ALLOWLIST_PRIVATE_PREFIXES", (), _cidrs, "comma-separated CIDRs, none of them /0"),
-            extra_cidrs=r.parsed("ALLOWLIST_EXTRA_CIDRS", (), _cidrs, "comma-separated CIDRs, none of them /0"),
+            private_prefixes=r.parsed("ALLOWLIST_PRIVATE_PREFIXES", (), _cidrs, CIDRS_EXPECTED),
+            extra_cidrs=r.parsed("ALLOWLIST_EXTRA_CIDRS", (), _cidrs, CIDRS_EXPECTED),
         ),
         annotation=r.parsed("ALLOWLIST_ANNOTATION", AnnotationChoice.ALLOWLIST, AnnotationChoice, "allowlist, whitelist or both"),
         ingress_controller=r.raw("INGRESS_CONTROLLER_SERVICE"),
@@ -437,8 +471,10 @@ def _mtls_settings(r: _Reader) -> MtlsSettings:
         certificate_days=r.parsed("CERT_VALIDITY_DAYS", d.certificate_days, _positive_int, "a positive whole number of days"),
         ca_days=r.parsed("CA_VALIDITY_DAYS", d.ca_days, _positive_int, "a positive whole number of days"),
         renew_fraction=fraction,
-        propagation_seconds=r.parsed("TRUST_PROPAGATION_SECONDS", d.propagation_seconds, float, "a number of seconds"),
-        grace_seconds=r.parsed("CERT_GRACE_SECONDS", d.grace_seconds, float, "a number of seconds"),
+        propagation_seconds=r.parsed(
+            "TRUST_PROPAGATION_SECONDS", d.propagation_seconds, _seconds, "a finite, non-negative number of seconds"
+        ),
+        grace_seconds=r.parsed("CERT_GRACE_SECONDS", d.grace_seconds, _seconds, "a finite, non-negative number of seconds"),
         storage_connection=r.raw("AzureWebJobsStorage"),
         keyvault_secret_id=r.raw("KEYVAULT_CERT_SECRET_ID"),
         keyvault_identity_client_id=r.raw("KEYVAULT_IDENTITY_CLIENT_ID"),
@@ -446,6 +482,8 @@ def _mtls_settings(r: _Reader) -> MtlsSettings:
         ca_keyvault_url=r.raw("CA_KEYVAULT_URL"),
         ca_keyvault_name=r.raw("CA_KEYVAULT_SECRET_NAME") or d.ca_keyvault_name,
     )
+    if settings.certificate_days >= settings.ca_days:
+        r.problems.append(("CERT_VALIDITY_DAYS", "must be shorter than CA_VALIDITY_DAYS: a certificate cannot outlive its CA"))
     if settings.ca_keyvault_url is not None and urlsplit(settings.ca_keyvault_url).scheme != "https":
         r.problems.append(("CA_KEYVAULT_URL", "must be an https URL (https://<vault>.vault.azure.net)"))
     if not re.match(r"^[A-Za-z0-9-]{1,127}$", settings.ca_keyvault_name):
