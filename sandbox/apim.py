@@ -95,6 +95,7 @@ class ApimEmulator(JsonServer):
             self.named_values.clear()
             self.operations.clear()
             self.faults.clear()
+            self.after_write.clear()
             self.log.clear()
             self.latency_seconds = 0.0
             self.service = self._initial_service()

@@ -69,6 +69,8 @@ class JsonServer:
         self.token, self.name = token, name
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self.faults: list[Fault] = []
+        self.after_write: list[Callable[[], None]] = []
+        """Called (under the lock) after every write the emulator accepted: tests check invariants at each step."""
         self.latency_seconds = 0.0
         self.log: list[LoggedRequest] = []
         self.lock = threading.RLock()
@@ -152,7 +154,11 @@ class JsonServer:
             match = pattern.match(request.path)
             if match and method == request.method:
                 with self.lock:
-                    return handler(request, match)
+                    response = handler(request, match)
+                    if request.method not in ("GET", "HEAD") and response.status < 300:
+                        for check in self.after_write:
+                            check()
+                    return response
         return self.not_found(request)
 
     def _serve(self, http: BaseHTTPRequestHandler) -> None:

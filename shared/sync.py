@@ -1,5 +1,6 @@
-"""A whole run for one scope: backends, certificate presentation, APIs, then allow-lists, on one read of the cluster
-and one answer to which Services are exposed and how (shared.backends.exposure).
+"""A whole run for one scope: new and changed backends, APIs (policies re-pointed), old backends deleted, then
+allow-lists, on one read of the cluster and one answer to which Services are exposed and how
+(shared.backends.exposure). That order means no policy ever names a backend that is gone.
 
 The entry point of every trigger (HTTP, timer, event). Each step is level-based and independent: a
 failing backend change does not stop the allow-lists, and the report shows both.
@@ -11,6 +12,7 @@ from dataclasses import replace
 
 from shared.allowlists import refresh
 from shared.apis import reconcile as apis_step
+from shared.apis.report import ApisReport
 from shared.backends import reconcile as backends_step
 from shared.backends.exposure import Exposure, of_view
 from shared.backends.report import failed_report
@@ -40,6 +42,17 @@ def run(
         exposure = of_view(read_cluster(scope, deps), deps.settings)
     except SyncError as error:
         return failed_report(scope, error, reason=Reason.SOURCE_READ_FAILED, dry_run=dry_run)
+    apis: ApisReport | None = None
+
+    def api_step() -> bool:
+        """Publish APIs and re-point their policies; backends are deleted only once this has succeeded."""
+        nonlocal apis
+        if steps is Steps.ALL and apis is None:
+            apis = apis_step.reconcile_apis(
+                scope, deps, exposure, dry_run=dry_run, api_hints=api_hints, allow_mass_delete=allow_mass_delete
+            )
+        return apis is None or not apis.failed
+
     if steps is Steps.ALLOWLIST:
         report = Report(
             scope=scope,
@@ -49,14 +62,18 @@ def run(
         )
     else:
         report = backends_step.reconcile(
-            scope, deps, dry_run=dry_run, allow_mass_delete=allow_mass_delete, backend_hints=backend_hints, exposure=exposure
+            scope,
+            deps,
+            dry_run=dry_run,
+            allow_mass_delete=allow_mass_delete,
+            backend_hints=backend_hints,
+            exposure=exposure,
+            before_deletes=api_step,
         )
     if not dry_run and deps.settings.mtls.source is not CertificateSource.NONE:
         report = _present_certificate(report, deps, exposure)
-    if steps is Steps.ALL:
-        apis = apis_step.reconcile_apis(
-            scope, deps, exposure, dry_run=dry_run, api_hints=api_hints, allow_mass_delete=allow_mass_delete
-        )
+    api_step()  # when the backend step had no delete to wait for, the APIs come now
+    if apis is not None:
         report = replace(report, apis=apis)
     if steps is not Steps.BACKENDS:
         report = replace(report, allowlists=refresh.refresh(deps, scope=scope, dry_run=dry_run, exposure=exposure))

@@ -13,9 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from shared.backends.plan import BackendChange, BackendPlan, CreateBackend, DeleteBackend, Refusal, UpdateBackend
-from shared.core.model import BackendId, DesiredBackend, ObservedBackend
+from shared.core.model import BackendId, DesiredBackend, ObservedBackend, Reason
 from shared.core.reporting import Outcome
 from shared.runtime.apply import NOTHING_TO_DO, NothingToDo, Refused, Writer, apply_change
+
+DELETE_WAITS = "an API policy could not be moved off this backend yet; it is deleted by a later run, once nothing routes to it"
 
 Decider = Callable[[BackendId, ObservedBackend | None], "BackendChange | Refusal | BackendId | None"]
 
@@ -62,14 +64,20 @@ def apply_plan(
     attempts: int,
     max_wait_seconds: float,
     sleep: Callable[[float], None],
+    before_deletes: Callable[[], bool] = lambda: True,
 ) -> dict[BackendId, Outcome]:
-    """Creates, then updates, then deletes; each phase concurrent within itself."""
+    """Creates, then updates, then `before_deletes` (what must move off the old backends first), then deletes;
+    each phase concurrent within itself. Deletes wait for a later run when `before_deletes` answers False."""
     writer = backend_writer(store, decide_again)
     outcomes: dict[BackendId, Outcome] = {}
     phases: Sequence[type] = (CreateBackend, UpdateBackend, DeleteBackend)
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="apply") as pool:
         for kind in phases:
             batch = [c for c in plan.changes if isinstance(c, kind)]
+            if kind is DeleteBackend and not before_deletes():
+                waiting = Outcome("refused", reason=Reason.DELETE_WAITS_FOR_ROUTING.value, message=DELETE_WAITS)
+                outcomes.update((c.id, waiting) for c in batch)
+                continue
             results = pool.map(
                 lambda c: apply_change(c, writer, attempts=attempts, max_wait_seconds=max_wait_seconds, sleep=sleep)[0], batch
             )

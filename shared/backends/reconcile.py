@@ -7,6 +7,7 @@ Dry-run is this one branch, not a mode of every adapter.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 from shared.backends import plan
@@ -31,9 +32,14 @@ def reconcile(
     allow_mass_delete: bool = False,
     backend_hints: frozenset[BackendId] = frozenset(),
     exposure: Exposure | None = None,
+    before_deletes: Callable[[], bool] = lambda: True,
 ) -> Report:
     """Reconcile what the scope covers. `backend_hints` are further backend ids worth a look (an event's
     record of the ids a Service used before it changed); they only widen what is read, never what is owned.
+
+    `before_deletes` runs after the creates and updates and before any delete: the API step, which re-points
+    policies away from the backends about to go. When it answers False (a policy could not be moved), no backend
+    is deleted this run, so no policy is left naming a backend that does not exist.
     """
     started, requests_before = deps.monotonic(), deps.counter.snapshot()
     sync = deps.settings.sync
@@ -90,6 +96,7 @@ def reconcile(
         backend_plan,
         deps.backends,
         decide_again=decide_again,
+        before_deletes=before_deletes,
         concurrency=sync.apply_concurrency,
         attempts=sync.max_attempts,
         max_wait_seconds=sync.max_retry_wait_seconds,

@@ -100,6 +100,7 @@ class Reason(StrEnum):
     CREDENTIAL_WITHHELD = "CredentialWithheld"
     OUT_OF_SCOPE = "OutOfScope"
     CLAIMED_BY_OTHER_NAMESPACE = "ClaimedByOtherNamespace"
+    DELETE_WAITS_FOR_ROUTING = "DeleteWaitsForRouting"
 
 
 @dataclass(frozen=True, order=True)

@@ -45,7 +45,7 @@ def test_operations_annotation_is_parsed_into_method_and_template() -> None:
     [
         ("FETCH /x", "is not '<METHOD> /path'"),
         ("GET orders", "is not"),
-        ("GET /a/{id", "unbalanced"),
+        ("GET /a/{id", "URL template"),
         (" , ", "lists no operation"),
     ],
 )

@@ -293,3 +293,31 @@ def test_an_api_update_that_meets_a_412_is_read_again_without_waiting(world: Wor
     assert world.apim.api_side.apis["orders"]["properties"]["displayName"] == "Orders v2"
     entry = next(c for c in report.to_json()["apis"]["changes"] if c["kind"] == "api")
     assert entry["attempts"] == 2 and sleeps == []
+
+
+def policies_naming_a_missing_backend(world: World) -> list[str]:
+    side = world.apim.api_side
+    routed = [apis.policy_backend(p) for p in [*side.api_policies.values(), *side.operation_policies.values()]]
+    return [b for b in routed if b is not None and b not in world.apim.backends]
+
+
+def test_a_failed_policy_write_leaves_every_policy_naming_a_backend_that_exists(world: World, deps: Dependencies) -> None:
+    world.kube.apply(api_service("orders"))
+    run(deps)
+    broken: list[str] = []
+    world.apim.after_write.append(lambda: broken.extend(policies_naming_a_missing_backend(world)))
+    world.kube.apply(api_service("orders", **{"apim-sync.io/backend-id": "orders-v2"}))
+    world.apim.inject(Fault(503, method="PUT", path_contains="/policies/policy", times=99))
+
+    report = sync.run(CLUSTER, deps)
+
+    assert report.failed and report.retryable, "the policy write failed; Event Grid or the timer tries again"
+    assert backend("orders") in world.apim.backends and "orders-v2" in world.apim.backends
+    waiting = [r for r in report.to_json()["refusals"] if r["reason"] == "DeleteWaitsForRouting"]
+    assert [r["id"] for r in waiting] == [backend("orders")]
+
+    world.apim.faults.clear()
+    run(deps)
+    assert apis.policy_backend(world.apim.api_side.api_policies["orders"]) == "orders-v2"
+    assert backend("orders") not in world.apim.backends, "deleted once nothing routes to it"
+    assert broken == [], "after every write APIM accepted, every policy named a backend that existed"

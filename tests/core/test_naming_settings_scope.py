@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from shared.core import ownership
@@ -18,7 +20,7 @@ GOOD = {
     "CLUSTER_NAME": "aks-prod",
     "OWNER_ID": "team-a",
     "SYNC_POLICY": "sync",
-    "KUBECONFIG": "/tmp/kubeconfig",
+    "KUBECONFIG": os.devnull,
 }
 
 
@@ -84,7 +86,7 @@ def test_sandbox_token_is_refused_against_a_real_arm_endpoint() -> None:
 
 def test_aks_connection_can_be_server_and_ca_instead_of_kubeconfig() -> None:
     loaded = load_settings(
-        {**{k: v for k, v in GOOD.items() if k != "KUBECONFIG"}, "AKS_API_SERVER": "https://aks:443", "AKS_CA_CERT": "/ca.pem"}
+        {**{k: v for k, v in GOOD.items() if k != "KUBECONFIG"}, "AKS_API_SERVER": "https://aks:443", "AKS_CA_CERT": os.devnull}
     )
     assert loaded.kube.kubeconfig is None and loaded.kube.api_server == "https://aks:443"
 
