@@ -227,11 +227,17 @@ class ApiStore:
             return self.error(412, "PreconditionFailed", "The entity has been modified since it was last retrieved.")
         properties = (request.json() or {}).get("properties") or {}
         value = properties.get("value") or ""
+        policy_format = properties.get("format") or "xml"
+        if policy_format not in ("xml", "rawxml"):
+            return self.error(400, "ValidationError", f"Policy format '{policy_format}' is not supported here.")
+        # xml: expressions must be escaped; rawxml: APIM takes them as written (`@(a < b)` is not well-formed XML).
+        checked = _without_expressions(value) if policy_format == "rawxml" else value
         try:
-            ET.fromstring(value)  # noqa: S314 - our own test input
+            ET.fromstring(checked)  # noqa: S314 - our own test input
         except ET.ParseError as exc:
             return self.error(400, "ValidationError", f"The policy is not valid XML: {exc}")
         created = key not in store
+        value = _as_apim_stores_it(value)
         store[key] = value
         shown = {
             "id": f"{self.emulator.service_id}/{path}",
@@ -343,3 +349,43 @@ class ApiStore:
 def _etag_of(policy: str) -> str:
     """A policy's ETag changes with its content, as APIM's does."""
     return '"' + hashlib.sha256(policy.encode()).hexdigest()[:16] + '"'
+
+
+def _without_expressions(policy: str) -> str:
+    """The policy with every @(...) and @{...} policy expression (balanced) taken out, for the XML check."""
+    out: list[str] = []
+    i = 0
+    while i < len(policy):
+        if policy[i] == "@" and i + 1 < len(policy) and policy[i + 1] in "({":
+            opening = policy[i + 1]
+            closing = ")" if opening == "(" else "}"
+            depth, j = 0, i + 1
+            while j < len(policy):
+                depth += {opening: 1, closing: -1}.get(policy[j], 0)
+                if depth == 0:
+                    break
+                j += 1
+            out.append("x")
+            i = j + 1
+            continue
+        out.append(policy[i])
+        i += 1
+    return "".join(out)
+
+
+def _as_apim_stores_it(policy: str) -> str:
+    """APIM returns a policy re-serialised: each element on its own line (CRLF), tab-indented by depth. The app
+    must never count that as a change; storing it so here makes the tests see what production sees."""
+    lines: list[str] = []
+    depth = 0
+    for piece in re.findall(r"<[^<>]*(?:<[^<>]*>[^<>]*)*>|[^<]+", policy):
+        text = piece.strip()
+        if not text:
+            continue
+        closing = text.startswith("</")
+        if closing:
+            depth = max(depth - 1, 0)
+        lines.append("\t" * depth + text)
+        if text.startswith("<") and not closing and not text.endswith("/>") and not text.startswith("<!--"):
+            depth += 1
+    return "\r\n".join(lines)

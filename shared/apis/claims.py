@@ -17,7 +17,6 @@ API within one namespace. Conflicts are reported and the conflicting part is lef
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -335,50 +334,59 @@ def is_managed_operation(observed: ObservedOperation) -> bool:
     return observed.description.startswith("managed-by=aks-apim-sync; source=")
 
 
+def _managed_block(policy: str | None) -> re.Match[str] | None:
+    """The managed block in a policy as APIM returns it (re-serialised: its own line breaks and indentation,
+    perhaps its own spacing inside comments), or None."""
+    return _BLOCK.search(policy) if policy else None
+
+
 def policy_backend(policy: str | None) -> str | None:
     """The backend id in the managed block of a policy, or None when there is no block."""
-    if not policy or BLOCK_BEGIN not in policy:
-        return None
-    block = policy.split(BLOCK_BEGIN, 1)[1].split(BLOCK_END, 1)[0]
-    matched = re.search(r'backend-id="([^"]+)"', block)
+    block = _managed_block(policy)
+    matched = re.search(r'backend-id="([^"]+)"', block[1]) if block else None
     return matched[1] if matched else None
 
 
 def policy_audience(policy: str | None) -> str | None:
     """The audience of the managed-identity token in the managed block, or None when there is none."""
-    if not policy or BLOCK_BEGIN not in policy:
-        return None
-    block = policy.split(BLOCK_BEGIN, 1)[1].split(BLOCK_END, 1)[0]
-    matched = re.search(r'<authentication-managed-identity resource="([^"]+)"', block)
+    block = _managed_block(policy)
+    matched = re.search(r'<authentication-managed-identity\s+resource="([^"]+)"', block[1]) if block else None
     return matched[1] if matched else None
 
 
 def with_managed_block(policy: str | None, backend_id: str | None, audience: str | None = None) -> str:
     """The policy with the managed block set: route to `backend_id` (the block is removed when None) and, for
-    Option 1 without a shared secret, authenticate with APIM's managed identity for `audience`. Every other
-    line is kept. `audience` comes from settings or the tenancy policy, validated to hold no XML characters."""
+    Option 1 without a shared secret, authenticate with APIM's managed identity for `audience`.
+
+    Text, not XML: every byte outside the block stays as the operator (and APIM) wrote it, including policy
+    expressions such as @(context.Variables.GetValueOrDefault<string>("x")), which are not well-formed XML.
+    `backend_id` and `audience` are validated ids, so what is spliced in is always well-formed.
+    """
     authentication = f'<authentication-managed-identity resource="{audience}" />' if audience else ""
     routing = f'<set-backend-service backend-id="{backend_id}" />{authentication}'
     block = f"{BLOCK_BEGIN}{routing}{BLOCK_END}" if backend_id else ""
-    text = policy.strip() if policy and policy.strip() else ""
-    if not text:
-        text = EMPTY_POLICY
-    if BLOCK_BEGIN in text and BLOCK_END in text:
-        before, rest = text.split(BLOCK_BEGIN, 1)
-        after = rest.split(BLOCK_END, 1)[1]
-        result = before + block + after
-    elif not block:
-        result = text
-    elif re.search(r"<inbound>\s*<base\s*/>", text):
-        result = re.sub(r"(<inbound>\s*<base\s*/>)", lambda m: m[1] + block, text, count=1)
-    elif "<inbound>" in text:
-        result = text.replace("<inbound>", "<inbound>" + block, 1)
-    elif "<inbound />" in text:
-        result = text.replace("<inbound />", f"<inbound><base />{block}</inbound>", 1)
-    else:
-        result = text.replace("<policies>", f"<policies><inbound><base />{block}</inbound>", 1)
-    ET.fromstring(result)  # noqa: S314 - generated from our own text; raises on anything but well-formed XML
-    return result
+    text = policy if policy and policy.strip() else EMPTY_POLICY
+    existing = _managed_block(text)
+    if existing is not None:
+        return text[: existing.start()] + block + text[existing.end() :]
+    if not block:
+        return text
+    for pattern, replacement in _INSERTIONS:
+        found = pattern.search(text)
+        if found is not None:
+            return text[: found.start()] + replacement.format(found[0], block=block) + text[found.end() :]
+    return EMPTY_POLICY.replace("<inbound><base />", "<inbound><base />" + block, 1)
+
+
+_BLOCK = re.compile(r"<!--\s*aks-apim-sync:begin\s*-->(.*?)<!--\s*aks-apim-sync:end\s*-->", re.S)
+_INSERTIONS = (
+    (re.compile(r"<inbound>\s*<base\s*/>"), "{0}{block}"),
+    (re.compile(r"<inbound>"), "{0}{block}"),
+    (re.compile(r"<inbound\s*/>"), "<inbound><base />{block}</inbound>"),
+    (re.compile(r"<policies>"), "{0}<inbound><base />{block}</inbound>"),
+)
+"""Where a new block goes: after <base /> in inbound (the API's own policy runs after the product's), else at
+the start of inbound, else into a new inbound."""
 
 
 def template_parameters(template: str) -> list[dict[str, Any]]:

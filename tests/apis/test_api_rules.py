@@ -5,6 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.apis.claims import (
     ApiClaim,
@@ -114,3 +116,26 @@ def test_managed_block_is_added_after_base_and_keeps_the_operators_lines() -> No
 def test_openapi_document_paths_become_operations() -> None:
     document = {"openapi": "3.0.1", "paths": {"/orders": {"get": {}, "post": {}}, "/orders/{id}": {"get": {}, "parameters": []}}}
     assert operations_from_openapi(document) == [("GET", "/orders"), ("GET", "/orders/{id}"), ("POST", "/orders")]
+
+
+@given(
+    operator_lines=st.lists(
+        st.sampled_from(
+            [
+                '<rate-limit calls="10" renewal-period="60" />',
+                '<set-variable name="t" value="@(context.Variables.GetValueOrDefault<string>("t"))" />',
+                '<set-header name="x" exists-action="override"><value>@{ return "<&>"; }</value></set-header>',
+                "\r\n\t\t",
+                "<!-- an operator's comment -->",
+            ]
+        ),
+        max_size=5,
+    ),
+    backend_id=st.sampled_from(["b1", "b-2", "orders.v3"]),
+)
+def test_splicing_the_managed_block_keeps_every_other_byte_and_is_idempotent(operator_lines: list[str], backend_id: str) -> None:
+    operator = "<policies>\r\n\t<inbound>\r\n\t\t<base />" + "".join(operator_lines) + "\r\n\t</inbound>\r\n</policies>"
+    routed = with_managed_block(operator, backend_id)
+    assert policy_backend(routed) == backend_id
+    assert with_managed_block(routed, backend_id) == routed
+    assert with_managed_block(routed, None) == operator

@@ -321,3 +321,35 @@ def test_a_failed_policy_write_leaves_every_policy_naming_a_backend_that_exists(
     assert apis.policy_backend(world.apim.api_side.api_policies["orders"]) == "orders-v2"
     assert backend("orders") not in world.apim.backends, "deleted once nothing routes to it"
     assert broken == [], "after every write APIM accepted, every policy named a backend that existed"
+
+
+OPERATOR_POLICY = (
+    "<policies><inbound><base />"
+    '<set-variable name="tenant" value="@(context.Variables.GetValueOrDefault<string>("tenant"))" />'
+    '<choose><when condition="@(context.Request.Headers.GetValueOrDefault("x-debug", "") == "1")">'
+    '<set-header name="x-trace" exists-action="override"><value>@{ return "on"; }</value></set-header>'
+    "</when></choose></inbound><backend><base /></backend><outbound><base /></outbound></policies>"
+)
+"""An operator's policy as real APIM keeps it in rawxml: expressions unescaped, so not well-formed XML."""
+
+
+def test_an_operators_policy_with_expressions_is_kept_byte_for_byte_and_apims_reformatting_is_no_change(
+    world: World, deps: Dependencies
+) -> None:
+    world.kube.apply(api_service("orders"))
+    run(deps)
+    deps.apis.put_api_policy("orders", OPERATOR_POLICY)  # APIM takes rawxml with unescaped expressions
+    held = world.apim.api_side.api_policies["orders"]
+    assert "\r\n\t" in held, "APIM hands it back re-serialised"
+
+    world.kube.apply(api_service("orders", **{"apim-sync.io/backend-id": "orders-v2"}))
+    run(deps)
+    spliced = world.apim.api_side.api_policies["orders"]
+    assert apis.policy_backend(spliced) == "orders-v2"
+    for line in held.splitlines():
+        if "aks-apim-sync" not in line and "set-backend-service" not in line:
+            assert line.strip() in spliced, f"the operator's line {line.strip()!r} is kept"
+
+    world.apim.clear_log()
+    run(deps)
+    assert [r for r in world.apim.writes() if "/policies/" in r.path] == [], "re-serialisation is never a change"

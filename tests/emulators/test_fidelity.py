@@ -305,3 +305,21 @@ def test_a_policy_etag_follows_its_content_and_a_stale_if_match_is_412(world: Wo
     assert second != first
     stale = arm(world, "PUT", "/apis/a/policies/policy", params=V, json=body, headers={"If-Match": first})
     assert stale.status_code == 412
+
+
+def test_a_policy_is_stored_as_apim_keeps_it_rawxml_expressions_and_reserialised(world: World) -> None:
+    # rawxml takes policy expressions unescaped (Microsoft's policy-expressions docs); format xml needs them
+    # escaped; APIM hands a policy back re-serialised, one element a line, so a client must not compare text.
+    world.apim.api_side.apis["a"] = world.apim.api_side._entity("apis", "apis/a", "a", {"path": "a", "displayName": "a"})
+    expression = '@(context.Variables.GetValueOrDefault<string>("x"))'
+    raw = f'<policies><inbound><set-variable name="v" value="{expression}" /></inbound></policies>'
+
+    def put(policy_format: str) -> int:
+        body = {"properties": {"format": policy_format, "value": raw}}
+        return arm(world, "PUT", "/apis/a/policies/policy", params=V, json=body).status_code
+
+    assert put("rawxml") == 201
+    assert put("xml") == 400
+    held = arm(world, "GET", "/apis/a/policies/policy", params={**V, "format": "rawxml"}).json()["properties"]["value"]
+    assert held.splitlines()[0] == "<policies>" and "\r\n\t<inbound>" in held
+    assert 'GetValueOrDefault<string>("x")' in held
