@@ -64,8 +64,10 @@ def reconcile_apis(
         problems += [_problem(p) for p in desired.problems]
         wants_products = any(a.products for a in desired.apis.values())
         existing_products = with_retries(deps, store.product_ids) if wants_products else frozenset()
+        # A namespace's run looks only at its own APIs: its cost does not grow with the APIs of other namespaces.
+        in_scope = {a for a in tagged if namespaces is None or owner_namespaces.get(a) in namespaces}
         observed: dict[str, apis.ObservedApi] = {}
-        for api_id in sorted(set(desired.apis) | tagged):
+        for api_id in sorted(set(desired.apis) | in_scope):
             if api_id not in all_paths:
                 continue
             wanted = desired.apis.get(api_id)

@@ -353,3 +353,20 @@ def test_an_operators_policy_with_expressions_is_kept_byte_for_byte_and_apims_re
     world.apim.clear_log()
     run(deps)
     assert [r for r in world.apim.writes() if "/policies/" in r.path] == [], "re-serialisation is never a change"
+
+
+def test_a_one_service_run_reads_no_api_of_another_namespace(world: World, deps: Dependencies) -> None:
+    world.kube.apply(api_service("orders", operations="GET /orders/{id}, POST /orders"))
+    run(deps)
+
+    def cost_of_one_service_run() -> int:
+        world.apim.clear_log()
+        sync.run(Scope("aks-sandbox", "shop", "orders"), deps)
+        return len([r for r in world.apim.log if r.method == "GET"])
+
+    alone = cost_of_one_service_run()
+    for i in range(15):
+        world.kube.apply(service(f"other-{i}", "finance", annotations={"apim-sync.io/api-id": f"finance-{i}"}))
+    run(deps)
+    assert len(world.apim.api_side.apis) == 16
+    assert cost_of_one_service_run() == alone, "15 APIs of namespace finance cost shop's event nothing"
