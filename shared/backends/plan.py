@@ -102,10 +102,8 @@ class DesiredSet:
     held: Mapping[ServiceRef, Reason]
     problems: tuple[Invalid | Pending | Skipped, ...]
 
-    @property
-    def present(self) -> frozenset[ServiceRef]:
-        """Every Service the run saw asking to be exposed, healthy or not."""
-        return frozenset({*(d.source for d in self.backends.values()), *self.held})
+    present: frozenset[ServiceRef] = frozenset()
+    """Every Service the run saw asking to be exposed, healthy or not (built once: plans look it up per backend)."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +148,8 @@ def collect_desired(outcomes: Iterable[ServiceOutcome], owners: Mapping[BackendI
                 message = f"backend id '{backend_id}' belongs to Service {rightful.source}; choose another backend-id"
             problems.append(Invalid(claimant.source, field="backend-id", message=message, reason=Reason.DUPLICATE_BACKEND_ID))
             held[claimant.source] = Reason.DUPLICATE_BACKEND_ID
-    return DesiredSet(backends=backends, held=held, problems=tuple(problems))
+    present = frozenset({*(d.source for d in backends.values()), *held})
+    return DesiredSet(backends=backends, held=held, problems=tuple(problems), present=present)
 
 
 def diff_specs(desired: BackendSpec, observed: BackendSpec) -> tuple[FieldChange, ...]:
