@@ -14,6 +14,7 @@ import re
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from sandbox.apim_apis import ApiStore
 from sandbox.httpbase import JsonServer, Request, Response
@@ -163,7 +164,8 @@ class ApimEmulator(JsonServer):
         page = [shown(item) for item in items[skip : skip + top]]
         body: dict[str, Any] = {"value": page, "count": len(items)}
         if skip + top < len(items):
-            body["nextLink"] = f"{self.url}{request.path}?api-version={API_VERSION}&$top={top}&$skip={skip + top}"
+            kept = f"&$filter={quote(request.query['$filter'])}" if request.query.get("$filter") else ""
+            body["nextLink"] = f"{self.url}{request.path}?api-version={API_VERSION}&$top={top}&$skip={skip + top}{kept}"
         return Response(200, body)
 
     # -- backends ------------------------------------------------------------------------------------------

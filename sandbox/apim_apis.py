@@ -82,8 +82,17 @@ class ApiStore:
     # -- APIs ----------------------------------------------------------------------------------------------
 
     def _list_apis(self, request: Request, match: re.Match[str]) -> Response:
+        problem = self.emulator.checked(request, match)
+        if problem:
+            return problem
         found = [a for _, a in sorted(self.apis.items())]
-        return self.emulator.checked(request, match) or self.emulator.paged(request, found, self._shown)
+        expression = request.query.get("$filter")
+        if expression:
+            keep = api_filter(expression)
+            if keep is None:
+                return self.error(400, "ValidationError", f"Invalid filter clause: {expression[:80]}")
+            found = [a for a in found if keep(a)]
+        return self.emulator.paged(request, found, self._shown)
 
     def _apis_by_tags(self, request: Request, match: re.Match[str]) -> Response:
         problem = self.emulator.checked(request, match)
@@ -389,3 +398,42 @@ def _as_apim_stores_it(policy: str) -> str:
         if text.startswith("<") and not closing and not text.endswith("/>") and not text.startswith("<!--"):
             depth += 1
     return "\r\n".join(lines)
+
+
+_FILTER_TERM = re.compile(
+    r"^(?:(?P<field>name|path) eq '(?P<equal>[^']*)'|(?P<function>startswith|endswith|contains)"
+    r"\((?P<on>path|description|name),\s*'(?P<value>[^']*)'\))$"
+)
+
+
+def api_filter(expression: str) -> Callable[[dict[str, Any]], bool] | None:
+    """The OData $filter of APIM's API list, as far as the app uses it: `eq` on name and path, startswith,
+    endswith and contains on path, name and description, joined by `or` (APIM documents these fields and
+    functions for this list). Anything else: None, which the list answers with 400 as APIM does."""
+    tests: list[Callable[[dict[str, Any]], bool]] = []
+    for term in expression.split(" or "):
+        matched = _FILTER_TERM.match(term.strip())
+        if matched is None:
+            return None
+        if matched["field"]:
+            tests.append(_term(matched["field"], "eq", matched["equal"]))
+        else:
+            tests.append(_term(matched["on"], matched["function"], matched["value"]))
+    return lambda api: any(test(api) for test in tests)
+
+
+def _term(field: str, operator: str, wanted: str) -> Callable[[dict[str, Any]], bool]:
+    def test(api: dict[str, Any]) -> bool:
+        held = _field(api, field)
+        return {
+            "eq": held == wanted,
+            "startswith": held.startswith(wanted),
+            "endswith": held.endswith(wanted),
+            "contains": wanted in held,
+        }[operator]
+
+    return test
+
+
+def _field(api: dict[str, Any], name: str) -> str:
+    return str(api["name"] if name == "name" else api["properties"].get(name) or "")

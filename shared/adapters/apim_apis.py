@@ -34,12 +34,16 @@ class ApimApis:
         except errors.NotFound:
             return None
 
-    def all_apis(self) -> dict[str, tuple[str, str]]:
-        """api id -> (path, description) of every API in APIM: the paths taken, and the owner marks."""
+    def all_apis(self, odata_filter: str | None = None) -> dict[str, tuple[str, str]]:
+        """api id -> (path, description) of every API in APIM (or those the OData $filter keeps): the paths taken,
+        and the owner marks."""
         with errors.translating(translate, "list APIs"):
-            return {
-                str(a.name): (str(a.path or ""), str(a.description or "")) for a in self._client.api.list_by_service(*self._where)
-            }
+            listed = self._client.api.list_by_service(*self._where, filter=odata_filter)
+            return {str(a.name): (str(a.path or ""), str(a.description or "")) for a in listed}
+
+    def is_tagged(self, api_id: str, tag_id: str) -> bool:
+        found = self._absent_is_none(f"tag {tag_id} of API {api_id}", self._client.tag.get_by_api, api_id, tag_id)
+        return found is not None
 
     def tagged_api_ids(self, tag_name: str) -> set[str]:
         with errors.translating(translate, "list APIs by tag"):

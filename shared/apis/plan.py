@@ -6,14 +6,14 @@ operations with our mark. Policies change only inside the managed block, so an o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from shared.apis import claims as apis
 from shared.core.model import OwnerId, Reason
-from shared.core.tenancy import paths_overlap
+from shared.core.tenancy import paths_overlap, segments
 
 
 class Action(StrEnum):
@@ -116,6 +116,21 @@ def owner_namespaces(listing: Mapping[str, tuple[str, str]], owner: OwnerId) -> 
         if mark is not None and mark[0] == owner:
             found[api_id] = mark[1]
     return found
+
+
+def scoped_filter(claims: Sequence[apis.ApiClaim], namespace: str, api_hints: Collection[str]) -> str:
+    """The OData $filter for a namespace's run: its own APIs (by owner mark), and every API whose id its claims
+    use or whose path equals, lies under or above one of theirs. Ids, paths and the namespace are validated
+    (no quote can occur), so the clause cannot be escaped."""
+    terms = {f"endswith(description,'namespace={namespace}')", f"contains(description,'namespace={namespace};')"}
+    for claim in claims:
+        terms |= {f"name eq '{claim.api_id}'", f"path eq '{claim.path}'"}
+        parts = segments(claim.path)
+        if parts:
+            terms.add(f"startswith(path,'{claim.path}/')")
+        terms |= {f"path eq '{'/'.join(parts[:i])}'" for i in range(1, len(parts))}
+    terms |= {f"name eq '{hint}'" for hint in api_hints}
+    return " or ".join(sorted(terms))
 
 
 def _path_conflict(

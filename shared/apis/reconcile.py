@@ -51,15 +51,24 @@ def reconcile_apis(
     if scope.service is not None and not claims_now and not api_hints:
         return ApisReport(dry_run=dry_run)
     store = deps.apis
+    tag, owner = tag_for(deps), deps.settings.sync.owner_id
     try:
-        tagged = with_retries(deps, lambda: store.tagged_api_ids(tag_for(deps)))
-        if not tagged and not claims_now:
-            return ApisReport(dry_run=dry_run)  # no API claimed in scope and none of ours in APIM: one request
+        if scope.namespace is None:
+            tagged = with_retries(deps, lambda: store.tagged_api_ids(tag))
+            if not tagged and not claims_now:
+                return ApisReport(dry_run=dry_run)  # no API claimed in scope and none of ours in APIM: one request
         widened, namespaces = _widened(scope, deps, exposure)
         claims, problems = _claims(widened, deps)
-        listing = with_retries(deps, store.all_apis)
+        # A namespace's run lists only the APIs that can matter to it (its own, and those whose id or path its
+        # claims meet): its cost does not grow with the APIs of other namespaces.
+        odata = None if scope.namespace is None else api_plan.scoped_filter(claims, scope.namespace, api_hints)
+        listing = with_retries(deps, lambda: store.all_apis(odata))
         all_paths = {api_id: path for api_id, (path, _) in listing.items()}
-        owner_namespaces = api_plan.owner_namespaces(listing, deps.settings.sync.owner_id)
+        owner_namespaces = api_plan.owner_namespaces(listing, owner)
+        if scope.namespace is not None:
+            ours = sorted(a for a, ns in owner_namespaces.items() if namespaces is None or ns in namespaces or a in api_hints)
+            ours += sorted({c.api_id for c in claims} & set(owner_namespaces) - set(ours))
+            tagged = {a for a in ours if with_retries(deps, lambda a=a: store.is_tagged(a, tag))}  # type: ignore[misc]
         desired = apis.collect_apis(claims, owner_namespaces=owner_namespaces)
         problems += [_problem(p) for p in desired.problems]
         wants_products = any(a.products for a in desired.apis.values())

@@ -74,8 +74,10 @@ class ApimServiceReader(Protocol):
 class ApiStore(Protocol):
     """APIs, operations, policies, tags and product links."""
 
-    def all_apis(self) -> dict[str, tuple[str, str]]:
-        """api id -> (path, description) of every API."""
+    def all_apis(self, odata_filter: str | None = None) -> dict[str, tuple[str, str]]:
+        """api id -> (path, description) of every API (or of those the OData $filter keeps)."""
+
+    def is_tagged(self, api_id: str, tag_id: str) -> bool: ...
 
     def tagged_api_ids(self, tag_name: str) -> set[str]: ...
 

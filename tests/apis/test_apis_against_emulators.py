@@ -370,3 +370,27 @@ def test_a_one_service_run_reads_no_api_of_another_namespace(world: World, deps:
     run(deps)
     assert len(world.apim.api_side.apis) == 16
     assert cost_of_one_service_run() == alone, "15 APIs of namespace finance cost shop's event nothing"
+
+
+def test_a_one_service_event_costs_the_same_with_a_hundred_apis_and_a_big_one_elsewhere(world: World, make_deps: Any) -> None:
+    deps = make_deps()  # every step on, as an event's run
+    world.kube.apply(api_service("orders", operations="GET /orders/{id}, POST /orders"))
+    sync.run(CLUSTER, deps)
+
+    def arm_reads_of_the_event() -> int:
+        world.apim.clear_log()
+        assert not sync.run(Scope("aks-sandbox", "shop", "orders"), deps).failed
+        return len([r for r in world.apim.log if r.method == "GET"])
+
+    alone = arm_reads_of_the_event()
+    side = world.apim.api_side
+    mark = "managed-by=aks-apim-sync; owner=sandbox-owner; namespace=finance"
+    for i in range(120):
+        side.apis[f"finance-{i}"] = side._entity(
+            "apis", f"apis/finance-{i}", f"finance-{i}", {"path": f"f{i}", "description": mark}
+        )
+    for j in range(300):
+        side.operations[("finance-0", f"op-{j}")] = side._entity(
+            "operations", f"apis/finance-0/operations/op-{j}", f"op-{j}", {"method": "GET", "urlTemplate": f"/x{j}"}
+        )
+    assert arm_reads_of_the_event() == alone <= 10

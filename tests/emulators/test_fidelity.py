@@ -323,3 +323,16 @@ def test_a_policy_is_stored_as_apim_keeps_it_rawxml_expressions_and_reserialised
     held = arm(world, "GET", "/apis/a/policies/policy", params={**V, "format": "rawxml"}).json()["properties"]["value"]
     assert held.splitlines()[0] == "<policies>" and "\r\n\t<inbound>" in held
     assert 'GetValueOrDefault<string>("x")' in held
+
+
+def test_the_api_list_takes_apims_odata_filter_and_refuses_what_it_does_not_know(world: World) -> None:
+    # Microsoft's "Api - List By Service" documents $filter on name, path and description with eq, startswith,
+    # endswith and contains; an unknown clause is a 400.
+    side = world.apim.api_side
+    for name, path in (("a", "shop"), ("b", "shop/admin"), ("c", "shopping")):
+        side.apis[name] = side._entity("apis", f"apis/{name}", name, {"path": path, "description": f"namespace={name}"})
+    kept = arm(world, "GET", "/apis", params={**V, "$filter": "path eq 'shop' or startswith(path,'shop/')"})
+    assert sorted(a["name"] for a in kept.json()["value"]) == ["a", "b"]
+    by_mark = arm(world, "GET", "/apis", params={**V, "$filter": "endswith(description,'namespace=c')"})
+    assert [a["name"] for a in by_mark.json()["value"]] == ["c"]
+    assert arm(world, "GET", "/apis", params={**V, "$filter": "sizeof(path) gt 3"}).status_code == 400
