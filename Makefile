@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 NGINX := $(shell command -v nginx || ls /usr/sbin/nginx 2>/dev/null)
+KUBECTL := $(shell command -v kubectl)
 
 .PHONY: demo test tools lint types layers unit bench clean
 
@@ -42,6 +43,10 @@ ifeq ($(NGINX),)
 	@if [ "$$(id -u)" = 0 ]; then apt-get install -y -q nginx >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q nginx >/dev/null); \
 	else echo "nginx is missing: sudo apt-get install nginx (the TLS rotation test needs it)"; fi
 endif
+ifeq ($(KUBECTL),)
+	@if [ "$$(id -u)" = 0 ]; then apt-get install -y -q kubectl >/dev/null 2>&1 || apt-get install -y -q kubernetes-client >/dev/null; \
+	else echo "kubectl (1.27 or newer) is missing: the kubectl tests need it (https://kubernetes.io/docs/tasks/tools/)"; fi
+endif
 
 unit: $(STAMP) tools
 	$(BIN)/python -m pytest
@@ -51,6 +56,7 @@ test: lint types layers unit
 bench: $(STAMP)
 	$(BIN)/python -m bench.noop_resync
 	$(BIN)/python -m bench.event_cost
+	$(BIN)/python -m bench.api_event_cost
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache .import_linter_cache

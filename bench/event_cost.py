@@ -75,11 +75,17 @@ def measure(size: int, on_event: Callable[[Any], None]) -> None:
         world.stop()
 
 
-def main(sizes: list[int]) -> None:
+def on_event_function() -> Callable[[Any], None]:
+    """The app's on_event, as the Functions host finds it."""
     import function_app
 
     built = next(f for f in function_app.app.get_functions() if f.get_function_name() == "on_event")
     on_event: Callable[[Any], None] = built.get_user_function()  # type: ignore[no-untyped-call]
+    return on_event
+
+
+def main(sizes: list[int]) -> None:
+    on_event = on_event_function()
     print(f"{'services':>8} {'step':>12} {'ARM reads':>9} {'ARM writes':>10} {'K8s reads':>9} {'K8s writes':>10} {'ms':>6}")
     for size in sizes:
         measure(size, on_event)

@@ -202,8 +202,8 @@ def _print_apis(world: World) -> None:
         print(f"  API {api_id} /{properties['path']}  subscription required: {properties['subscriptionRequired']}")
         for (owner, op_id), operation in sorted(store.operations.items()):
             if owner == api_id:
-                policy = store.operation_policies.get((api_id, op_id)) or store.api_policies.get(api_id)
-                routed, audience = apis.policy_backend(policy), apis.policy_audience(policy)
+                route = apis.policy_routing(store.api_policies.get(api_id)).route_for(op_id)
+                routed, audience = (route.backend_id, route.audience) if route else (None, None)
                 token = f"  (APIM's managed-identity token for {audience})" if audience else ""
                 print(f"    {operation['properties']['method']:6} {operation['properties']['urlTemplate']:18} -> {routed}{token}")
 
@@ -293,6 +293,7 @@ def serve(*, seed_demo: bool) -> int:
         print(f"  {python} -m shared plan --env-file {env_file}")
         print(f"  {python} -m sandbox apply --env-file {env_file} service.yaml   # add or change Services, Ingresses")
         print(f"  {python} -m shared sync --env-file {env_file}")
+        print(f"  kubectl --kubeconfig {world.kubeconfig} get svc -A   # or apply, annotate, delete, get -w: as on a cluster")
         if azurite:
             print(f"  {python} -m shared rotate --dry-run --env-file {env_file}")
         else:

@@ -16,10 +16,13 @@ API within one namespace. Conflicts are reported and the conflicting part is lef
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import yaml
 
 from shared.core.annotations import Keys
 from shared.core.model import BackendId, OwnerId, Reason, ServiceRef, ServiceView
@@ -204,15 +207,28 @@ def operations_from_openapi(document: Mapping[str, Any]) -> list[tuple[str, str]
     if not isinstance(paths, Mapping):
         raise ValueError("the document has no 'paths' object")
     found = [
-        (method.upper(), str(path))
+        (str(method).upper(), str(path))
         for path, item in paths.items()
         if isinstance(item, Mapping)
         for method in item
-        if method.upper() in METHODS
+        if str(method).upper() in METHODS
     ]
+    for _, template in found:
+        if not _URL_TEMPLATE.match(template):
+            raise ValueError(f"path '{_shown(template)}' is not a URL template: /segments, {{parameters}} and a final /*")
     if not found:
         raise ValueError("the document's 'paths' hold no operation")
     return sorted(found)
+
+
+def operations_from_text(text: str) -> list[tuple[str, str]]:
+    """The operations of an OpenAPI document in JSON or YAML; ValueError (with a short reason) for anything that
+    is not one, however it is broken (nesting too deep for the parser included)."""
+    try:
+        document = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError, RecursionError) as error:
+        raise ValueError(str(error)[:200] or type(error).__name__) from None
+    return operations_from_openapi(document if isinstance(document, dict) else {})
 
 
 def operation_id(method: str, template: str) -> str:
@@ -295,6 +311,23 @@ def collect_apis(claims: Iterable[ApiClaim], *, owner_namespaces: Mapping[str, s
     return DesiredApis(apis=apis, held=frozenset(held), problems=tuple(problems))
 
 
+def within_operation_limits(desired: DesiredApis, limit_of: Callable[[str], int]) -> DesiredApis:
+    """The APIs whose Services together name more operations than their namespace's limit are held whole and
+    reported: each Service may be within its own limit while the API they form is not."""
+    kept: dict[str, DesiredApi] = {}
+    held, problems = set(desired.held), list(desired.problems)
+    for api_id, api in desired.apis.items():
+        limit = limit_of(api.namespace)
+        named = sum(1 for o in api.operations if o.backend_id is not None) + len(api.held_operations)
+        if named > limit:
+            held.add(api_id)
+            message = f"its Services name {named} operations; namespace {api.namespace} may have {limit} per API"
+            problems.append(ApiProblem(f"API {api_id}", "operations", Reason.NOT_GRANTED, message + " (maxOperationsPerApi)"))
+        else:
+            kept[api_id] = api
+    return DesiredApis(apis=kept, held=frozenset(held), problems=tuple(problems))
+
+
 def _group_conflict(group: Sequence[ApiClaim]) -> tuple[str, str] | None:
     if len({c.source.namespace for c in group}) > 1:
         return "api-id", "claimed from more than one namespace"
@@ -326,12 +359,54 @@ def parse_api_mark(description: str) -> tuple[str, str] | None:
     return (matched["owner"], matched["namespace"]) if matched else None
 
 
+ROUTED_BY_API_POLICY = "; routed-by=api-policy"
+"""In an operation's mark: the API's policy routes it, so its own policy holds no managed block. Operations
+without it were made when each carried its own block: their policy is read once, to take the block out."""
+
+
 def operation_mark(source: ServiceRef) -> str:
-    return f"managed-by=aks-apim-sync; source={source.namespace}/{source.name}"
+    return f"managed-by=aks-apim-sync; source={source.namespace}/{source.name}{ROUTED_BY_API_POLICY}"
 
 
 def is_managed_operation(observed: ObservedOperation) -> bool:
     return observed.description.startswith("managed-by=aks-apim-sync; source=")
+
+
+def may_hold_a_block(description: str) -> bool:
+    """Whether an operation's own policy may carry a managed block: only one of ours with the older mark."""
+    return description.startswith("managed-by=aks-apim-sync; source=") and ROUTED_BY_API_POLICY not in description
+
+
+@dataclass(frozen=True)
+class Route:
+    backend_id: str
+    audience: str | None = None
+    """Option 1 with APIM's managed identity: the audience of the token APIM adds for this backend."""
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What the managed block of an API's policy does: the listed operations to their own backends, every
+    other operation of the API to the default (none: APIM's own routing, the API's serviceUrl)."""
+
+    default: Route | None = None
+    operations: tuple[tuple[str, Route], ...] = ()
+    """(operation id, route), sorted by operation id."""
+
+    @staticmethod
+    def of(default: Route | None, operations: Mapping[str, Route]) -> Routing:
+        return Routing(default, tuple(sorted(operations.items())))
+
+    def route_for(self, operation_id: str) -> Route | None:
+        return dict(self.operations).get(operation_id, self.default)
+
+    def backends(self) -> frozenset[str]:
+        routes = [route for _, route in self.operations] + ([self.default] if self.default else [])
+        return frozenset(route.backend_id for route in routes)
+
+    @property
+    def empty(self) -> bool:
+        return self.default is None and not self.operations
 
 
 def _managed_block(policy: str | None) -> re.Match[str] | None:
@@ -340,31 +415,81 @@ def _managed_block(policy: str | None) -> re.Match[str] | None:
     return _BLOCK.search(policy) if policy else None
 
 
-def policy_backend(policy: str | None) -> str | None:
-    """The backend id in the managed block of a policy, or None when there is no block."""
+def _route_in(text: str) -> Route | None:
+    backend = re.search(r'<set-backend-service\s+backend-id="([^"]+)"', text)
+    audience = re.search(r'<authentication-managed-identity\s+resource="([^"]+)"', text)
+    return Route(backend[1], audience[1] if audience else None) if backend else None
+
+
+def policy_routing(policy: str | None) -> Routing:
+    """The routing the managed block of a policy holds (empty when there is no block). Tolerant of APIM's
+    re-serialisation: whitespace, and quotes inside the condition kept or escaped."""
     block = _managed_block(policy)
-    matched = re.search(r'backend-id="([^"]+)"', block[1]) if block else None
-    return matched[1] if matched else None
+    if block is None:
+        return Routing()
+    text = block[1]
+    if "<choose" not in text:
+        return Routing(default=_route_in(text))
+    routes: dict[str, Route] = {}
+    for condition, body in _WHEN.findall(text):
+        route = _route_in(body)
+        listed = _LISTED.search(condition)
+        if route is not None and listed is not None:
+            routes.update(dict.fromkeys(listed[1].split("|"), route))
+    otherwise = _OTHERWISE.search(text)
+    return Routing.of(_route_in(otherwise[1]) if otherwise else None, routes)
+
+
+def policy_backend(policy: str | None) -> str | None:
+    """The default backend of the managed block of a policy, or None when there is no block."""
+    default = policy_routing(policy).default
+    return default.backend_id if default else None
 
 
 def policy_audience(policy: str | None) -> str | None:
-    """The audience of the managed-identity token in the managed block, or None when there is none."""
-    block = _managed_block(policy)
-    matched = re.search(r'<authentication-managed-identity\s+resource="([^"]+)"', block[1]) if block else None
-    return matched[1] if matched else None
+    """The audience of the managed-identity token for the default backend, or None when there is none."""
+    default = policy_routing(policy).default
+    return default.audience if default else None
+
+
+def _route_xml(route: Route) -> str:
+    authentication = f'<authentication-managed-identity resource="{route.audience}" />' if route.audience else ""
+    return f'<set-backend-service backend-id="{route.backend_id}" />{authentication}'
+
+
+def _block_xml(routing: Routing) -> str:
+    """One policy for the whole API: operations are grouped by route, each group one `when` whose condition
+    looks the operation id up in a '|'-delimited string (ids are [a-z0-9-]), so the block grows by an id per
+    operation, not by an expression, and is read back in one GET, not one per operation."""
+    if routing.empty:
+        return ""
+    if not routing.operations:
+        assert routing.default is not None
+        return f"{BLOCK_BEGIN}{_route_xml(routing.default)}{BLOCK_END}"
+    groups: dict[Route, list[str]] = {}
+    for operation_id, route in routing.operations:
+        groups.setdefault(route, []).append(operation_id)
+    whens = "".join(
+        f'<when condition="@("|{"|".join(ids)}|".Contains("|" + context.Operation.Id + "|"))">{_route_xml(route)}</when>'
+        for route, ids in sorted(groups.items(), key=lambda group: (group[0].backend_id, group[0].audience or ""))
+    )
+    otherwise = f"<otherwise>{_route_xml(routing.default)}</otherwise>" if routing.default else ""
+    return f"{BLOCK_BEGIN}<choose>{whens}{otherwise}</choose>{BLOCK_END}"
 
 
 def with_managed_block(policy: str | None, backend_id: str | None, audience: str | None = None) -> str:
-    """The policy with the managed block set: route to `backend_id` (the block is removed when None) and, for
-    Option 1 without a shared secret, authenticate with APIM's managed identity for `audience`.
+    """The policy with a managed block that routes every operation to `backend_id` (removed when None)."""
+    return with_routing(policy, Routing(default=Route(backend_id, audience)) if backend_id else Routing())
+
+
+def with_routing(policy: str | None, routing: Routing) -> str:
+    """The policy with the managed block set to `routing` (the block is removed when the routing is empty).
 
     Text, not XML: every byte outside the block stays as the operator (and APIM) wrote it, including policy
     expressions such as @(context.Variables.GetValueOrDefault<string>("x")), which are not well-formed XML.
-    `backend_id` and `audience` are validated ids, so what is spliced in is always well-formed.
+    Backend ids, audiences and operation ids are validated, so what is spliced in is always well-formed.
     """
-    authentication = f'<authentication-managed-identity resource="{audience}" />' if audience else ""
-    routing = f'<set-backend-service backend-id="{backend_id}" />{authentication}'
-    block = f"{BLOCK_BEGIN}{routing}{BLOCK_END}" if backend_id else ""
+    block = _block_xml(routing)
     text = policy if policy and policy.strip() else EMPTY_POLICY
     existing = _managed_block(text)
     if existing is not None:
@@ -378,6 +503,9 @@ def with_managed_block(policy: str | None, backend_id: str | None, audience: str
     return EMPTY_POLICY.replace("<inbound><base />", "<inbound><base />" + block, 1)
 
 
+_WHEN = re.compile(r"<when\s+condition=(\"[^>]*?\"|'[^>]*?')\s*>(.*?)</when>", re.S)
+_LISTED = re.compile(r'(?:"|&quot;)\|([a-z0-9|-]+)\|(?:"|&quot;)')
+_OTHERWISE = re.compile(r"<otherwise>(.*?)</otherwise>", re.S)
 _BLOCK = re.compile(r"<!--\s*aks-apim-sync:begin\s*-->(.*?)<!--\s*aks-apim-sync:end\s*-->", re.S)
 _INSERTIONS = (
     (re.compile(r"<inbound>\s*<base\s*/>"), "{0}{block}"),

@@ -46,10 +46,8 @@ class ApiChange:
     """If-Match: the ETag of the API or policy this update was planned on."""
     wanted: Mapping[str, Any] = field(default_factory=dict)
     """An API update: the properties this deployment manages, laid again over a fresh read after a conflict."""
-    routes_to: str | None = None
-    """A policy update: the backend the managed block routes to (None: the block is removed)."""
-    audience: str | None = None
-    """A policy update: the audience of the managed-identity token the block adds, if any."""
+    routing: apis.Routing = field(default_factory=apis.Routing)
+    """A policy update: what the managed block routes where (empty: the block is removed)."""
 
     def to_json(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"action": self.action, "kind": self.kind, "api": self.api_id}
@@ -72,9 +70,9 @@ _ORDER = {
     (Action.UPDATE, Kind.API): 0,
     (Action.ADD, Kind.TAG): 1,
     (Action.CREATE, Kind.OPERATION): 2,
-    (Action.UPDATE, Kind.OPERATION): 2,
     (Action.UPDATE, Kind.POLICY): 3,
     (Action.UPDATE, Kind.OPERATION_POLICY): 4,
+    (Action.UPDATE, Kind.OPERATION): 4,
     (Action.CREATE, Kind.PRODUCT): 5,
     (Action.ADD, Kind.PRODUCT): 6,
     (Action.DELETE, Kind.OPERATION): 7,
@@ -279,30 +277,20 @@ def _plan_one(
         ):
             diff = {"operation": [f"{current.method} {current.url_template}", operation.display_name]}
             changes.append(ApiChange(Action.UPDATE, Kind.OPERATION, want.id, operation.id, diff, wanted))
-        held_policy = current.policy if current else None
-        diff = _route_diff(held_policy, operation.backend_id, operation.audience)
-        if diff:
-            body = apis.with_managed_block(held_policy, operation.backend_id, operation.audience)
-            etag = current.policy_etag if current else None
-            changes.append(
-                ApiChange(
-                    Action.UPDATE,
-                    Kind.OPERATION_POLICY,
-                    want.id,
-                    operation.id,
-                    diff,
-                    body,
-                    etag,
-                    routes_to=operation.backend_id,
-                    audience=operation.audience,
-                )
-            )
-    desired_ids = {o.id for o in want.operations} | set(want.held_operations)
+    routed_ids = {o.id for o in want.operations}
+    desired_ids = routed_ids | set(want.held_operations)
     for op_id, current in sorted(observed_ops.items()):
         if op_id not in desired_ids and apis.is_managed_operation(current):
             changes.append(ApiChange(Action.DELETE, Kind.OPERATION, want.id, op_id))
+        elif op_id in routed_ids and not apis.policy_routing(current.policy).empty:
+            # Made when each operation carried its own block: the API's policy routes it now.
+            diff = {"set-backend-service": [apis.policy_backend(current.policy), None]}
+            body = apis.with_routing(current.policy, apis.Routing())
+            changes.append(ApiChange(Action.UPDATE, Kind.OPERATION_POLICY, want.id, op_id, diff, body, current.policy_etag))
     held_policy = have.policy if have else None
-    diff = _route_diff(held_policy, want.default_backend, want.default_audience)
+    held_routing = apis.policy_routing(held_policy)
+    routing = desired_routing(want, held_routing)
+    diff = route_diff(held_routing, routing)
     if diff:
         changes.append(
             ApiChange(
@@ -310,10 +298,9 @@ def _plan_one(
                 Kind.POLICY,
                 want.id,
                 diff=diff,
-                body=apis.with_managed_block(held_policy, want.default_backend, want.default_audience),
+                body=apis.with_routing(held_policy, routing),
                 etag=have.policy_etag if have else None,
-                routes_to=want.default_backend,
-                audience=want.default_audience,
+                routing=routing,
             )
         )
     if have is not None:
@@ -339,14 +326,39 @@ def _plan_one(
     return changes, unchanged
 
 
-def _route_diff(held_policy: str | None, backend_id: str | None, audience: str | None) -> dict[str, list[str | None]]:
-    """What the managed block must change: the backend it routes to, and the managed-identity audience."""
-    diff: dict[str, list[str | None]] = {}
-    if apis.policy_backend(held_policy) != backend_id:
-        diff["set-backend-service"] = [apis.policy_backend(held_policy), backend_id]
-    wanted_audience = audience if backend_id else None
-    if apis.policy_audience(held_policy) != wanted_audience:
-        diff["authentication-managed-identity"] = [apis.policy_audience(held_policy), wanted_audience]
+def desired_routing(want: apis.DesiredApi, held: apis.Routing) -> apis.Routing:
+    """The API's routing: each operation a Service names to that Service's backend, every other to the default
+    backend; an operation in conflict keeps the route it has."""
+    default = apis.Route(want.default_backend, want.default_audience) if want.default_backend else None
+    routes = {o.id: apis.Route(o.backend_id, o.audience) for o in want.operations if o.backend_id is not None}
+    kept = dict(held.operations)
+    routes |= {op_id: kept[op_id] for op_id in sorted(want.held_operations) if op_id in kept}
+    return apis.Routing.of(default, routes)
+
+
+def route_diff(held: apis.Routing, wanted: apis.Routing) -> dict[str, Any]:
+    """What the managed block must change: the default backend, its managed-identity audience, and each
+    operation whose route changes (shown as 'backend' or 'backend (audience)')."""
+
+    def shown(route: apis.Route | None) -> str | None:
+        if route is None:
+            return None
+        return f"{route.backend_id} ({route.audience})" if route.audience else route.backend_id
+
+    diff: dict[str, Any] = {}
+    held_default, wanted_default = held.default, wanted.default
+    if (held_default and held_default.backend_id) != (wanted_default and wanted_default.backend_id):
+        diff["set-backend-service"] = [held_default and held_default.backend_id, wanted_default and wanted_default.backend_id]
+    if (held_default and held_default.audience) != (wanted_default and wanted_default.audience):
+        diff["authentication-managed-identity"] = [
+            held_default and held_default.audience,
+            wanted_default and wanted_default.audience,
+        ]
+    held_routes, wanted_routes = dict(held.operations), dict(wanted.operations)
+    for operation_id in sorted(set(held_routes) | set(wanted_routes)):
+        before, after = held_routes.get(operation_id), wanted_routes.get(operation_id)
+        if before != after:
+            diff[f"route {operation_id}"] = [shown(before), shown(after)]
     return diff
 
 

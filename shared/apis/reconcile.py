@@ -6,11 +6,8 @@ that namespace's Services once. Claims whose backend is not there yet (pending, 
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import Any
-
-import yaml
 
 from shared.apis import claims as apis
 from shared.apis import plan as api_plan
@@ -70,6 +67,8 @@ def reconcile_apis(
             ours += sorted({c.api_id for c in claims} & set(owner_namespaces) - set(ours))
             tagged = {a for a in ours if with_retries(deps, lambda a=a: store.is_tagged(a, tag))}  # type: ignore[misc]
         desired = apis.collect_apis(claims, owner_namespaces=owner_namespaces)
+        policy = exposure.context.policy
+        desired = apis.within_operation_limits(desired, lambda ns: policy.grant(ns).max_operations_per_api)
         problems += [_problem(p) for p in desired.problems]
         wants_products = any(a.products for a in desired.apis.values())
         existing_products = with_retries(deps, store.product_ids) if wants_products else frozenset()
@@ -216,9 +215,8 @@ def _openapi_operations(
         problems.append({"object": where, "field": field, "reason": Reason.NOT_GRANTED, "message": message})
         return None
     try:
-        document = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
-        return apis.operations_from_openapi(document if isinstance(document, dict) else {})
-    except (ValueError, yaml.YAMLError, RecursionError) as error:
+        return apis.operations_from_text(text)
+    except ValueError as error:
         message = f"ConfigMap {name}/{key} is not an OpenAPI document: {str(error)[:120]}"
         problems.append({"object": where, "field": field, "reason": Reason.INVALID_OPEN_API, "message": message})
         return None
@@ -274,10 +272,9 @@ def _writer(store: ApiStore, tag: str, owner: str) -> Writer[api_plan.ApiChange]
         if change.kind in (Kind.POLICY, Kind.OPERATION_POLICY):
             held = store.policy(change.api_id, change.target if change.kind is Kind.OPERATION_POLICY else None)
             text, etag = held if held is not None else ("", "")
-            wanted_audience = change.audience if change.routes_to else None
-            if text and (apis.policy_backend(text), apis.policy_audience(text)) == (change.routes_to, wanted_audience):
+            if text and apis.policy_routing(text) == change.routing:
                 return NOTHING_TO_DO
-            body = apis.with_managed_block(text or None, change.routes_to, change.audience)
+            body = apis.with_routing(text or None, change.routing)
             return replace(change, body=body, etag=etag or None)
         return change  # idempotent writes keyed by id: writing again is deciding again
 

@@ -13,7 +13,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from shared.core import naming, ownership
-from shared.core.annotations import INTERNAL_LB, AnnotationContext, Keys, is_exposed
+from shared.core.annotations import INTERNAL_LB, AnnotationContext, Keys, is_exposed, oversized
 from shared.core.model import (
     BackendId,
     BackendSpec,
@@ -91,6 +91,9 @@ def backend_for(service: ServiceView, routes: Sequence[IngressRoute], ctx: Annot
     if expose in ("", "false"):
         return None
     try:
+        too_long = oversized(service.annotations, key)
+        if too_long is not None:
+            raise _Problem(too_long[0], f"longer than {too_long[1]} characters")
         if expose != "true":
             raise _Problem(key.expose, f"'{_shown(expose)}' is not 'true' or 'false'")
         policy = _enum(service.annotations, key.policy, ReconcilePolicy, ReconcilePolicy.MANAGE)

@@ -52,6 +52,21 @@ class Keys:
         self.openapi = f"{prefix}/openapi"
 
 
+MAX_VALUE_LENGTH = 2048
+"""The longest value of one of our annotations: every one is an id, a path, a url or a short list."""
+MAX_OPERATIONS_LENGTH = 64 * 1024
+"""The operations annotation lists operations (a count the tenancy policy bounds too)."""
+
+
+def oversized(annotations: Mapping[str, str], keys: Keys) -> tuple[str, int] | None:
+    """The first of our annotations (by key) whose value is longer than its limit, with that limit."""
+    for key in sorted(k for k in annotations if k.startswith(keys.prefix + "/")):
+        limit = MAX_OPERATIONS_LENGTH if key == keys.operations else MAX_VALUE_LENGTH
+        if len(annotations[key]) > limit:
+            return key, limit
+    return None
+
+
 class AnnotationChoice(StrEnum):
     """Which ingress-nginx source-range annotation the allow-list writer sets."""
 

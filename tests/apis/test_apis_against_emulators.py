@@ -41,16 +41,16 @@ def backend(name: str) -> str:
 
 
 def routed_to(world: World, api_id: str) -> dict[str, str | None]:
-    """Operation 'METHOD /template' -> the backend its policy sends it to (the API's policy when it has none)."""
+    """Operation 'METHOD /template' -> the backend APIM sends it to: its own policy's block if it has one (an
+    older layout), else the route the API's policy gives it."""
     store = world.apim.api_side
-    api_backend = apis.policy_backend(store.api_policies.get(api_id))
+    routing = apis.policy_routing(store.api_policies.get(api_id))
     routes = {}
     for (owner, op_id), operation in store.operations.items():
         if owner == api_id:
             properties = operation["properties"]
-            routes[f"{properties['method']} {properties['urlTemplate']}"] = (
-                apis.policy_backend(store.operation_policies.get((api_id, op_id))) or api_backend
-            )
+            route = apis.policy_routing(store.operation_policies.get((api_id, op_id))).default or routing.route_for(op_id)
+            routes[f"{properties['method']} {properties['urlTemplate']}"] = route.backend_id if route else None
     return routes
 
 
@@ -180,7 +180,7 @@ def test_dry_run_shows_api_operation_policy_and_product_changes_and_writes_nothi
         ("create", "api"),
         ("add", "tag"),
         ("create", "operation"),
-        ("update", "operation-policy"),
+        ("update", "policy"),
         ("create", "product"),
         ("add", "product"),
     ]
@@ -297,8 +297,10 @@ def test_an_api_update_that_meets_a_412_is_read_again_without_waiting(world: Wor
 
 def policies_naming_a_missing_backend(world: World) -> list[str]:
     side = world.apim.api_side
-    routed = [apis.policy_backend(p) for p in [*side.api_policies.values(), *side.operation_policies.values()]]
-    return [b for b in routed if b is not None and b not in world.apim.backends]
+    routed = [
+        b for p in [*side.api_policies.values(), *side.operation_policies.values()] for b in apis.policy_routing(p).backends()
+    ]
+    return [b for b in routed if b not in world.apim.backends]
 
 
 def test_a_failed_policy_write_leaves_every_policy_naming_a_backend_that_exists(world: World, deps: Dependencies) -> None:

@@ -60,10 +60,9 @@ def test_each_operation_of_an_aggregated_api_authenticates_to_its_own_backend(wo
     world.kube.apply(https_api_service("order-reader", **api, **{"apim-sync.io/operations": "GET /orders/{id}"}))
     world.kube.apply(https_api_service("order-writer", **api, **{"apim-sync.io/operations": "POST /orders"}))
     sync.run(CLUSTER, deps)
-    operation_policies = world.apim.api_side.operation_policies
-    assert {apis.policy_audience(operation_policies[("orders", op)]) for op in ("get-orders-id", "post-orders")} == {
-        "api://aks-backends"
-    }
+    routing = apis.policy_routing(world.apim.api_side.api_policies["orders"])
+    routes = [routing.route_for(op) for op in ("get-orders-id", "post-orders")]
+    assert {route.audience for route in routes if route} == {"api://aks-backends"} and len(routing.backends()) == 2
 
 
 def test_the_tenancy_policy_sets_the_audience_per_namespace(world: World, deps: Dependencies) -> None:
