@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import copy
 import datetime
+import hashlib
 import itertools
 import json
 import re
@@ -20,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sandbox.httpbase import JsonServer, Request, Response
@@ -44,6 +46,158 @@ KINDS = (
     Kind("networking.k8s.io/v1", "ingresses", "Ingress"),
 )
 HISTORY_LIMIT = 10_000
+VERSION = {
+    "major": "1",
+    "minor": "33",
+    "gitVersion": "v1.33.0-sandbox",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.24.0",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+SHORT_NAMES = {"services": ["svc"], "configmaps": ["cm"], "ingresses": ["ing"]}
+OPENAPI = Path(__file__).parent / "openapi"
+"""Kubernetes' OpenAPI v3 documents, trimmed to the schemas of the kinds served here (see SOURCES.md there);
+kubectl reads them to validate and to compute client-side apply's strategic merge patches."""
+MERGE_KEYS = {"ports": "port", "conditions": "type", "ownerReferences": "uid"}
+"""x-kubernetes-patch-strategy merge and its merge key, for the list fields of the kinds served here (from those
+documents: ServiceSpec.ports, the status conditions, ObjectMeta.ownerReferences); ObjectMeta.finalizers merges
+as a set. Every other list (status.loadBalancer.ingress, Ingress rules and tls) is replaced."""
+SET_MERGED = {"finalizers"}
+
+
+def api_group_list() -> dict[str, Any]:
+    """Discovery of the named groups (unaggregated: kubectl falls back to it when the server offers no
+    apidiscovery.k8s.io/v2, as API servers before 1.26 did)."""
+    groups = sorted({k.group_version for k in KINDS if k.group_version != "v1"})
+    return {
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [
+            {
+                "name": gv.split("/")[0],
+                "versions": [{"groupVersion": gv, "version": gv.split("/")[1]}],
+                "preferredVersion": {"groupVersion": gv, "version": gv.split("/")[1]},
+            }
+            for gv in groups
+        ],
+    }
+
+
+def api_resource_list(group_version: str) -> dict[str, Any]:
+    resources: list[dict[str, Any]] = []
+    for kind in (k for k in KINDS if k.group_version == group_version):
+        resources.append(
+            {
+                "name": kind.plural,
+                "singularName": kind.kind.lower(),
+                "namespaced": True,
+                "kind": kind.kind,
+                "verbs": VERBS,
+                **({"shortNames": SHORT_NAMES[kind.plural]} if kind.plural in SHORT_NAMES else {}),
+            }
+        )
+        if kind.plural in ("services", "ingresses"):
+            resources.append(
+                {
+                    "name": f"{kind.plural}/status",
+                    "singularName": "",
+                    "namespaced": True,
+                    "kind": kind.kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
+    if group_version == "v1":
+        resources.append(
+            {
+                "name": "namespaces",
+                "singularName": "namespace",
+                "namespaced": False,
+                "kind": "Namespace",
+                "verbs": ["get", "list"],
+                "shortNames": ["ns"],
+            }
+        )
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}
+
+
+def openapi_v3_index() -> dict[str, Any]:
+    paths = {}
+    for document in sorted(OPENAPI.glob("*.json")):
+        relative = document.stem.replace("__", "/")
+        digest = hashlib.sha512(document.read_bytes()).hexdigest()[:128].upper()
+        paths[relative] = {"serverRelativeURL": f"/openapi/v3/{relative}?hash={digest}"}
+    return {"paths": paths}
+
+
+def openapi_v3_document(relative: str) -> Response:
+    document = OPENAPI / f"{relative.replace('/', '__')}.json"
+    if not document.is_file():
+        return status(404, "NotFound", "the server could not find the requested resource")
+    return Response(200, json.loads(document.read_text()))
+
+
+def _age(timestamp: str) -> str:
+    created = datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    seconds = int((datetime.datetime.now(datetime.UTC) - created).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def _service_cells(obj: dict[str, Any]) -> list[Any]:
+    spec, balancer = obj.get("spec") or {}, ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    external = ",".join(i.get("ip") or i.get("hostname") or "" for i in balancer)
+    if not external:
+        external = "<pending>" if spec.get("type") == "LoadBalancer" else "<none>"
+    ports = ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports") or []) or "<none>"
+    return [spec.get("type", "ClusterIP"), spec.get("clusterIP", "<none>"), external, ports]
+
+
+TABLE_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "Service": [("Type", "string"), ("Cluster-IP", "string"), ("External-IP", "string"), ("Port(s)", "string")],
+    "ConfigMap": [("Data", "integer")],
+    "Secret": [("Type", "string"), ("Data", "integer")],
+    "Ingress": [("Hosts", "string")],
+}
+
+
+def _cells(obj: dict[str, Any]) -> list[Any]:
+    kind = obj.get("kind")
+    if kind == "Service":
+        return _service_cells(obj)
+    if kind == "ConfigMap":
+        return [len(obj.get("data") or {}) + len(obj.get("binaryData") or {})]
+    if kind == "Secret":
+        return [obj.get("type", "Opaque"), len(obj.get("data") or {})]
+    hosts = sorted({r.get("host", "*") for r in (obj.get("spec") or {}).get("rules") or []})
+    return [",".join(hosts) or "*"]
+
+
+def table(kind: Kind, items: list[dict[str, Any]], metadata: dict[str, Any]) -> dict[str, Any]:
+    """meta.k8s.io/v1 Table, as the API server answers kubectl's `Accept: ...;as=Table` (server-side printing):
+    the columns kubectl shows for these kinds, and each row's object as PartialObjectMetadata."""
+    columns = [("Name", "string"), *TABLE_COLUMNS[kind.kind], ("Age", "string")]
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": metadata,
+        "columnDefinitions": [
+            {"name": name, "type": kind_, "format": "name" if name == "Name" else "", "description": "", "priority": 0}
+            for name, kind_ in columns
+        ],
+        "rows": [
+            {
+                "cells": [obj["metadata"]["name"], *_cells(obj), _age(obj["metadata"]["creationTimestamp"])],
+                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]},
+            }
+            for obj in items
+        ],
+    }
 
 
 def status(code: int, reason: str, message: str, *, name: str = "", kind: str = "") -> Response:
@@ -62,7 +216,7 @@ def status(code: int, reason: str, message: str, *, name: str = "", kind: str = 
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386; strategic merge is treated the same for the fields this project touches (maps, scalars)."""
+    """RFC 7386 JSON merge patch: maps merge, everything else (lists included) is replaced."""
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
     result = copy.deepcopy(target) if isinstance(target, dict) else {}
@@ -71,6 +225,49 @@ def merge_patch(target: Any, patch: Any) -> Any:
             result.pop(key, None)
         else:
             result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def strategic_merge_patch(target: Any, patch: Any, field: str = "") -> Any:
+    """Strategic merge as the API server does it for the fields of these kinds: maps merge, lists with a patch
+    merge key merge by that key (`$patch: delete` removes an element), other lists are replaced, and the
+    `$setElementOrder/...`, `$retainKeys` and `$deleteFromPrimitiveList/...` directives are honoured or dropped,
+    never stored."""
+    if isinstance(patch, list) and field in SET_MERGED:
+        kept = list(target) if isinstance(target, list) else []
+        return kept + [item for item in patch if item not in kept]
+    if isinstance(patch, list):
+        key = MERGE_KEYS.get(field)
+        if key is None or not isinstance(target, list):
+            return [strategic_merge_patch(None, item) for item in patch]
+        merged = [copy.deepcopy(item) for item in target]
+        for item in patch:
+            if not isinstance(item, dict):
+                continue
+            found = next((i for i, have in enumerate(merged) if isinstance(have, dict) and have.get(key) == item.get(key)), None)
+            if item.get("$patch") == "delete":
+                if found is not None:
+                    del merged[found]
+            elif found is None:
+                merged.append(strategic_merge_patch(None, item))
+            else:
+                merged[found] = strategic_merge_patch(merged[found], item)
+        return merged
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    if patch.get("$patch") == "replace":
+        return {k: copy.deepcopy(v) for k, v in patch.items() if not k.startswith("$")}
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for name, value in patch.items():
+        if name.startswith("$deleteFromPrimitiveList/"):
+            field_name = name.split("/", 1)[1]
+            result[field_name] = [v for v in result.get(field_name) or [] if v not in value]
+        elif name.startswith("$"):
+            continue
+        elif value is None:
+            result.pop(name, None)
+        else:
+            result[name] = strategic_merge_patch(result.get(name), value, name)
     return result
 
 
@@ -121,6 +318,7 @@ class KubeEmulator(JsonServer):
         self.bookmark_interval_seconds = 1.0
         self._changed = threading.Condition(self.lock)
         self._list_snapshots: dict[str, list[dict[str, Any]]] = {}
+        self._namespaces_used: set[str] = set()
         for kind in KINDS:
             ns = rf"{kind.prefix}/namespaces/(?P<ns>[a-z0-9-]+)/{kind.plural}"
             self.route("GET", rf"{kind.prefix}/{kind.plural}", self._handler(kind, "list"))
@@ -129,7 +327,52 @@ class KubeEmulator(JsonServer):
             for verb in ("GET", "PUT", "PATCH", "DELETE"):
                 self.route(verb, ns + r"/(?P<name>[^/]+)", self._handler(kind, verb.lower()))
                 self.route(verb, ns + r"/(?P<name>[^/]+)/status", self._handler(kind, verb.lower()))
-        self.route("GET", r"/version", lambda r, m: Response(200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0-sandbox"}))
+        self.route("GET", r"/version", lambda r, m: Response(200, VERSION))
+        self.route("GET", r"/api/v1/namespaces", lambda r, m: Response(200, self._namespace_list()))
+        self.route("GET", r"/api/v1/namespaces/(?P<name>[^/]+)", lambda r, m: self._namespace(m["name"]))
+        self.route("GET", r"/api", lambda r, m: Response(200, self._api_versions()))
+        self.route("GET", r"/apis", lambda r, m: Response(200, api_group_list()))
+        self.route("GET", r"/api/(?P<gv>v1)", self._resources)
+        self.route("GET", r"/apis/(?P<gv>[a-z0-9.-]+/v1)", self._resources)
+        self.route("GET", r"/openapi/v3", lambda r, m: Response(200, openapi_v3_index()))
+        self.route("GET", r"/openapi/v3/(?P<gv>api/v1|apis/[a-z.]+/v1)", lambda r, m: openapi_v3_document(m["gv"]))
+
+    def _resources(self, request: Request, match: re.Match[str]) -> Response:
+        if not any(k.group_version == match["gv"] for k in KINDS):
+            return self.not_found(request)
+        return Response(200, api_resource_list(match["gv"]))
+
+    def _namespace_names(self) -> list[str]:
+        """A namespace exists here once an object was stored in it, and the cluster's own always (there is no
+        Namespace object to create or delete yet; creating into a namespace never used still works)."""
+        with self.lock:
+            return sorted({"default", "kube-system", "kube-public", "kube-node-lease", *self._namespaces_used})
+
+    def _namespace_object(self, name: str) -> dict[str, Any]:
+        return {
+            "kind": "Namespace",
+            "apiVersion": "v1",
+            "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        }
+
+    def _namespace(self, name: str) -> Response:
+        if name not in self._namespace_names():
+            return status(404, "NotFound", f'namespaces "{name}" not found', name=name, kind="namespaces")
+        return Response(200, self._namespace_object(name))
+
+    def _namespace_list(self) -> dict[str, Any]:
+        items = [self._namespace_object(name) for name in self._namespace_names()]
+        return {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {"resourceVersion": str(next(self._rv))}, "items": items}
+
+    def _api_versions(self) -> dict[str, Any]:
+        address = self.url.removeprefix("https://")
+        return {
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address}],
+        }
 
     # -- direct access for tests and the sandbox -------------------------------------------------------
 
@@ -140,6 +383,7 @@ class KubeEmulator(JsonServer):
             self.faults.clear()
             self.log.clear()
             self._list_snapshots.clear()
+            self._namespaces_used.clear()
             self.latency_seconds = 0.0
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -191,6 +435,7 @@ class KubeEmulator(JsonServer):
         self._changed.notify_all()
 
     def _store(self, kind: Kind, key: tuple[str, str, str], obj: dict[str, Any], event: str) -> None:
+        self._namespaces_used.add(key[1])
         self.objects[key] = self._bump(obj)
         self._record(event, kind, obj)
 
@@ -243,6 +488,8 @@ class KubeEmulator(JsonServer):
             if existing is None:
                 return status(404, "NotFound", f'{kind.plural} "{name}" not found', name=name, kind=kind.plural)
             if verb == "get":
+                if "as=Table" in request.headers.get("accept", ""):
+                    return Response(200, table(kind, [existing], {"resourceVersion": existing["metadata"]["resourceVersion"]}))
                 return Response(200, copy.deepcopy(existing))
             if verb == "delete":
                 del self.objects[key]
@@ -261,7 +508,12 @@ class KubeEmulator(JsonServer):
             if verb == "patch":
                 content_type = request.headers.get("content-type", "")
                 try:
-                    body = json_patch(existing, body) if "json-patch" in content_type else merge_patch(existing, body)
+                    if "json-patch" in content_type:
+                        body = json_patch(existing, body)
+                    elif "strategic-merge-patch" in content_type:
+                        body = strategic_merge_patch(existing, body)
+                    else:
+                        body = merge_patch(existing, body)
                 except (ValueError, KeyError, IndexError, TypeError) as exc:
                     return status(422, "Invalid", f"the patch could not be applied: {exc}")
             if not isinstance(body, dict):
@@ -332,6 +584,8 @@ class KubeEmulator(JsonServer):
             self._list_snapshots[snapshot] = items
             metadata["continue"] = f"{snapshot}:{offset + limit}:{list_rv}"
             metadata["remainingItemCount"] = len(items) - offset - limit
+        if "as=Table" in request.headers.get("accept", ""):
+            return Response(200, table(kind, page, metadata))
         return Response(200, {"kind": f"{kind.kind}List", "apiVersion": kind.group_version, "metadata": metadata, "items": page})
 
     def _watch(self, kind: Kind, namespace: str | None, request: Request) -> Response:
@@ -339,6 +593,7 @@ class KubeEmulator(JsonServer):
         timeout = float(request.query.get("timeoutSeconds") or 30)
         bookmarks = request.query.get("allowWatchBookmarks") in ("1", "true")
         labels = request.query.get("labelSelector", "")
+        as_table = "as=Table" in request.headers.get("accept", "")
 
         def stream() -> Iterator[bytes]:
             deadline = time.monotonic() + timeout
@@ -361,7 +616,8 @@ class KubeEmulator(JsonServer):
                         self._changed.wait(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
                 for rv, event, obj in events:
                     last_seen = rv
-                    yield json.dumps({"type": event, "object": obj}).encode() + b"\n"
+                    shown = table(kind, [obj], {"resourceVersion": str(rv)}) if as_table else obj
+                    yield json.dumps({"type": event, "object": shown}).encode() + b"\n"
                 if bookmarks and time.monotonic() - last_bookmark >= self.bookmark_interval_seconds:
                     last_bookmark = time.monotonic()
                     current = max(last_seen, self.history[-1][0] if self.history else last_seen)

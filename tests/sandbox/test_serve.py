@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,9 +43,10 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
         process.wait(10)
 
 
-def run(command: list[str]) -> subprocess.CompletedProcess[str]:
-    """A printed command, run where serve said to run it, with nothing else in the environment."""
-    environment = {"PATH": os.environ.get("PATH", "")}
+def run(command: list[str], home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """A printed command, run where serve said to run it, with nothing else in the environment (but a home
+    folder for kubectl's discovery cache, which would otherwise land in the repository)."""
+    environment = {"PATH": os.environ.get("PATH", ""), **({"HOME": str(home)} if home else {})}
     return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, check=False, timeout=120)  # noqa: S603
 
 
@@ -87,6 +89,10 @@ status:
     sync = run(printed_command(lines, "-m shared sync"))
     assert sync.returncode == 0, sync.stdout + sync.stderr
     assert "backend aks-sandbox-shop-invoices-" in sync.stdout
+
+    if shutil.which("kubectl"):
+        listed = run(printed_command(lines, "kubectl --kubeconfig"), home=tmp_path)
+        assert listed.returncode == 0 and "invoices" in listed.stdout, listed.stderr
 
     rotate = run(printed_command(lines, "-m shared rotate"))
     assert rotate.returncode == 2, rotate.stdout + rotate.stderr  # dry run: steps planned
