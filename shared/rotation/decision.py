@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -128,8 +128,10 @@ def certificate_prefix(owner: OwnerId) -> str:
 
 
 def certificate_id(owner: OwnerId, issued_at: datetime, ca_id: str) -> str:
-    """Newest is recognisable: ids sort by issue time. The CA that signed it is the suffix."""
-    return f"{certificate_prefix(owner)}{issued_at.astimezone(UTC).strftime(_TIMESTAMP)}-{ca_id}"
+    """Newest is recognisable: ids sort by issue time, to the millisecond (two rotations in one second are two
+    certificates, not one overwritten). The CA that signed it is the suffix."""
+    at = issued_at.astimezone(UTC)
+    return f"{certificate_prefix(owner)}{at.strftime(_TIMESTAMP)}{at.microsecond // 1000:03d}-{ca_id}"
 
 
 def parse_certificate_id(owner: OwnerId, entity_id: str) -> tuple[datetime, str] | None:
@@ -137,10 +139,11 @@ def parse_certificate_id(owner: OwnerId, entity_id: str) -> tuple[datetime, str]
     prefix = certificate_prefix(owner)
     if not entity_id.startswith(prefix):
         return None
-    matched = re.fullmatch(r"(\d{14})-([0-9a-f]{8})", entity_id[len(prefix) :])
+    matched = re.fullmatch(r"(\d{14})(\d{3})?-([0-9a-f]{8})", entity_id[len(prefix) :])  # ms since 2026-12
     if matched is None:
         return None
-    return datetime.strptime(matched[1], _TIMESTAMP).replace(tzinfo=UTC), matched[2]
+    issued = datetime.strptime(matched[1], _TIMESTAMP).replace(tzinfo=UTC, microsecond=int(matched[2] or 0) * 1000)
+    return issued, matched[3]
 
 
 def signing_ca(state: RotationState) -> Ca | None:
@@ -159,7 +162,15 @@ def active_certificate(state: RotationState, now: datetime, policy: RotationPoli
         and c.ca_id in state.bundle
         and now >= state.bundle[c.ca_id] + policy.propagation
     ]
-    return max(usable, key=lambda c: c.issued_at, default=None)
+    return max(usable, key=age_order(state), default=None)
+
+
+def age_order(state: RotationState) -> Callable[[ApimCertificate], tuple[datetime, datetime, str]]:
+    """Older to newer: by issue time; of two issued at once, the newer CA's is the newer (a CA rotation right
+    after a certificate rotation), then the id, so no decision ever depends on listing order."""
+    ca_since = {ca.id: ca.not_before for ca in state.cas}
+    floor = datetime.min.replace(tzinfo=UTC)
+    return lambda c: (c.issued_at, ca_since.get(c.ca_id, floor), c.id)
 
 
 def next_step(state: RotationState, now: datetime, policy: RotationPolicy, *, force: str | None = None) -> Step | Waiting:
@@ -177,7 +188,7 @@ def next_step(state: RotationState, now: datetime, policy: RotationPolicy, *, fo
         return TrustCas(wanted, "the trust bundle must hold exactly the CAs in use")
 
     from_signing = [c for c in state.certificates if c.ca_id == signing.id and c.expires > now]
-    newest = max(from_signing, key=lambda c: c.issued_at, default=None)
+    newest = max(from_signing, key=age_order(state), default=None)
     if force == "certificate":
         return IssueCertificate(signing.id, "a rotation was asked for")
     if newest is None:
@@ -195,8 +206,9 @@ def next_step(state: RotationState, now: datetime, policy: RotationPolicy, *, fo
         return PointBackends(active, behind, f"{len(behind)} ingress backend(s) do not present {active.id}")
 
     referenced = {ref for refs in state.backend_references.values() for ref in refs}
-    for certificate in sorted(state.certificates, key=lambda c: c.issued_at):
-        if certificate.id == active.id or certificate.issued_at >= active.issued_at:
+    older = age_order(state)
+    for certificate in sorted(state.certificates, key=older):
+        if certificate.id == active.id or older(certificate) >= older(active):
             continue
         if certificate.id.lower() in referenced:
             continue
@@ -217,7 +229,7 @@ def _waiting(
         trusted_at = state.bundle.get(newest.ca_id) if state.bundle else None
         until = trusted_at + policy.propagation if trusted_at else None
         return Waiting(f"{newest.id} waits until the ingress trusts CA {newest.ca_id}", until)
-    pending = [c for c in state.certificates if c.issued_at < active.issued_at]
+    pending = [c for c in state.certificates if age_order(state)(c) < age_order(state)(active)]
     if pending:
         return Waiting(f"{len(pending)} old certificate(s) kept for the grace period", active.issued_at + policy.grace)
     renew_at = min(

@@ -166,3 +166,39 @@ def test_certificate_ids_name_issue_time_and_ca_and_sort_by_age() -> None:
     second = certificate_id(OwnerId("o"), NOW + DAY, "aaaaaaaa")
     assert first < second and len(first) <= 80
     assert parse_certificate_id(OwnerId("o"), first) == (NOW, "aaaaaaaa")
+
+
+def test_of_two_certificates_issued_in_one_second_the_newer_cas_is_presented() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.rotation.decision import ApimCertificate, Ca, RotationPolicy, RotationState, active_certificate
+
+    second = datetime(2026, 12, 2, 8, 0, 0, tzinfo=UTC)
+    old_ca = Ca("oldca", second - timedelta(days=30), second + timedelta(days=300))
+    new_ca = Ca("newca", second, second + timedelta(days=365))
+    certificates = (
+        ApimCertificate("c-new", "newca", second, second + timedelta(days=90)),
+        ApimCertificate("c-old", "oldca", second, second + timedelta(days=90)),
+    )
+    for listed in (certificates, certificates[::-1]):
+        state = RotationState(
+            cas=(old_ca, new_ca),
+            bundle={"oldca": second - timedelta(days=30), "newca": second - timedelta(minutes=5)},
+            certificates=listed,
+        )
+        chosen = active_certificate(state, second + timedelta(minutes=1), RotationPolicy(propagation=timedelta(minutes=2)))
+        assert chosen is not None and chosen.ca_id == "newca"
+
+
+def test_two_certificates_issued_in_one_second_have_two_ids_and_older_ids_still_parse() -> None:
+    from datetime import UTC, datetime
+
+    from shared.core.model import OwnerId
+    from shared.rotation.decision import certificate_id, parse_certificate_id
+
+    owner = OwnerId("team")
+    first, second = datetime(2026, 12, 2, 8, 0, 0, 100_000, UTC), datetime(2026, 12, 2, 8, 0, 0, 900_000, UTC)
+    assert certificate_id(owner, first, "abcd0123") != certificate_id(owner, second, "abcd0123")
+    assert parse_certificate_id(owner, certificate_id(owner, second, "abcd0123")) == (second, "abcd0123")
+    older = certificate_id(owner, first, "abcd0123").replace("100-abcd0123", "-abcd0123")
+    assert parse_certificate_id(owner, older) == (first.replace(microsecond=0), "abcd0123")
