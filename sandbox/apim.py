@@ -1,8 +1,10 @@
 """Emulator of the ARM API Management REST API (2024-05-01) for what aks-apim-sync calls.
 
 Held to Microsoft's spec and examples (tests/fixtures/apim): resource shapes, ETag header, If-Match
-(412), ARM error bodies, 404s, $top/$skip paging with nextLink, long-running PUTs answered with
-Azure-AsyncOperation/Location and Retry-After, server-side defaults, bearer token required (401).
+(412), ARM error bodies, 404s, $top/$skip paging with nextLink, bearer token required (401). Where
+recorded traffic from real APIM says more than the examples (issue 14), the recording wins: backend bodies
+read back as sent with `title: null` and no invented defaults, deleting a missing backend is 204, a
+named-value PUT answers 201 with only its provisioning state and the polling headers.
 APIM's own rules are enforced: backend PUT needs protocol and url; ids are 1-80 characters.
 """
 
@@ -62,6 +64,7 @@ class ApimEmulator(JsonServer):
             self._operation,
         )
         self.route("GET", r"/operationResults/(?P<op>[^/]+)", self._operation_result)
+        self.route("GET", _SERVICE + r"/tenant/operationResults/(?P<op>[^/]+)", self._operation)
 
     # -- state the tests and the sandbox change directly -------------------------------------------------
 
@@ -171,9 +174,9 @@ class ApimEmulator(JsonServer):
     # -- backends ------------------------------------------------------------------------------------------
 
     def _stored_backend(self, backend_id: str, properties: dict[str, Any]) -> dict[str, Any]:
-        stored = copy.deepcopy(properties)
-        stored.setdefault("type", "Single")  # server default, never sent by aks-apim-sync
-        stored.setdefault("tls", {"validateCertificateChain": True, "validateCertificateName": True})
+        # As real GET bodies are: what was sent, and `title: null` when none was; no server-invented `type` or
+        # `tls` block (the app PUTs back what it read, so idempotence is tested against this body).
+        stored = {"title": None, **copy.deepcopy(properties)}
         return {
             "id": f"{self.service_id}/backends/{backend_id}",
             "type": "Microsoft.ApiManagement/service/backends",
@@ -206,13 +209,11 @@ class ApimEmulator(JsonServer):
             # RFC 9110 13.1.2; that APIM honours it on backends is assumed (tests/emulators says so), and the
             # app re-reads and decides again on the 412 either way.
             return arm_error(412, "PreconditionFailed", "The entity already exists.")
+        if request.method == "DELETE" and existing is None:
+            return Response(204)  # real APIM: deleting a backend that is not there is 204 No Content
         if if_match and if_match != "*" and (existing is None or existing["_etag"] != if_match):
-            if existing is None and request.method == "DELETE":
-                return arm_error(404, "ResourceNotFound", "Backend not found.")
             return arm_error(412, "PreconditionFailed", "The entity has been modified since it was last retrieved.")
         if request.method == "DELETE":
-            if existing is None:
-                return arm_error(404, "ResourceNotFound", "Backend not found.")
             del self.backends[backend_id]
             return Response(200)
         if not _ENTITY_ID.match(backend_id):
@@ -402,8 +403,9 @@ class ApimEmulator(JsonServer):
             "Location": f"{self.url}/operationResults/{operation}?api-version={API_VERSION}",
             "Retry-After": "0",
         }
-        # As recorded from real APIM: the first answer carries the entity and the polling headers.
-        return Response(200 if existing else 201, self._public_named_value(entity), headers)
+        # As recorded from real APIM: 201 whose body is only the provisioning state, with the polling headers;
+        # the entity is there once the operation has succeeded.
+        return Response(201, {"properties": {"ProvisioningState": "InProgress"}}, headers)
 
     def _operation(self, request: Request, match: re.Match[str]) -> Response:
         operation = self.operations.get(match["op"])
@@ -416,6 +418,9 @@ class ApimEmulator(JsonServer):
         return Response(200, {"id": match["op"], "status": "Succeeded"})
 
     def _complete(self, operation: dict[str, Any]) -> None:
+        if "then" in operation:
+            operation.pop("then")()
+            return
         _kind, entity_id = operation["target"]
         store: dict[str, Any] = operation.get("store", self.named_values)
         store[entity_id] = operation["result"]

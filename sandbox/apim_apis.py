@@ -1,9 +1,11 @@
 """The API side of the APIM emulator: APIs, operations, policies, tags and product links (2024-05-01).
 
 As APIM answers them: API ids and paths are unique (a second API on a used path is a 400 ValidationError),
-an API PUT is long-running and polled to the end, operations need every
-`{parameter}` of their URL template declared, policies are stored as given (rawxml) and must be XML,
-tags are assigned by PUT and listed with /apisByTags, and an API is deleted with its operations.
+an API PUT without an import answers at once (as recorded; `async_api_puts` answers as the published example,
+long-running), an API DELETE is 202 and polled under tenant/operationResults, operations need every
+`{parameter}` of their URL template declared and read back with `templateParameters: []` and
+`policies: null`, policies are stored re-serialised (rawxml keeps expressions), tags are assigned by PUT and
+listed with /apisByTags, and an API is deleted with its operations.
 """
 
 from __future__ import annotations
@@ -37,12 +39,15 @@ class ApiStore:
         self.api_tags: set[tuple[str, str]] = set()
         self.products: dict[str, dict[str, Any]] = {}
         self.product_apis: set[tuple[str, str]] = set()
+        self.async_api_puts = False
+        """True: API PUTs answer as Microsoft's published example (long-running); False: as recorded traffic."""
 
     def reset(self) -> None:
         for store in (self.apis, self.operations, self.api_policies, self.operation_policies, self.tags, self.products):
             store.clear()
         self.api_tags.clear()
         self.product_apis.clear()
+        self.async_api_puts = False
 
     def install(self, service: str) -> None:
         route = self.emulator.route
@@ -113,25 +118,51 @@ class ApiStore:
         ]
         return self.emulator.paged(request, rows, lambda row: row)
 
+    def _async_result(self, operation_id: str) -> Response:
+        """The Location of an API delete (`?asyncId=...&asyncCode=200`): 202 while it runs, then its final answer."""
+        operation = self.emulator.operations.get(operation_id)
+        if operation is None:
+            return self.error(404, "ResourceNotFound", "Operation not found.")
+        if operation["polls_left"] > 0:
+            operation["polls_left"] -= 1
+            return Response(202, None, {"Retry-After": "0"})
+        if "then" in operation:
+            operation.pop("then")()
+        return Response(200)
+
+    def _remove_api(self, api_id: str) -> None:
+        self.apis.pop(api_id, None)
+        for key in [k for k in self.operations if k[0] == api_id]:
+            del self.operations[key]
+            self.operation_policies.pop(key, None)
+        self.api_policies.pop(api_id, None)
+        self.api_tags = {(a, t) for a, t in self.api_tags if a != api_id}
+        self.product_apis = {(p, a) for p, a in self.product_apis if a != api_id}
+
     def _api(self, request: Request, match: re.Match[str]) -> Response:
         problem = self.emulator.checked(request, match)
         if problem:
             return problem
         api_id = match["api"]
         existing = self.apis.get(api_id)
+        if request.method == "GET" and request.query.get("asyncId"):
+            return self._async_result(request.query["asyncId"])
         if request.method == "GET":
             return self._ok(existing, False) if existing else self.error(404, "ResourceNotFound", "Api not found.")
         if request.method == "DELETE":
             if existing is None:
                 return Response(204)
-            del self.apis[api_id]
-            for key in [k for k in self.operations if k[0] == api_id]:
-                del self.operations[key]
-                self.operation_policies.pop(key, None)
-            self.api_policies.pop(api_id, None)
-            self.api_tags = {(a, t) for a, t in self.api_tags if a != api_id}
-            self.product_apis = {(p, a) for p, a in self.product_apis if a != api_id}
-            return Response(204)  # the SDK's begin_delete takes 202 or 204
+            # As recorded from real APIM: 202 with an Azure-AsyncOperation under the service's
+            # tenant/operationResults and a Location; the API is gone once the operation has succeeded.
+            operation = uuid.uuid4().hex[:24]
+            self.emulator.operations[operation] = {"polls_left": 1, "then": lambda: self._remove_api(api_id)}
+            service = f"{self.emulator.url}{self.emulator.service_id}"
+            headers = {
+                "Azure-AsyncOperation": f"{service}/tenant/operationResults/{operation}?api-version=2024-05-01",
+                "Location": f"{service}/apis/{api_id}?api-version=2024-05-01&asyncId={operation}&asyncCode=200",
+                "Retry-After": "0",
+            }
+            return Response(202, None, headers)
         if not _API_ID.match(api_id):
             return self.error(400, "ValidationError", "API identifier is not valid.")
         if_match = request.headers.get("if-match")
@@ -159,15 +190,17 @@ class ApiStore:
             **properties,
         }
         entity = self._entity("apis", f"apis/{api_id}", api_id, stored)
+        if not self.async_api_puts:
+            # As recorded from real APIM: a PUT without an import (no format/value) answers at once and the API
+            # is readable immediately; only an import is long-running.
+            self.apis[api_id] = entity
+            return Response(200 if existing else 201, self._shown(entity), {"ETag": entity["_etag"]})
         operation = str(uuid.uuid4())
-        # As the SDK's begin_create_or_update expects (200/201 first, then polling): the entity, with an
-        # Azure-AsyncOperation to poll; it is visible once the operation has succeeded.
+        # As Microsoft's published example shows it (ApiManagementCreateApi.json): 201 with the entity and an
+        # Azure-AsyncOperation to poll; the API is visible once the operation has succeeded.
         self.emulator.operations[operation] = {"polls_left": 1, "result": entity, "target": ("apis", api_id), "store": self.apis}
         base = self.emulator.url
-        status_url = (
-            f"{base}/subscriptions/{self.emulator.subscription_id}/providers/Microsoft.ApiManagement/locations/westeurope/"
-            f"operationsStatuses/{operation}?api-version=2024-05-01"
-        )
+        status_url = f"{base}{self.emulator.service_id}/tenant/operationResults/{operation}?api-version=2024-05-01"
         headers = {
             "Azure-AsyncOperation": status_url,
             "Location": f"{base}/operationResults/{operation}?api-version=2024-05-01",
@@ -209,7 +242,8 @@ class ApiStore:
         missing = [p for p in _TEMPLATE_PARAMETER.findall(properties["urlTemplate"]) if p not in declared]
         if missing:
             return self.error(400, "ValidationError", f"Template parameter '{missing[0]}' is not defined in templateParameters.")
-        entity = self._entity("apis/operations", f"apis/{key[0]}/operations/{key[1]}", key[1], copy.deepcopy(properties))
+        stored = {"templateParameters": [], "policies": None, **copy.deepcopy(properties)}  # real bodies' defaults
+        entity = self._entity("apis/operations", f"apis/{key[0]}/operations/{key[1]}", key[1], stored)
         self.operations[key] = entity
         return self._ok(entity, existing is None)
 

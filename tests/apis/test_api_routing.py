@@ -146,3 +146,16 @@ def test_a_one_service_api_event_costs_the_same_with_a_thousand_apis_and_a_thous
     arm_reads = [r for r in world.apim.log if not r.is_write]
     kube_reads = [r for r in world.kube.log if not r.is_write]
     assert len(arm_reads) <= 10 and len(kube_reads) <= 5, (len(arm_reads), len(kube_reads))
+
+
+def test_apis_converge_whether_apim_answers_an_api_put_at_once_or_as_long_running(world: World, deps: Dependencies) -> None:
+    world.apim.api_side.async_api_puts = True  # as Microsoft's published example shows it
+    world.kube.apply(api_service("orders"))
+    run(deps)
+    assert "orders" in world.apim.api_side.apis
+    world.kube.remove("Service", "shop", "orders")
+    run(deps)
+    assert "orders" not in world.apim.api_side.apis, "the delete (202, polled to its end) took effect"
+    world.apim.clear_log()
+    run(deps)
+    assert world.apim.writes() == []

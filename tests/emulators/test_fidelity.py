@@ -69,6 +69,19 @@ def test_backend_get_has_the_shape_of_the_published_example(world: World) -> Non
     assert body["type"] == published["type"]
 
 
+def test_a_backend_reads_back_as_sent_with_a_null_title_and_no_invented_defaults(world: World) -> None:
+    # As recorded from real APIM (issue 14): `title: null`, no server-added `type` or `tls`.
+    sent = {"url": "http://x", "protocol": "http", "description": "d"}
+    arm(world, "PUT", "/backends/plain", params=V, json={"properties": sent})
+    assert arm(world, "GET", "/backends/plain", params=V).json()["properties"] == {"title": None, **sent}
+
+
+def test_deleting_a_backend_that_is_not_there_is_204(world: World) -> None:
+    # As recorded from real APIM (issue 14); If-Match is still required.
+    assert arm(world, "DELETE", "/backends/missing", params=V, headers={"If-Match": "*"}).status_code == 204
+    assert arm(world, "DELETE", "/backends/missing", params=V).status_code == 400
+
+
 def test_backend_list_has_the_shape_of_the_published_example_and_pages_with_next_link(world: World) -> None:
     published = example("apim/ApiManagementListBackends.json")["responses"]["200"]["body"]
     for i in range(250):
@@ -109,7 +122,6 @@ def test_stale_if_match_is_412_and_delete_needs_if_match(world: World) -> None:
     stale = arm(world, "PUT", "/backends/x", params=V, json=body, headers={"If-Match": '"old"'})
     assert stale.status_code == 412 and stale.json()["error"]["code"] == "PreconditionFailed"
     assert arm(world, "DELETE", "/backends/x", params=V).status_code == 400
-    assert arm(world, "DELETE", "/backends/missing", params=V, headers={"If-Match": "*"}).status_code == 404
 
 
 def test_named_value_put_is_long_running_and_the_sdk_polls_it_to_the_end(world: World) -> None:
@@ -123,6 +135,10 @@ def test_named_value_put_is_long_running_and_the_sdk_polls_it_to_the_end(world: 
     assert result.display_name == "aks-backend-token" and result.value is None  # secrets are never returned
     statuses = [r.status for r in world.apim.log if "operationsStatuses" in r.path]
     assert statuses == [200, 200]
+    # As recorded from real APIM: the first answer is 201 with only the provisioning state, and the polling headers.
+    raw = arm(world, "PUT", "/namedValues/other", params=V, json={"properties": {"displayName": "other", "value": "v"}})
+    assert raw.status_code == 201 and raw.json() == {"properties": {"ProvisioningState": "InProgress"}}
+    assert {"Azure-AsyncOperation", "Location"} <= set(raw.headers)
 
 
 def test_kubernetes_404_is_the_status_object_of_the_api_conventions(world: World) -> None:
@@ -252,18 +268,41 @@ def test_certificate_referenced_by_a_backend_cannot_be_deleted(world: World) -> 
     assert arm(world, "PUT", "/backends/c", params=V, json=missing).status_code == 400
 
 
-def test_api_put_is_long_running_with_the_shape_of_the_published_example(world: World) -> None:
+def test_an_api_put_without_an_import_answers_at_once_and_the_api_is_readable(world: World) -> None:
+    # As recorded from real APIM (issue 14): no Azure-AsyncOperation, readable at once; the body as published.
     published = example("apim/ApiManagementCreateApi.json")["responses"]["201"]
     body = {"properties": {"displayName": "Orders", "path": "orders", "protocols": ["https"]}}
     created = arm(world, "PUT", "/apis/orders", params=V, json=body)
-    assert created.status_code == 201 and "Azure-AsyncOperation" in created.headers and "Location" in created.headers
-    assert set(published["headers"]) <= {h.lower() for h in created.headers} | {"Azure-AsyncOperation"}
+    assert created.status_code == 201 and "Azure-AsyncOperation" not in created.headers
     shown = created.json()
     assert set(shown) == set(published["body"]) and shown["type"] == published["body"]["type"]
     assert {"displayName", "apiRevision", "path", "protocols", "isCurrent"} <= set(shown["properties"])
+    assert arm(world, "GET", "/apis/orders", params=V).status_code == 200
+
+
+def test_an_api_put_as_the_published_example_shows_it_is_long_running_and_the_sdk_polls_it(world: World) -> None:
+    world.apim.api_side.async_api_puts = True
+    published = example("apim/ApiManagementCreateApi.json")["responses"]["201"]
+    body = {"properties": {"displayName": "Orders", "path": "orders", "protocols": ["https"]}}
+    created = arm(world, "PUT", "/apis/orders", params=V, json=body)
+    assert created.status_code == 201 and "/tenant/operationResults/" in created.headers["Azure-AsyncOperation"]
+    assert set(published["headers"]) <= {h.lower() for h in created.headers} | {"Azure-AsyncOperation"}
     sales: Any = {"properties": {"displayName": "Sales", "path": "sales", "protocols": ["https"]}}
     poller = sdk(world).api.begin_create_or_update(RESOURCE_GROUP, SERVICE_NAME, "sales", sales, polling_interval=0)
     assert poller.result().path == "sales" and poller.status() == "Succeeded" and "sales" in world.apim.api_side.apis
+
+
+def test_an_api_delete_is_long_running_under_tenant_operation_results_and_the_api_goes_when_it_succeeds(
+    world: World,
+) -> None:
+    # As recorded from real APIM (issue 14): 202, Azure-AsyncOperation .../tenant/operationResults/..., Location.
+    arm(world, "PUT", "/apis/orders", params=V, json={"properties": {"displayName": "Orders", "path": "orders"}})
+    deleting = arm(world, "DELETE", "/apis/orders", params=V, headers={"If-Match": "*"})
+    assert deleting.status_code == 202 and "/tenant/operationResults/" in deleting.headers["Azure-AsyncOperation"]
+    assert "Location" in deleting.headers
+    poller = sdk(world).api.begin_delete(RESOURCE_GROUP, SERVICE_NAME, "orders", "*", polling_interval=0)
+    poller.result()
+    assert "orders" not in world.apim.api_side.apis
 
 
 def test_operation_and_policy_have_the_shape_of_the_published_examples(world: World) -> None:
@@ -274,7 +313,10 @@ def test_operation_and_policy_have_the_shape_of_the_published_examples(world: Wo
     answer = arm(world, "PUT", "/apis/petstore/operations/newoperations", params=V, json=operation["parameters"]["parameters"])
     assert answer.status_code == 201
     published = operation["responses"]["201"]["body"]
-    assert set(answer.json()) == set(published) and answer.json()["properties"] == published["properties"]
+    assert set(answer.json()) == set(published) and answer.json()["properties"] == {"policies": None, **published["properties"]}
+    bare = {"properties": {"displayName": "x", "method": "GET", "urlTemplate": "/pets"}}
+    shown = arm(world, "PUT", "/apis/petstore/operations/bare", params=V, json=bare).json()["properties"]
+    assert shown["templateParameters"] == [] and shown["policies"] is None  # real bodies' defaults
     unparameterised = {"properties": {"displayName": "x", "method": "GET", "urlTemplate": "/pets/{id}"}}
     assert arm(world, "PUT", "/apis/petstore/operations/x", params=V, json=unparameterised).status_code == 400
     policy = example("apim/ApiManagementCreateApiPolicy.json")
