@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from sandbox.apim_apis import ApiStore
+from sandbox.apim_tiers import service_body
 from sandbox.httpbase import JsonServer, Request, Response
 from sandbox.tls import TlsFiles
 
@@ -45,6 +46,9 @@ class ApimEmulator(JsonServer):
         self.named_values: dict[str, dict[str, Any]] = {}
         self.certificates: dict[str, dict[str, Any]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
+        self.default_tier = "Developer"
+        """The tier reset() goes back to; the sandbox's --tier sets it."""
+        self.tier = self.default_tier
         self.service = self._initial_service()
         self.route("GET", _SERVICE, self._get_service)
         self.route("GET", _SERVICE + r"/backends", self._list_backends)
@@ -69,27 +73,13 @@ class ApimEmulator(JsonServer):
     # -- state the tests and the sandbox change directly -------------------------------------------------
 
     def _initial_service(self) -> dict[str, Any]:
-        return {
-            "id": self.service_id,
-            "name": self.service_name,
-            "type": "Microsoft.ApiManagement/service",
-            "location": "West Europe",
-            "etag": self._new_etag(),
-            "sku": {"name": "Developer", "capacity": 1},
-            "properties": {
-                "publisherEmail": "platform@contoso.example",
-                "publisherName": "Contoso",
-                "provisioningState": "Succeeded",
-                "targetProvisioningState": "",
-                "gatewayUrl": f"https://{self.service_name}.azure-api.net",
-                "publicIPAddresses": ["20.0.0.1"],
-                "privateIPAddresses": None,
-                "additionalLocations": None,
-                "virtualNetworkType": "None",
-                "platformVersion": "stv2",
-                "publicNetworkAccess": "Enabled",
-            },
-        }
+        return service_body(self.tier, self.service_id, self.service_name, self._new_etag())
+
+    def set_tier(self, tier: str) -> None:
+        """Serve the service resource of another tier (sandbox.apim_tiers.TIERS), as ARM returns it."""
+        with self.lock:
+            self.tier = tier
+            self.service = self._initial_service()
 
     def reset(self) -> None:
         with self.lock:
@@ -102,6 +92,7 @@ class ApimEmulator(JsonServer):
             self.after_write.clear()
             self.log.clear()
             self.latency_seconds = 0.0
+            self.tier = self.default_tier
             self.service = self._initial_service()
 
     def put_backend_directly(self, backend_id: str, properties: dict[str, Any]) -> None:

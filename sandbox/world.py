@@ -7,10 +7,11 @@ import json
 import secrets
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandbox.apim import ApimEmulator
+from sandbox.apim_tiers import INTEGRATION_SUBNET_PREFIX, V2_WITH_SUBNET
 from sandbox.kube import KubeEmulator
 from sandbox.tls import TlsFiles, make_tls_files
 
@@ -36,6 +37,14 @@ class World:
     token: str
     owns_directory: bool = False
     """The world made its folder (kubeconfig with a token, TLS key): it removes it when stopped."""
+    tier_settings: dict[str, str] = field(default_factory=dict)
+    """Settings the APIM tier needs (a v2 tier in a subnet: that subnet's prefix)."""
+
+    def use_tier(self, tier: str) -> None:
+        """APIM of another tier from now on (sandbox.apim_tiers.TIERS), reset() included."""
+        self.apim.default_tier = tier
+        self.apim.set_tier(tier)
+        self.tier_settings = {"ALLOWLIST_PRIVATE_PREFIXES": INTEGRATION_SUBNET_PREFIX} if tier in V2_WITH_SUBNET else {}
 
     def settings(self) -> dict[str, str]:
         """The app settings that point aks-apim-sync at this world."""
@@ -59,6 +68,7 @@ class World:
             "MAX_RETRY_WAIT_SECONDS": "5",
             "PERIODIC_RESYNC_SCHEDULE": "0 */5 * * * *",
             "ROTATION_SCHEDULE": "0 0 3 * * *",
+            **self.tier_settings,
         }
 
     def set_tenancy_policy(self, policy: dict[str, object] | None) -> None:

@@ -5,7 +5,11 @@ Pure. Which addresses call a backend (Microsoft's APIM IP-address documentation)
   gateway (Premium, stv2) the region's outboundPublicIPAddresses instead;
 - in a VNet calling private backends, a dynamic address from APIM's subnet: allow the subnet prefix
   (a setting), or the private VIPs if no prefix is configured;
-- Consumption has no stable address at all, so there is nothing safe to allow.
+- Consumption has no stable address at all, so there is nothing safe to allow;
+- the v2 tiers have no dedicated address (`publicIPAddresses` is null): BasicV2, and StandardV2 without VNet
+  integration, call from addresses Azure neither publishes nor keeps, so nothing is safe to allow; StandardV2
+  with outbound VNet integration and PremiumV2 injected call from their subnet, whose prefix is a setting
+  (ALLOWLIST_PRIVATE_PREFIXES: the service resource names the subnet, not its prefix).
 
 The list is canonical (each address a /32 or /128, sorted, de-duplicated) so that an unchanged set never
 causes a write. It is never empty and never contains a /0.
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.core.cidrs import AddressSource, AllowListPolicy, canonical, network
+from shared.core.model import Reason
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,8 @@ class ApimAddresses:
     virtual_network_type: str
     provisioning_state: str
     regions: tuple[Region, ...]
+    subnet: str | None = None
+    """virtualNetworkConfiguration.subnetResourceId of the primary region, if any."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,10 @@ class NoUsableAddresses:
 
     why: str
     retryable: bool = False
+    reason: Reason = Reason.NO_USABLE_APIM_ADDRESSES
+
+
+V2_TIERS = ("basicv2", "standardv2", "premiumv2")
 
 
 def _strings(value: Any) -> tuple[str, ...]:
@@ -73,6 +84,7 @@ def addresses_from_service(resource: Mapping[str, Any]) -> ApimAddresses:
         virtual_network_type=str(properties.get("virtualNetworkType") or "None"),
         provisioning_state=str(properties.get("provisioningState") or ""),
         regions=(primary, *extra),
+        subnet=str((properties.get("virtualNetworkConfiguration") or {}).get("subnetResourceId") or "") or None,
     )
 
 
@@ -87,16 +99,40 @@ def _wants(policy: AllowListPolicy, vnet_type: str) -> tuple[bool, bool]:
     return {"External": (True, True), "Internal": (False, True)}.get(vnet_type, (True, False))
 
 
+def _v2_tier(addresses: ApimAddresses, policy: AllowListPolicy) -> tuple[str, ...] | NoUsableAddresses:
+    """The v2 tiers: only the subnet APIM calls from can be allowed, and only its prefix (a setting) says which."""
+    tier = addresses.sku
+    if addresses.subnet is None:
+        return NoUsableAddresses(
+            f"the {tier} tier{' without VNet integration' if tier.lower() != 'basicv2' else ''} calls backends from "
+            "addresses Azure neither publishes nor keeps stable, so no allow-list can admit only APIM; every list is "
+            "left as it is (integrate StandardV2 with a VNet, or use PremiumV2, and set ALLOWLIST_PRIVATE_PREFIXES to "
+            "that subnet's prefix; or set ALLOWLIST_ENABLED=false)",
+            reason=Reason.NO_STABLE_APIM_ADDRESS,
+        )
+    if not policy.private_prefixes:
+        return NoUsableAddresses(
+            f"the {tier} tier calls backends from its subnet {addresses.subnet.rsplit('/', 1)[-1]} ({addresses.subnet}); "
+            "set ALLOWLIST_PRIVATE_PREFIXES to that subnet's address prefix: the service resource names the subnet, "
+            "not its addresses",
+            reason=Reason.NO_STABLE_APIM_ADDRESS,
+        )
+    return canonical([*(network(p) for p in policy.private_prefixes), *(network(c) for c in policy.extra_cidrs)])
+
+
 def allowed_cidrs(addresses: ApimAddresses, policy: AllowListPolicy) -> tuple[str, ...] | NoUsableAddresses:
     if addresses.sku.lower() == "consumption":
         return NoUsableAddresses(
             "the Consumption tier has no stable outbound addresses, so no allow-list can admit only APIM; every list is "
-            "left as it is (set ALLOWLIST_ENABLED=false to stop managing them)"
+            "left as it is (set ALLOWLIST_ENABLED=false to stop managing them)",
+            reason=Reason.NO_STABLE_APIM_ADDRESS,
         )
     if addresses.provisioning_state and addresses.provisioning_state != "Succeeded":
         return NoUsableAddresses(
             f"APIM is {addresses.provisioning_state}; its addresses may still change, so the next run decides", retryable=True
         )
+    if addresses.sku.lower() in V2_TIERS:
+        return _v2_tier(addresses, policy)
     want_public, want_private = _wants(policy, addresses.virtual_network_type)
     found: list[str] = []
     if want_public:

@@ -21,8 +21,6 @@ from shared.runtime.apply import NOTHING_TO_DO, NothingToDo, Writer, apply_chang
 from shared.runtime.cluster import read_cluster, with_retries
 from shared.runtime.ports import Dependencies
 
-NO_USABLE_ADDRESSES = Reason.NO_USABLE_APIM_ADDRESSES
-
 
 def writers(deps: Dependencies) -> list[allowlist.AllowListWriter]:
     return [allowlist.IngressNginxWriter(deps.settings.allowlist.annotation), allowlist.LoadBalancerWriter()]
@@ -62,7 +60,7 @@ def refresh(
         )
     cidrs = addresses.allowed_cidrs(addresses.addresses_from_service(service), settings.policy)
     if isinstance(cidrs, addresses.NoUsableAddresses):
-        unusable = RunError(NO_USABLE_ADDRESSES, cidrs.why, cidrs.retryable, retry_after_seconds=60 if cidrs.retryable else None)
+        unusable = RunError(cidrs.reason, cidrs.why, cidrs.retryable, retry_after_seconds=60 if cidrs.retryable else None)
         return AllowListReport(dry_run=dry_run, error=unusable, findings=_shown(findings))
 
     planned: list[tuple[allowlist.AllowListChange, allowlist.AllowListWriter]] = []

@@ -85,6 +85,7 @@ class Reason(StrEnum):
     OPERATION_CONFLICT = "OperationConflict"
     OPEN_API_MISSING = "OpenApiMissing"
     NO_USABLE_APIM_ADDRESSES = "NoUsableApimAddresses"
+    NO_STABLE_APIM_ADDRESS = "NoStableApimAddress"
     KEPT_BY_SETTING = "KeptBySetting"
     INVALID_OPEN_API = "InvalidOpenApi"
     INGRESS_CONTROLLER_UNREADABLE = "IngressControllerUnreadable"
