@@ -127,6 +127,10 @@ class JsonServer:
     def unauthorized(self) -> Response:
         raise NotImplementedError
 
+    def refuse_media_type(self, request: Request) -> Response | None:
+        """A 415 for a body this server does not read; None to go on."""
+        return None
+
     def not_found(self, request: Request) -> Response:
         raise NotImplementedError
 
@@ -153,6 +157,9 @@ class JsonServer:
         fault = self._take_fault(request)
         if fault is not None:
             return Response(fault.status, fault.body, dict(fault.headers))
+        refused = self.refuse_media_type(request)
+        if refused is not None:
+            return refused
         for method, pattern, handler in self.routes:
             match = pattern.match(request.path)
             if match and method == request.method:

@@ -1,10 +1,15 @@
 """Emulator of the Kubernetes API server for the kinds aks-apim-sync reads and writes.
 
-core/v1 Services, Secrets, ConfigMaps and networking.k8s.io/v1 Ingresses: get, list (label and
-metadata.name field selectors, limit/continue), create (409 AlreadyExists), update (409 Conflict on a
-stale resourceVersion), merge / strategic-merge / JSON patch, delete, the status subresource, and watch
-(resourceVersion, bookmarks, 410 Expired once the history is compacted). Bodies and Status objects
-follow the Kubernetes API conventions (tests/fixtures/kubernetes).
+core/v1 Services, Secrets, ConfigMaps, Namespaces and networking.k8s.io/v1 Ingresses, as a real API server
+answers them (sandbox.kube_api has the conventions; tests/emulators states each against its source):
+namespaces (404 for a missing one; deleting one deletes its objects), get, list (label selectors with
+`!=`, `in`, `notin`, `!key`; field selectors on metadata.name/namespace; limit/continue with opaque tokens,
+410 Expired after compaction, 400 for a token it did not make), create (409 AlreadyExists; 422 Invalid with
+causes for names, annotation size, loadBalancerSourceRanges, Ingress pathType), update (unconditional without
+a resourceVersion, 409 Conflict with a stale one), JSON / merge / strategic-merge patches, server-side apply
+with field managers, delete and deletecollection, the status subresource, and watch (synthetic ADDED events
+without a resourceVersion, bookmarks, 410 Expired once the history is compacted). kubectl works against it:
+discovery, OpenAPI v3, Tables (server-side printing), protobuf for `create namespace`.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from __future__ import annotations
 import base64
 import copy
 import datetime
-import hashlib
 import itertools
 import json
 import re
@@ -20,293 +24,47 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import yaml
+
 from sandbox.httpbase import JsonServer, Request, Response
+from sandbox.kube_api import (
+    HISTORY_LIMIT,
+    KINDS,
+    NAMESPACE_KIND,
+    VERSION,
+    BadSelector,
+    Cause,
+    Kind,
+    api_group_list,
+    api_resource_list,
+    continue_token,
+    field_selector_matches,
+    invalid,
+    json_patch,
+    label_selector_matches,
+    merge_patch,
+    namespace_from_protobuf,
+    openapi_v3_document,
+    openapi_v3_index,
+    parse_continue,
+    status,
+    strategic_merge_patch,
+    table,
+    validation_causes,
+)
 from sandbox.tls import TlsFiles
 
 
-@dataclass(frozen=True)
-class Kind:
-    group_version: str
-    plural: str
-    kind: str
-
-    @property
-    def prefix(self) -> str:
-        return "/api/v1" if self.group_version == "v1" else f"/apis/{self.group_version}"
+def _fields_of(applied: Any) -> dict[str, Any]:
+    """FieldsV1 of an applied configuration: `f:<field>` for each map key it sets (lists as a whole)."""
+    if not isinstance(applied, dict):
+        return {}
+    return {f"f:{k}": _fields_of(v) for k, v in applied.items() if k not in ("apiVersion", "kind")}
 
 
-KINDS = (
-    Kind("v1", "services", "Service"),
-    Kind("v1", "secrets", "Secret"),
-    Kind("v1", "configmaps", "ConfigMap"),
-    Kind("networking.k8s.io/v1", "ingresses", "Ingress"),
-)
-HISTORY_LIMIT = 10_000
-VERSION = {
-    "major": "1",
-    "minor": "33",
-    "gitVersion": "v1.33.0-sandbox",
-    "gitCommit": "0000000000000000000000000000000000000000",
-    "gitTreeState": "clean",
-    "buildDate": "2026-01-01T00:00:00Z",
-    "goVersion": "go1.24.0",
-    "compiler": "gc",
-    "platform": "linux/amd64",
-}
-VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-SHORT_NAMES = {"services": ["svc"], "configmaps": ["cm"], "ingresses": ["ing"]}
-OPENAPI = Path(__file__).parent / "openapi"
-"""Kubernetes' OpenAPI v3 documents, trimmed to the schemas of the kinds served here (see SOURCES.md there);
-kubectl reads them to validate and to compute client-side apply's strategic merge patches."""
-MERGE_KEYS = {"ports": "port", "conditions": "type", "ownerReferences": "uid"}
-"""x-kubernetes-patch-strategy merge and its merge key, for the list fields of the kinds served here (from those
-documents: ServiceSpec.ports, the status conditions, ObjectMeta.ownerReferences); ObjectMeta.finalizers merges
-as a set. Every other list (status.loadBalancer.ingress, Ingress rules and tls) is replaced."""
-SET_MERGED = {"finalizers"}
-
-
-def api_group_list() -> dict[str, Any]:
-    """Discovery of the named groups (unaggregated: kubectl falls back to it when the server offers no
-    apidiscovery.k8s.io/v2, as API servers before 1.26 did)."""
-    groups = sorted({k.group_version for k in KINDS if k.group_version != "v1"})
-    return {
-        "kind": "APIGroupList",
-        "apiVersion": "v1",
-        "groups": [
-            {
-                "name": gv.split("/")[0],
-                "versions": [{"groupVersion": gv, "version": gv.split("/")[1]}],
-                "preferredVersion": {"groupVersion": gv, "version": gv.split("/")[1]},
-            }
-            for gv in groups
-        ],
-    }
-
-
-def api_resource_list(group_version: str) -> dict[str, Any]:
-    resources: list[dict[str, Any]] = []
-    for kind in (k for k in KINDS if k.group_version == group_version):
-        resources.append(
-            {
-                "name": kind.plural,
-                "singularName": kind.kind.lower(),
-                "namespaced": True,
-                "kind": kind.kind,
-                "verbs": VERBS,
-                **({"shortNames": SHORT_NAMES[kind.plural]} if kind.plural in SHORT_NAMES else {}),
-            }
-        )
-        if kind.plural in ("services", "ingresses"):
-            resources.append(
-                {
-                    "name": f"{kind.plural}/status",
-                    "singularName": "",
-                    "namespaced": True,
-                    "kind": kind.kind,
-                    "verbs": ["get", "patch", "update"],
-                }
-            )
-    if group_version == "v1":
-        resources.append(
-            {
-                "name": "namespaces",
-                "singularName": "namespace",
-                "namespaced": False,
-                "kind": "Namespace",
-                "verbs": ["get", "list"],
-                "shortNames": ["ns"],
-            }
-        )
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}
-
-
-def openapi_v3_index() -> dict[str, Any]:
-    paths = {}
-    for document in sorted(OPENAPI.glob("*.json")):
-        relative = document.stem.replace("__", "/")
-        digest = hashlib.sha512(document.read_bytes()).hexdigest()[:128].upper()
-        paths[relative] = {"serverRelativeURL": f"/openapi/v3/{relative}?hash={digest}"}
-    return {"paths": paths}
-
-
-def openapi_v3_document(relative: str) -> Response:
-    document = OPENAPI / f"{relative.replace('/', '__')}.json"
-    if not document.is_file():
-        return status(404, "NotFound", "the server could not find the requested resource")
-    return Response(200, json.loads(document.read_text()))
-
-
-def _age(timestamp: str) -> str:
-    created = datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
-    seconds = int((datetime.datetime.now(datetime.UTC) - created).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{max(seconds, 0)}s"
-
-
-def _service_cells(obj: dict[str, Any]) -> list[Any]:
-    spec, balancer = obj.get("spec") or {}, ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-    external = ",".join(i.get("ip") or i.get("hostname") or "" for i in balancer)
-    if not external:
-        external = "<pending>" if spec.get("type") == "LoadBalancer" else "<none>"
-    ports = ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports") or []) or "<none>"
-    return [spec.get("type", "ClusterIP"), spec.get("clusterIP", "<none>"), external, ports]
-
-
-TABLE_COLUMNS: dict[str, list[tuple[str, str]]] = {
-    "Service": [("Type", "string"), ("Cluster-IP", "string"), ("External-IP", "string"), ("Port(s)", "string")],
-    "ConfigMap": [("Data", "integer")],
-    "Secret": [("Type", "string"), ("Data", "integer")],
-    "Ingress": [("Hosts", "string")],
-}
-
-
-def _cells(obj: dict[str, Any]) -> list[Any]:
-    kind = obj.get("kind")
-    if kind == "Service":
-        return _service_cells(obj)
-    if kind == "ConfigMap":
-        return [len(obj.get("data") or {}) + len(obj.get("binaryData") or {})]
-    if kind == "Secret":
-        return [obj.get("type", "Opaque"), len(obj.get("data") or {})]
-    hosts = sorted({r.get("host", "*") for r in (obj.get("spec") or {}).get("rules") or []})
-    return [",".join(hosts) or "*"]
-
-
-def table(kind: Kind, items: list[dict[str, Any]], metadata: dict[str, Any]) -> dict[str, Any]:
-    """meta.k8s.io/v1 Table, as the API server answers kubectl's `Accept: ...;as=Table` (server-side printing):
-    the columns kubectl shows for these kinds, and each row's object as PartialObjectMetadata."""
-    columns = [("Name", "string"), *TABLE_COLUMNS[kind.kind], ("Age", "string")]
-    return {
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": metadata,
-        "columnDefinitions": [
-            {"name": name, "type": kind_, "format": "name" if name == "Name" else "", "description": "", "priority": 0}
-            for name, kind_ in columns
-        ],
-        "rows": [
-            {
-                "cells": [obj["metadata"]["name"], *_cells(obj), _age(obj["metadata"]["creationTimestamp"])],
-                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]},
-            }
-            for obj in items
-        ],
-    }
-
-
-def status(code: int, reason: str, message: str, *, name: str = "", kind: str = "") -> Response:
-    body: dict[str, Any] = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure" if code >= 400 else "Success",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-    if name or kind:
-        body["details"] = {"name": name, "kind": kind}
-    return Response(code, body)
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch: maps merge, everything else (lists included) is replaced."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-def strategic_merge_patch(target: Any, patch: Any, field: str = "") -> Any:
-    """Strategic merge as the API server does it for the fields of these kinds: maps merge, lists with a patch
-    merge key merge by that key (`$patch: delete` removes an element), other lists are replaced, and the
-    `$setElementOrder/...`, `$retainKeys` and `$deleteFromPrimitiveList/...` directives are honoured or dropped,
-    never stored."""
-    if isinstance(patch, list) and field in SET_MERGED:
-        kept = list(target) if isinstance(target, list) else []
-        return kept + [item for item in patch if item not in kept]
-    if isinstance(patch, list):
-        key = MERGE_KEYS.get(field)
-        if key is None or not isinstance(target, list):
-            return [strategic_merge_patch(None, item) for item in patch]
-        merged = [copy.deepcopy(item) for item in target]
-        for item in patch:
-            if not isinstance(item, dict):
-                continue
-            found = next((i for i, have in enumerate(merged) if isinstance(have, dict) and have.get(key) == item.get(key)), None)
-            if item.get("$patch") == "delete":
-                if found is not None:
-                    del merged[found]
-            elif found is None:
-                merged.append(strategic_merge_patch(None, item))
-            else:
-                merged[found] = strategic_merge_patch(merged[found], item)
-        return merged
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    if patch.get("$patch") == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if not k.startswith("$")}
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for name, value in patch.items():
-        if name.startswith("$deleteFromPrimitiveList/"):
-            field_name = name.split("/", 1)[1]
-            result[field_name] = [v for v in result.get(field_name) or [] if v not in value]
-        elif name.startswith("$"):
-            continue
-        elif value is None:
-            result.pop(name, None)
-        else:
-            result[name] = strategic_merge_patch(result.get(name), value, name)
-    return result
-
-
-def json_patch(target: Any, operations: list[dict[str, Any]]) -> Any:
-    document = copy.deepcopy(target)
-    for op in operations:
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        parent = document
-        for part in parts[:-1]:
-            parent = parent[int(part)] if isinstance(parent, list) else parent.setdefault(part, {})
-        last = parts[-1]
-        if op["op"] in ("add", "replace"):
-            if isinstance(parent, list):
-                parent.insert(len(parent) if last == "-" else int(last), op["value"])
-            else:
-                parent[last] = op["value"]
-        elif op["op"] == "remove":
-            del parent[int(last) if isinstance(parent, list) else last]
-        elif op["op"] == "test" and parent.get(last) != op["value"]:
-            raise ValueError(f"test failed at {op['path']}")
-    return document
-
-
-def _label_selector_matches(selector: str, labels: dict[str, str]) -> bool:
-    for term in filter(None, (t.strip() for t in selector.split(","))):
-        if "!=" in term:
-            key, value = term.split("!=", 1)
-            if labels.get(key.strip()) == value.strip():
-                return False
-        elif "=" in term:
-            key, value = term.replace("==", "=").split("=", 1)
-            if labels.get(key.strip()) != value.strip():
-                return False
-        elif term.startswith("!"):
-            if term[1:] in labels:
-                return False
-        elif term not in labels:
-            return False
-    return True
+MEDIA_TYPES = ("application/json", "application/yaml", "application/merge-patch+json", "application/strategic-merge-patch+json")
 
 
 class KubeEmulator(JsonServer):
@@ -318,18 +76,26 @@ class KubeEmulator(JsonServer):
         self.bookmark_interval_seconds = 1.0
         self._changed = threading.Condition(self.lock)
         self._list_snapshots: dict[str, list[dict[str, Any]]] = {}
-        self._namespaces_used: set[str] = set()
+        self.namespaces: dict[str, dict[str, Any]] = {}
+        self.compact_after_next_page = False
+        """Tests: compact right after the next page that carries a continue token, so that token expires (410)."""
+        self.installed_namespaces: tuple[str, ...] = ()
+        """Namespaces that exist from the start besides the cluster's own (the app's, made at installation)."""
+        self._builtin_namespaces()
         for kind in KINDS:
             ns = rf"{kind.prefix}/namespaces/(?P<ns>[a-z0-9-]+)/{kind.plural}"
             self.route("GET", rf"{kind.prefix}/{kind.plural}", self._handler(kind, "list"))
             self.route("GET", ns, self._handler(kind, "list"))
             self.route("POST", ns, self._handler(kind, "create"))
+            self.route("DELETE", ns, self._handler(kind, "deletecollection"))
             for verb in ("GET", "PUT", "PATCH", "DELETE"):
                 self.route(verb, ns + r"/(?P<name>[^/]+)", self._handler(kind, verb.lower()))
                 self.route(verb, ns + r"/(?P<name>[^/]+)/status", self._handler(kind, verb.lower()))
         self.route("GET", r"/version", lambda r, m: Response(200, VERSION))
-        self.route("GET", r"/api/v1/namespaces", lambda r, m: Response(200, self._namespace_list()))
+        self.route("GET", r"/api/v1/namespaces", lambda r, m: self._namespace_list(r))
+        self.route("POST", r"/api/v1/namespaces", self._create_namespace)
         self.route("GET", r"/api/v1/namespaces/(?P<name>[^/]+)", lambda r, m: self._namespace(m["name"]))
+        self.route("DELETE", r"/api/v1/namespaces/(?P<name>[^/]+)", lambda r, m: self._delete_namespace(m["name"]))
         self.route("GET", r"/api", lambda r, m: Response(200, self._api_versions()))
         self.route("GET", r"/apis", lambda r, m: Response(200, api_group_list()))
         self.route("GET", r"/api/(?P<gv>v1)", self._resources)
@@ -342,29 +108,66 @@ class KubeEmulator(JsonServer):
             return self.not_found(request)
         return Response(200, api_resource_list(match["gv"]))
 
-    def _namespace_names(self) -> list[str]:
-        """A namespace exists here once an object was stored in it, and the cluster's own always (there is no
-        Namespace object to create or delete yet; creating into a namespace never used still works)."""
-        with self.lock:
-            return sorted({"default", "kube-system", "kube-public", "kube-node-lease", *self._namespaces_used})
+    # -- namespaces ------------------------------------------------------------------------------------
 
-    def _namespace_object(self, name: str) -> dict[str, Any]:
-        return {
+    def _builtin_namespaces(self) -> None:
+        self.namespaces.clear()
+        for name in ("default", "kube-system", "kube-public", "kube-node-lease", *self.installed_namespaces):
+            self._add_namespace(name)
+
+    def _add_namespace(self, name: str) -> dict[str, Any]:
+        created = {
             "kind": "Namespace",
             "apiVersion": "v1",
-            "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
+            "metadata": {
+                "name": name,
+                "uid": str(uuid.uuid4()),
+                "resourceVersion": str(next(self._rv)),
+                "creationTimestamp": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "labels": {"kubernetes.io/metadata.name": name},
+            },
             "spec": {"finalizers": ["kubernetes"]},
             "status": {"phase": "Active"},
         }
+        self.namespaces[name] = created
+        return created
 
     def _namespace(self, name: str) -> Response:
-        if name not in self._namespace_names():
+        if name not in self.namespaces:
             return status(404, "NotFound", f'namespaces "{name}" not found', name=name, kind="namespaces")
-        return Response(200, self._namespace_object(name))
+        return Response(200, copy.deepcopy(self.namespaces[name]))
 
-    def _namespace_list(self) -> dict[str, Any]:
-        items = [self._namespace_object(name) for name in self._namespace_names()]
-        return {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {"resourceVersion": str(next(self._rv))}, "items": items}
+    def _namespace_list(self, request: Request) -> Response:
+        items = [copy.deepcopy(self.namespaces[name]) for name in sorted(self.namespaces)]
+        metadata = {"resourceVersion": str(next(self._rv))}
+        if "as=Table" in request.headers.get("accept", ""):
+            return Response(200, table(NAMESPACE_KIND, items, metadata))
+        return Response(200, {"kind": "NamespaceList", "apiVersion": "v1", "metadata": metadata, "items": items})
+
+    def _create_namespace(self, request: Request, match: re.Match[str]) -> Response:
+        try:
+            body = (
+                namespace_from_protobuf(request.body) if "protobuf" in request.headers.get("content-type", "") else request.json()
+            )
+        except (ValueError, IndexError, UnicodeDecodeError) as error:
+            return status(400, "BadRequest", f"the body could not be decoded: {error}")
+        name = str(((body or {}).get("metadata") or {}).get("name") or "") if isinstance(body, dict) else ""
+        causes = validation_causes("Namespace", {"metadata": {"name": name}})
+        if causes:
+            return invalid("Namespace", name, causes)
+        if name in self.namespaces:
+            return status(409, "AlreadyExists", f'namespaces "{name}" already exists', name=name, kind="namespaces")
+        return Response(201, copy.deepcopy(self._add_namespace(name)))
+
+    def _delete_namespace(self, name: str) -> Response:
+        """A namespace and everything in it (a real one is Terminating for a while first)."""
+        gone = self.namespaces.pop(name, None)
+        if gone is None:
+            return status(404, "NotFound", f'namespaces "{name}" not found', name=name, kind="namespaces")
+        for key in [k for k in self.objects if k[1] == name]:
+            kind = next(k for k in KINDS if k.plural == key[0])
+            self._record("DELETED", kind, self._bump(self.objects.pop(key)))
+        return Response(200, {**copy.deepcopy(gone), "status": {"phase": "Terminating"}})
 
     def _api_versions(self) -> dict[str, Any]:
         address = self.url.removeprefix("https://")
@@ -383,15 +186,19 @@ class KubeEmulator(JsonServer):
             self.faults.clear()
             self.log.clear()
             self._list_snapshots.clear()
-            self._namespaces_used.clear()
+            self._builtin_namespaces()
+            self.compact_after_next_page = False
             self.latency_seconds = 0.0
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Create or replace an object as `kubectl apply` would, bypassing the HTTP layer."""
+        """Create or replace an object as `kubectl apply` would, bypassing the HTTP layer (and its validation: tests
+        seed what they need); its namespace is created when missing."""
         kind = next(k for k in KINDS if k.kind == obj["kind"])
         metadata = obj["metadata"]
         key = (kind.plural, metadata.get("namespace", "default"), metadata["name"])
         with self.lock:
+            if key[1] not in self.namespaces:
+                self._add_namespace(key[1])  # as if `kubectl create namespace` came first
             existing = self.objects.get(key)
             stored = self._defaulted(kind, copy.deepcopy(obj), existing)
             self._store(kind, key, stored, "MODIFIED" if existing else "ADDED")
@@ -422,6 +229,14 @@ class KubeEmulator(JsonServer):
     def unauthorized(self) -> Response:
         return status(401, "Unauthorized", "Unauthorized")
 
+    def refuse_media_type(self, request: Request) -> Response | None:
+        """Bodies are read as JSON (and YAML for apply patches); protobuf, which kubectl's typed requests send, only
+        for creating a Namespace (`kubectl create namespace`); any other protobuf body is refused with 415."""
+        if request.body and "protobuf" in request.headers.get("content-type", "") and request.path != "/api/v1/namespaces":
+            message = f"the body of the request was in an unknown format - accepted media types include: {', '.join(MEDIA_TYPES)}"
+            return status(415, "UnsupportedMediaType", message)
+        return None
+
     def not_found(self, request: Request) -> Response:
         return status(404, "NotFound", "the server could not find the requested resource")
 
@@ -435,7 +250,6 @@ class KubeEmulator(JsonServer):
         self._changed.notify_all()
 
     def _store(self, kind: Kind, key: tuple[str, str, str], obj: dict[str, Any], event: str) -> None:
-        self._namespaces_used.add(key[1])
         self.objects[key] = self._bump(obj)
         self._record(event, kind, obj)
 
@@ -480,11 +294,18 @@ class KubeEmulator(JsonServer):
                     else self._list(kind, namespace, request)
                 )
             assert namespace is not None
+            if verb == "deletecollection":
+                return self._delete_collection(kind, namespace, request)
+            if namespace not in self.namespaces and verb in ("create", "put", "patch"):
+                return status(404, "NotFound", f'namespaces "{namespace}" not found', name=namespace, kind="namespaces")
             if verb == "create":
                 return self._create(kind, namespace, request)
             assert name is not None
             key = (kind.plural, namespace, name)
             existing = self.objects.get(key)
+            content_type = request.headers.get("content-type", "")
+            if existing is None and verb == "patch" and "apply-patch" in content_type and not subresource:
+                return self._server_side_apply(kind, namespace, name, None, request)
             if existing is None:
                 return status(404, "NotFound", f'{kind.plural} "{name}" not found', name=name, kind=kind.plural)
             if verb == "get":
@@ -494,19 +315,14 @@ class KubeEmulator(JsonServer):
             if verb == "delete":
                 del self.objects[key]
                 self._record("DELETED", kind, self._bump(copy.deepcopy(existing)))
+                details = {"name": name, "kind": kind.plural, "uid": existing["metadata"]["uid"]}
                 return Response(
-                    200,
-                    {
-                        "kind": "Status",
-                        "apiVersion": "v1",
-                        "metadata": {},
-                        "status": "Success",
-                        "details": {"name": name, "kind": kind.plural, "uid": existing["metadata"]["uid"]},
-                    },
+                    200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
                 )
+            if verb == "patch" and "apply-patch" in content_type and not subresource:
+                return self._server_side_apply(kind, namespace, name, existing, request)
             body = request.json()
             if verb == "patch":
-                content_type = request.headers.get("content-type", "")
                 try:
                     if "json-patch" in content_type:
                         body = json_patch(existing, body)
@@ -519,7 +335,8 @@ class KubeEmulator(JsonServer):
             if not isinstance(body, dict):
                 return status(400, "BadRequest", "the body must be an object")
             wanted_rv = (body.get("metadata") or {}).get("resourceVersion")
-            if (verb == "put" or wanted_rv) and wanted_rv != existing["metadata"]["resourceVersion"]:
+            # An update without a resourceVersion is unconditional (these kinds allow it); with one, it must match.
+            if wanted_rv and wanted_rv != existing["metadata"]["resourceVersion"]:
                 message = (
                     f'Operation cannot be fulfilled on {kind.plural} "{name}": the object has been modified; '
                     "please apply your changes to the latest version and try again"
@@ -534,17 +351,65 @@ class KubeEmulator(JsonServer):
                 if "status" in existing:
                     updated["status"] = copy.deepcopy(existing["status"])
             updated.setdefault("metadata", {}).update(name=name, namespace=namespace)
+            causes = validation_causes(kind.kind, updated)
+            if causes:
+                return invalid(kind.kind, name, causes)
             stored = self._defaulted(kind, updated, existing)
             self._store(kind, key, stored, "MODIFIED")
             return Response(200, copy.deepcopy(stored))
 
         return handle
 
+    def _server_side_apply(
+        self, kind: Kind, namespace: str, name: str, existing: dict[str, Any] | None, request: Request
+    ) -> Response:
+        """Server-side apply (PATCH application/apply-patch+yaml): create or merge the applied configuration,
+        and record the field manager in managedFields. Field ownership conflicts are not modelled."""
+        manager = request.query.get("fieldManager")
+        if not manager:
+            return status(
+                422, "Invalid", "PatchOptions.meta.k8s.io is invalid: fieldManager: Required value: is required for apply patch"
+            )
+        try:
+            applied = yaml.safe_load(request.body.decode() or "null")
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            return status(400, "BadRequest", f"error decoding YAML: {error}")
+        if not isinstance(applied, dict):
+            return status(400, "BadRequest", "the body must be an object")
+        merged = strategic_merge_patch(existing or {}, applied)
+        merged.pop("status", None)
+        if existing is not None and "status" in existing:
+            merged["status"] = copy.deepcopy(existing["status"])
+        merged.setdefault("metadata", {}).update(name=name, namespace=namespace)
+        entry = {
+            "manager": manager,
+            "operation": "Apply",
+            "apiVersion": kind.group_version,
+            "time": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": _fields_of(applied),
+        }
+        others = [f for f in merged["metadata"].get("managedFields") or [] if f.get("manager") != manager]
+        merged["metadata"]["managedFields"] = [*others, entry]
+        causes = validation_causes(kind.kind, merged)
+        if causes:
+            return invalid(kind.kind, name, causes)
+        stored = self._defaulted(kind, merged, existing)
+        self._store(kind, (kind.plural, namespace, name), stored, "MODIFIED" if existing else "ADDED")
+        return Response(200 if existing else 201, copy.deepcopy(stored))
+
     def _create(self, kind: Kind, namespace: str, request: Request) -> Response:
         body = request.json()
-        name = ((body or {}).get("metadata") or {}).get("name")
+        if not isinstance(body, dict):
+            return status(400, "BadRequest", "the body must be an object")
+        name = (body.get("metadata") or {}).get("name")
         if not name:
-            return status(422, "Invalid", f"{kind.kind} is invalid: metadata.name: Required value")
+            return invalid(
+                kind.kind, "", [Cause("metadata.name", "Required value: name or generateName is required", "FieldValueRequired")]
+            )
+        causes = validation_causes(kind.kind, body)
+        if causes:
+            return invalid(kind.kind, name, causes)
         key = (kind.plural, namespace, name)
         if key in self.objects:
             return status(409, "AlreadyExists", f'{kind.plural} "{name}" already exists', name=name, kind=kind.plural)
@@ -554,42 +419,79 @@ class KubeEmulator(JsonServer):
         self._store(kind, key, stored, "ADDED")
         return Response(201, copy.deepcopy(stored))
 
+    def _delete_collection(self, kind: Kind, namespace: str, request: Request) -> Response:
+        try:
+            doomed = self._selected(kind, namespace, request)
+        except BadSelector as error:
+            return status(400, "BadRequest", str(error))
+        for obj in doomed:
+            metadata = obj["metadata"]
+            del self.objects[(kind.plural, metadata["namespace"], metadata["name"])]
+            self._record("DELETED", kind, self._bump(obj))
+        return Response(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+
     def _selected(self, kind: Kind, namespace: str | None, request: Request) -> list[dict[str, Any]]:
+        """BadSelector for a selector the API server would refuse."""
         labels, fields = request.query.get("labelSelector", ""), request.query.get("fieldSelector", "")
-        wanted_name = fields.split("=", 1)[1] if fields.startswith("metadata.name=") else None
         return [
             copy.deepcopy(obj)
-            for (plural, ns, name), obj in sorted(self.objects.items())
+            for (plural, ns, _), obj in sorted(self.objects.items())
             if plural == kind.plural
             and namespace in (None, ns)
-            and (wanted_name is None or name == wanted_name)
-            and _label_selector_matches(labels, obj["metadata"].get("labels") or {})
+            and label_selector_matches(labels, obj["metadata"].get("labels") or {})
+            and field_selector_matches(fields, obj)
         ]
 
     def _list(self, kind: Kind, namespace: str | None, request: Request) -> Response:
         token = request.query.get("continue")
         if token:
-            items = self._list_snapshots.get(token.split(":")[0])
-            if items is None:
-                return status(410, "Expired", "The provided continue parameter is too old to display a consistent list result.")
-            offset = int(token.split(":")[1])
-            list_rv = token.split(":")[2]
+            try:
+                list_rv, snapshot, offset = parse_continue(token)
+            except ValueError as error:
+                return status(400, "BadRequest", str(error))
+            items = self._list_snapshots.get(snapshot)
+            if items is None or list_rv < self._compacted_below:
+                message = (
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new "
+                    "list without the continue parameter, or use the continue token in this response to retrieve the "
+                    "remainder of the results. Continuing with the provided token results in an inconsistent list - "
+                    "objects that were created, modified, or deleted between the time the first chunk was returned "
+                    "and now may show up in the list."
+                )
+                return status(410, "Expired", message)
         else:
-            items, offset, list_rv = self._selected(kind, namespace, request), 0, str(next(self._rv))
+            try:
+                items, offset, list_rv, snapshot = self._selected(kind, namespace, request), 0, next(self._rv), uuid.uuid4().hex
+            except BadSelector as error:
+                return status(400, "BadRequest", str(error))
         limit = int(request.query.get("limit") or 0)
         page = items[offset : offset + limit] if limit else items[offset:]
-        metadata: dict[str, Any] = {"resourceVersion": list_rv}
+        metadata: dict[str, Any] = {"resourceVersion": str(list_rv)}
         if limit and offset + limit < len(items):
-            snapshot = token.split(":")[0] if token else uuid.uuid4().hex
             self._list_snapshots[snapshot] = items
-            metadata["continue"] = f"{snapshot}:{offset + limit}:{list_rv}"
+            metadata["continue"] = continue_token(list_rv, snapshot, offset + limit)
             metadata["remainingItemCount"] = len(items) - offset - limit
+            if self.compact_after_next_page:
+                self.compact_after_next_page = False
+                self.compact()
         if "as=Table" in request.headers.get("accept", ""):
             return Response(200, table(kind, page, metadata))
         return Response(200, {"kind": f"{kind.kind}List", "apiVersion": kind.group_version, "metadata": metadata, "items": page})
 
     def _watch(self, kind: Kind, namespace: str | None, request: Request) -> Response:
-        since = int(request.query.get("resourceVersion") or 0) or next(self._rv)
+        requested = request.query.get("resourceVersion") or "0"
+        if not requested.isdigit():
+            return status(400, "BadRequest", f'invalid resource version: "{requested}"')
+        with self.lock:
+            since = int(requested) if requested != "0" else next(self._rv)
+            # No resourceVersion (or "0"): the API server first sends the current state as synthetic ADDED events.
+            try:
+                synthetic = self._selected(kind, namespace, request)
+            except BadSelector as error:
+                return status(400, "BadRequest", str(error))
+            if requested != "0":
+                synthetic = []
+        fields = request.query.get("fieldSelector", "")
         timeout = float(request.query.get("timeoutSeconds") or 30)
         bookmarks = request.query.get("allowWatchBookmarks") in ("1", "true")
         labels = request.query.get("labelSelector", "")
@@ -598,6 +500,9 @@ class KubeEmulator(JsonServer):
         def stream() -> Iterator[bytes]:
             deadline = time.monotonic() + timeout
             last_seen, last_bookmark = since, time.monotonic()
+            for obj in synthetic:
+                shown = table(kind, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}) if as_table else obj
+                yield json.dumps({"type": "ADDED", "object": shown}).encode() + b"\n"
             if since < self._compacted_below:
                 gone = status(410, "Expired", f"too old resource version: {since} ({self._compacted_below})").body
                 yield json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n"
@@ -610,7 +515,8 @@ class KubeEmulator(JsonServer):
                         if rv > last_seen
                         and plural == kind.plural
                         and namespace in (None, obj["metadata"]["namespace"])
-                        and _label_selector_matches(labels, obj["metadata"].get("labels") or {})
+                        and label_selector_matches(labels, obj["metadata"].get("labels") or {})
+                        and field_selector_matches(fields, obj)
                     ]
                     if not events:
                         self._changed.wait(timeout=min(0.2, max(0.0, deadline - time.monotonic())))

@@ -136,6 +136,8 @@ def start_world(directory: Path | None = None) -> World:
     ).start()
     kube = KubeEmulator(tls=tls, token=token).start()
     assert isinstance(apim, ApimEmulator) and isinstance(kube, KubeEmulator)
+    kube.installed_namespaces = (TENANCY_NAMESPACE,)  # the app's own namespace, made when it is installed
+    kube.reset()
     kubeconfig = directory / "kubeconfig"
     _kubeconfig(kubeconfig, kube.url, tls.ca_cert, token)
     return World(

@@ -8,7 +8,7 @@ error tree here.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -23,6 +23,7 @@ from shared.core.scope import Scope
 from shared.core.settings import KubeSettings
 from shared.runtime.counters import RequestCounter
 
+RELISTS_ON_EXPIRY = 3
 PAGE_SIZE = 500
 REQUEST_TIMEOUT = (5, 30)
 
@@ -156,20 +157,27 @@ class KubeSource:
             return [scope.namespace]
         return list(self._settings.namespaces) or [None]
 
-    def _pages(
-        self, list_in: Callable[..., Any], list_all: Callable[..., Any], namespace: str | None
-    ) -> Iterator[dict[str, Any]]:
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"limit": PAGE_SIZE, "_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
-            if token:
-                kwargs["_continue"] = token
-            response = list_in(namespace, **kwargs) if namespace else list_all(**kwargs)
-            body = json.loads(response.data)
-            yield from body.get("items") or []
-            token = (body.get("metadata") or {}).get("continue")
-            if not token:
-                return
+    def _pages(self, list_in: Callable[..., Any], list_all: Callable[..., Any], namespace: str | None) -> list[dict[str, Any]]:
+        """Every item, page by page. A continue token the server has expired (410 after compaction) starts the
+        list again from the first page, since the pages so far and the rest would not be one consistent list."""
+        for _ in range(RELISTS_ON_EXPIRY):
+            items: list[dict[str, Any]] = []
+            token: str | None = None
+            try:
+                while True:
+                    kwargs: dict[str, Any] = {"limit": PAGE_SIZE, "_preload_content": False, "_request_timeout": REQUEST_TIMEOUT}
+                    if token:
+                        kwargs["_continue"] = token
+                    response = list_in(namespace, **kwargs) if namespace else list_all(**kwargs)
+                    body = json.loads(response.data)
+                    items += body.get("items") or []
+                    token = (body.get("metadata") or {}).get("continue")
+                    if not token:
+                        return items
+            except ApiException as error:
+                if error.status != 410 or token is None:
+                    raise
+        raise errors.RetryableError(f"the list of {namespace or 'all namespaces'} expired {RELISTS_ON_EXPIRY} times while paging")
 
     def list_services(self, scope: Scope) -> list[ServiceView]:
         """Services in scope. A failed read raises: it must never look like 'no Services'."""

@@ -63,6 +63,9 @@ def test_kubectl_get_lists_services_in_every_namespace_with_the_columns_a_real_c
 
 
 def test_kubectl_apply_creates_then_leaves_unchanged_then_updates_by_strategic_merge(world: World, kubectl_binary: str) -> None:
+    missing_namespace = kubectl(world, kubectl_binary, "apply", "-f", "-", stdin=SERVICE_YAML)
+    assert missing_namespace.returncode == 1 and 'namespaces "shop" not found' in missing_namespace.stderr
+    assert kubectl(world, kubectl_binary, "create", "namespace", "shop").stdout.strip() == "namespace/shop created"
     first = kubectl(world, kubectl_binary, "apply", "-f", "-", stdin=SERVICE_YAML)
     again = kubectl(world, kubectl_binary, "apply", "-f", "-", stdin=SERVICE_YAML)
     changed = kubectl(world, kubectl_binary, "apply", "-f", "-", stdin=SERVICE_YAML.replace("port: 80", "port: 8080"))
@@ -94,6 +97,17 @@ def test_kubectl_annotate_label_and_delete_change_what_the_cluster_holds(world: 
     assert missing.returncode == 1 and 'services "orders" not found' in missing.stderr
 
 
+def test_kubectl_server_side_apply_creates_and_records_its_field_manager(world: World, kubectl_binary: str) -> None:
+    kubectl(world, kubectl_binary, "create", "namespace", "shop")
+    applied = kubectl(world, kubectl_binary, "apply", "--server-side", "-f", "-", stdin=SERVICE_YAML)
+    assert applied.stdout.strip() == "service/payments serverside-applied", applied.stderr
+    again = kubectl(world, kubectl_binary, "apply", "--server-side", "-f", "-", stdin=SERVICE_YAML.replace("public", "ingress"))
+    assert again.returncode == 0, again.stderr
+    stored = world.kube.get("Service", "shop", "payments")
+    assert stored is not None and stored["metadata"]["annotations"]["apim-sync.io/mode"] == "ingress"
+    assert [f["manager"] for f in stored["metadata"]["managedFields"]] == ["kubectl"]
+
+
 def test_kubectl_get_watch_prints_a_service_created_while_it_watches(world: World, kubectl_binary: str) -> None:
     world.kube.apply(service("orders"))
     kubeconfig = str(world.directory / "kubeconfig")
@@ -119,6 +133,7 @@ def test_kubectl_get_watch_prints_a_service_created_while_it_watches(world: Worl
 def test_a_service_applied_with_kubectl_is_published_by_the_next_run(
     world: World, kubectl_binary: str, make_deps: object
 ) -> None:
+    kubectl(world, kubectl_binary, "create", "namespace", "shop")
     applied = kubectl(world, kubectl_binary, "apply", "-f", "-", stdin=SERVICE_YAML)
     assert applied.returncode == 0, applied.stderr
     stored = world.kube.get("Service", "shop", "payments")
