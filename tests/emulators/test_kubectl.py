@@ -144,3 +144,14 @@ def test_a_service_applied_with_kubectl_is_published_by_the_next_run(
     assert not report.failed, report.to_text()
     backend = world.apim.backends[naming.backend_id_for(ServiceRef("aks-sandbox", "shop", "payments"))]
     assert backend["properties"]["url"] == "http://52.0.0.20"
+
+
+def test_kubectl_describe_and_replace_work_as_on_a_cluster(world: World, kubectl_binary: str) -> None:
+    world.kube.apply(service("payments"))
+    described = kubectl(world, kubectl_binary, "describe", "svc", "payments", "-n", "shop")
+    assert described.returncode == 0 and "LoadBalancer Ingress:  52.0.0.10" in described.stdout, described.stderr
+    replaced = kubectl(world, kubectl_binary, "replace", "-f", "-", stdin=SERVICE_YAML.replace("mode: public", "title: Payments"))
+    assert replaced.stdout.strip() == "service/payments replaced", replaced.stderr
+    stored = world.kube.get("Service", "shop", "payments")
+    assert stored is not None and stored["metadata"]["annotations"].get("apim-sync.io/title") == "Payments"
+    assert "apim-sync.io/mode" not in stored["metadata"]["annotations"], "a replace is a whole new object"
