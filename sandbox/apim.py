@@ -46,6 +46,8 @@ class ApimEmulator(JsonServer):
         self.named_values: dict[str, dict[str, Any]] = {}
         self.certificates: dict[str, dict[str, Any]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
+        self.key_vault: Any = None
+        """A sandbox.keyvault.KeyVaultEmulator: certificate entities that reference it present what it holds."""
         self.default_tier = "Developer"
         """The tier reset() goes back to; the sandbox's --tier sets it."""
         self.tier = self.default_tier
@@ -307,7 +309,11 @@ class ApimEmulator(JsonServer):
             secret = str(key_vault.get("secretIdentifier") or "")
             if not secret.startswith("https://"):
                 return arm_error(400, "ValidationError", "keyVault.secretIdentifier must be a Key Vault secret URL.")
-            # No Key Vault here: the emulator makes up what APIM would read from the secret.
+            # With the Key Vault emulator the secret is read as APIM reads it (the version named, or the latest),
+            # and that certificate is what the entity presents; otherwise the emulator makes one up.
+            resolved = self._from_key_vault(secret)
+            if isinstance(resolved, Response):
+                return resolved
             thumbprint = hashlib.sha1(secret.encode(), usedforsecurity=False).hexdigest().upper()
             shown = {
                 "subject": "CN=key-vault-certificate",
@@ -319,6 +325,14 @@ class ApimEmulator(JsonServer):
                     "lastStatus": {"code": "Success", "timeStampUtc": "2026-01-01T00:00:00Z"},
                 },
             }
+            if resolved is not None:
+                cert, pfx = resolved
+                shown.update(
+                    subject=cert.subject.rfc4514_string(),
+                    thumbprint=cert.fingerprint(hashes.SHA1()).hex().upper(),  # noqa: S303 - APIM's thumbprint is SHA-1
+                    expirationDate=cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+                )
+                private = {"_pfx": pfx, "_password": ""}
         else:
             data, password = properties.get("data"), properties.get("password")
             if not data:
@@ -344,6 +358,31 @@ class ApimEmulator(JsonServer):
             "_etag": self._new_etag(),
             **private,
         }
+
+    def _from_key_vault(self, secret_url: str) -> tuple[Any, bytes] | Response | None:
+        """The certificate (and a PFX of it, to present) that a Key Vault reference names, read from the Key Vault
+        emulator when it serves that URL; a 400 as APIM answers when the secret is not there; None otherwise."""
+        import base64
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.serialization import pkcs12
+
+        found = self.key_vault.secret_value(secret_url) if self.key_vault is not None else None
+        if self.key_vault is None or not secret_url.startswith(self.key_vault.url):
+            return None
+        if found is None:
+            return arm_error(400, "ValidationError", f"Failed to access KeyVault Secret {secret_url}: SecretNotFound.")
+        value, content_type = found
+        if content_type == "application/x-pkcs12":
+            key, cert, chain = pkcs12.load_key_and_certificates(base64.b64decode(value), None)
+        else:
+            key = serialization.load_pem_private_key(value.encode(), None)
+            certs = x509.load_pem_x509_certificates(value.encode())
+            cert, chain = certs[0], certs[1:]
+        assert cert is not None and key is not None
+        pfx = pkcs12.serialize_key_and_certificates(b"kv", key, cert, chain or None, serialization.NoEncryption())  # type: ignore[arg-type]
+        return cert, pfx
 
     # -- named values (a long-running PUT, as in the SDK's begin_create_or_update) -------------------------
 

@@ -43,6 +43,33 @@ class KeyVaultEmulator(JsonServer):
             self.faults.clear()
             self.log.clear()
 
+    def put_certificate_version(self, name: str, pem: bytes, *, pkcs12: bytes | None = None) -> str:
+        """A new version of a Key Vault certificate, as Key Vault keeps it in the secret of the same name: the
+        private key, the certificate and its chain as PEM (application/x-pem-file), or, given `pkcs12`, that PFX
+        base64 (application/x-pkcs12). Returns the version."""
+        import base64
+
+        value, content_type = (
+            (base64.b64encode(pkcs12).decode(), "application/x-pkcs12") if pkcs12 else (pem.decode(), "application/x-pem-file")
+        )
+        stored = {"value": value, "contentType": content_type, "version": uuid.uuid4().hex, "created": int(time.time())}
+        with self.lock:
+            self.secrets.setdefault(name, []).append(stored)
+        return str(stored["version"])
+
+    def secret_value(self, url: str) -> tuple[str, str | None] | None:
+        """(value, content type) of the version a secret URL of this vault names (the latest when versionless)."""
+        prefix = f"{self.url}/secrets/"
+        if not url.startswith(prefix):
+            return None
+        name, _, version = url[len(prefix) :].rstrip("/").partition("/")
+        with self.lock:
+            versions = self.secrets.get(name) or []
+            found = (
+                next((v for v in versions if v["version"] == version), None) if version else (versions[-1] if versions else None)
+            )
+            return (found["value"], found.get("contentType")) if found else None
+
     def latest(self, name: str) -> dict[str, Any] | None:
         with self.lock:
             versions = self.secrets.get(name)

@@ -15,9 +15,9 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from shared.core.errors import InvalidSettings
-from shared.core.settings import Settings, load_settings
+from shared.core.settings import CertificateSource, Settings, load_settings
 from shared.runtime.counters import RequestCounter
-from shared.runtime.ports import CaStore, Dependencies, Lease, LeaseFactory, no_lease
+from shared.runtime.ports import CaStore, Dependencies, KeyVaultCertificate, Lease, LeaseFactory, no_lease
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -56,10 +56,20 @@ def build_dependencies(settings: Settings, *, sleep: Callable[[float], None] = t
         apim_service=apim,
         apis=apim.api_store(),
         ca_store=_keyvault_ca_store(settings, arm_credential),
+        keyvault_certificate=_keyvault_certificate(settings, arm_credential),
         lease=_lease_factory(settings),
         counter=counter,
         sleep=sleep,
     )
+
+
+def _keyvault_certificate(settings: Settings, credential: TokenCredential) -> KeyVaultCertificate | None:
+    mtls = settings.mtls
+    if mtls.source is not CertificateSource.KEYVAULT or not mtls.keyvault_secret_id:
+        return None
+    from shared.adapters.keyvault import KeyVaultCertificateSecret  # azure-keyvault-secrets: only when configured
+
+    return KeyVaultCertificateSecret(mtls.keyvault_secret_id, credential, ca_bundle=settings.credentials.arm_ca_bundle)
 
 
 def _keyvault_ca_store(settings: Settings, credential: TokenCredential) -> CaStore | None:

@@ -16,6 +16,7 @@ from azure.keyvault.secrets import SecretClient
 
 from shared.adapters.azure_errors import keyvault
 from shared.core import errors
+from shared.runtime.ports import SecretVersion
 
 
 class KeyVaultCaStore:
@@ -47,3 +48,22 @@ class KeyVaultCaStore:
                 merged[ca_id] = {"crt": material[0].decode(), "key": material[1].decode()}
         with keyvault(self.where):
             self._client.set_secret(self._name, json.dumps({"cas": merged}), content_type="application/json")
+
+
+class KeyVaultCertificateSecret:
+    """The secret behind a Key Vault certificate (PFX or PEM, with its chain), read by version."""
+
+    def __init__(self, secret_id: str, credential: TokenCredential, *, ca_bundle: str | None = None) -> None:
+        vault_url, _, rest = secret_id.rstrip("/").partition("/secrets/")
+        self.secret_id = secret_id.rstrip("/")
+        self._name = rest.split("/")[0]
+        self._client = SecretClient(
+            vault_url, credential, verify_challenge_resource=ca_bundle is None, retry_total=0, connection_verify=ca_bundle or True
+        )
+        self.where = f"Key Vault certificate {self._name}"
+
+    def version(self, version: str | None = None) -> SecretVersion:
+        with keyvault(self.where):
+            secret = self._client.get_secret(self._name, version)
+        found = str(secret.properties.version or "")
+        return SecretVersion(version=found, value=secret.value or "", content_type=secret.properties.content_type)

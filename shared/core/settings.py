@@ -165,7 +165,8 @@ class MtlsSettings:
     keyvault_secret_id: str | None
     keyvault_identity_client_id: str | None
     keyvault_issuer_ca: str | None
-    """PEM (or a path to it) of the CA that issues the Key Vault certificate: what the ingress must trust."""
+    """PEM (or a path to it) of the CA that issues the Key Vault certificate, for a secret that carries no chain;
+    otherwise the issuer is read from the chain in each version."""
     ca_keyvault_url: str | None = None
     """Keep the managed CA in this Key Vault (secret ca_keyvault_name) instead of a Kubernetes Secret."""
     ca_keyvault_name: str = "aks-apim-sync-ca"
@@ -451,7 +452,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     )
 
 
-_KEYVAULT_SECRET = re.compile(r"^https://[a-z0-9-]+\.vault\.(azure\.net|azure\.cn|usgovcloudapi\.net)/secrets/[A-Za-z0-9-]+/?$")
+_KEYVAULT_SECRET = re.compile(
+    r"^https://([a-z0-9-]+\.vault\.(azure\.net|azure\.cn|usgovcloudapi\.net)|127\.0\.0\.1:\d+)/secrets/[A-Za-z0-9-]+/?$"
+)
+"""A vault of a national cloud, or the sandbox's Key Vault emulator on loopback."""
 
 
 def _mtls_settings(r: _Reader) -> MtlsSettings:
@@ -488,11 +492,9 @@ def _mtls_settings(r: _Reader) -> MtlsSettings:
         r.problems.append(("CA_KEYVAULT_URL", "must be an https URL (https://<vault>.vault.azure.net)"))
     if not re.match(r"^[A-Za-z0-9-]{1,127}$", settings.ca_keyvault_name):
         r.problems.append(("CA_KEYVAULT_SECRET_NAME", "1-127 letters, digits and '-'"))
-    if source is CertificateSource.KEYVAULT:
-        if not settings.keyvault_secret_id or not _KEYVAULT_SECRET.match(settings.keyvault_secret_id):
-            r.problems.append(
-                ("KEYVAULT_CERT_SECRET_ID", "a versionless Key Vault secret URL (https://<vault>.vault.azure.net/secrets/<name>)")
-            )
-        if not settings.keyvault_issuer_ca:
-            r.problems.append(("KEYVAULT_ISSUER_CA", "missing: the ingress must trust the issuer of the Key Vault certificate"))
+    versionless = bool(settings.keyvault_secret_id and _KEYVAULT_SECRET.match(settings.keyvault_secret_id))
+    if source is CertificateSource.KEYVAULT and not versionless:
+        r.problems.append(
+            ("KEYVAULT_CERT_SECRET_ID", "a versionless Key Vault secret URL (https://<vault>.vault.azure.net/secrets/<name>)")
+        )
     return settings

@@ -283,3 +283,67 @@ def plan_steps(
         steps.append(decided)
         state = simulate(state, decided, now, policy, new_ca_id=f"(new CA {len(steps)})")
     return steps, Waiting("stopped after too many steps; the next run goes on")
+
+
+# -- Key Vault as the certificate's source ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyVaultVersion:
+    """One version of the Key Vault certificate (its secret): what is needed to order a rotation, no key."""
+
+    version: str
+    issuer_id: str | None
+    """The short id of the CA that signed it (the chain in the secret, or KEYVAULT_ISSUER_CA); None: unknown."""
+    expires: datetime
+
+
+@dataclass(frozen=True)
+class KeyVaultState:
+    latest: KeyVaultVersion
+    presented: KeyVaultVersion | None
+    """The version APIM's certificate entity references (None: no entity yet, or a versionless reference)."""
+    bundle: Mapping[str, datetime] | None
+    """CA id -> when it entered the trust bundle."""
+
+
+@dataclass(frozen=True)
+class ReferenceVersion:
+    version: str
+    why: str
+
+
+KeyVaultStep = TrustCas | ReferenceVersion | RetireCa
+
+
+def keyvault_next_step(state: KeyVaultState, now: datetime, policy: RotationPolicy) -> KeyVaultStep | Waiting:
+    """Trust the new version's issuer next to the one in use, wait until the ingress has it, then move APIM's
+    reference to the new version, then stop trusting the old issuer: no moment in which APIM presents a
+    certificate whose issuer the ingress does not trust.
+
+        1. TrustCas          the issuers of the presented and the latest version are not all in the bundle
+        2. ReferenceVersion  APIM presents an older version, and the latest's issuer is trusted long enough
+        3. RetireCa          APIM presents the latest version; another issuer is still trusted
+    """
+    latest, presented = state.latest, state.presented
+    if latest.issuer_id is None:
+        return Waiting(f"the issuer of Key Vault version {latest.version} is unknown: add its chain or KEYVAULT_ISSUER_CA")
+    bundle = dict(state.bundle or {})
+    wanted = {latest.issuer_id} | ({presented.issuer_id} if presented and presented.issuer_id else set())
+    missing = sorted(wanted - set(bundle))
+    if missing:
+        keep = sorted(set(bundle) | wanted)
+        return TrustCas(tuple(keep), f"the ingress must trust issuer(s) {', '.join(missing)} before APIM presents them")
+    if presented is None or presented.version != latest.version:
+        trusted_at = bundle[latest.issuer_id]
+        if now < trusted_at + policy.propagation:
+            return Waiting(
+                f"version {latest.version} waits until the ingress trusts issuer {latest.issuer_id}",
+                trusted_at + policy.propagation,
+            )
+        return ReferenceVersion(latest.version, f"Key Vault holds a newer version ({latest.version}); its issuer is trusted")
+    for ca_id in sorted(set(bundle) - {latest.issuer_id}):
+        return RetireCa(ca_id, f"no version APIM presents comes from issuer {ca_id} any more")
+    if latest.expires <= now:
+        return Waiting(f"Key Vault version {latest.version} expired at {latest.expires.isoformat()}: renew it in Key Vault")
+    return Waiting(f"version {latest.version} is presented; Key Vault renews it", latest.expires)

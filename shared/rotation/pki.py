@@ -7,6 +7,7 @@ this module only inside the material objects, whose repr never shows them.
 
 from __future__ import annotations
 
+import base64
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -151,3 +152,25 @@ def cert_info(pem: bytes) -> CertInfo:
 def split_pem_bundle(bundle: bytes) -> list[bytes]:
     marker = b"-----END CERTIFICATE-----"
     return [part.strip() + b"\n" for part in (chunk + marker for chunk in bundle.split(marker)[:-1]) if part.strip()]
+
+
+def certificates_in_secret(value: str, content_type: str | None) -> list[bytes]:
+    """The certificates (PEM, the leaf first, then its chain) in the secret behind a Key Vault certificate:
+    base64 PKCS#12 without a password (application/x-pkcs12) or PEM (application/x-pem-file). The private key
+    is read past, never returned. ValueError when the secret holds no certificate."""
+    if content_type == "application/x-pkcs12":
+        _key, leaf, chain = pkcs12.load_key_and_certificates(base64.b64decode(value), None)
+        found = [c.public_bytes(serialization.Encoding.PEM) for c in ([leaf] if leaf else []) + list(chain or [])]
+    else:
+        found = split_pem_bundle(value.encode())
+    if not found:
+        raise ValueError("the secret holds no certificate")
+    return found
+
+
+def issuer_in(leaf_pem: bytes, candidates: list[bytes]) -> bytes | None:
+    """The certificate among `candidates` (or the leaf itself, if self-signed) whose subject issued the leaf."""
+    leaf = x509.load_pem_x509_certificate(leaf_pem)
+    if leaf.issuer == leaf.subject:
+        return leaf_pem
+    return next((c for c in candidates if x509.load_pem_x509_certificate(c).subject == leaf.issuer), None)

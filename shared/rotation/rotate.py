@@ -11,6 +11,7 @@ import base64
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from shared.backends.exposure import Exposure, of_view
@@ -368,53 +369,127 @@ def _report(world: World, steps: list[dict[str, Any]], waiting: rotation.Waiting
 
 
 def _keyvault_run(deps: Dependencies, *, dry_run: bool, clock: Callable[[], datetime]) -> RotationReport:
-    """Key Vault holds (and renews) the certificate; APIM refreshes it through a versionless reference.
+    """Key Vault holds (and renews) the certificate; the app moves APIM to each new version itself, in order.
 
-    Our part: the entity references the secret without a version, every owned ingress backend references
-    the entity by id (never by thumbprint, which changes at renewal), and the ingress trusts the issuer.
+    APIM's certificate entity references a *versioned* secret, so APIM never picks up a renewal on its own:
+    the new version's issuer is trusted first (next to the old one), then, after TRUST_PROPAGATION_SECONDS,
+    the entity moves to the new version, then the old issuer is retired (shared.rotation.decision,
+    keyvault_next_step). Every owned ingress backend references the entity by id, never by thumbprint.
     """
     from shared.rotation import pki
 
     mtls, owner = deps.settings.mtls, deps.settings.sync.owner_id
+    source = deps.keyvault_certificate
+    if source is None:
+        error = RunError(
+            "InvalidSettings", "KEYVAULT_CERT_SECRET_ID is missing: keyvault mode reads the certificate there", False
+        )
+        return RotationReport(dry_run=dry_run, error=error)
     entity_id = f"{rotation.certificate_prefix(owner)}keyvault"
-    wanted_secret = (mtls.keyvault_secret_id or "").rstrip("/")
+    configured = _configured_issuer(mtls)
+    issuers: dict[str, bytes] = {}
     steps: list[dict[str, Any]] = []
 
-    def step(name: str, why: str, action: Callable[[], object]) -> None:
-        if not dry_run:
-            with_retries(deps, action)
-        steps.append({"step": name, "why": why, "outcome": "planned" if dry_run else "applied"})
+    def read_version(version: str | None) -> rotation.KeyVaultVersion:
+        secret = with_retries(deps, lambda: source.version(version))
+        try:
+            pems = pki.certificates_in_secret(secret.value, secret.content_type)
+        except ValueError as error:
+            raise errors.RemoteRejected(f"Key Vault version {secret.version} holds no usable certificate: {error}") from None
+        issuer = pki.issuer_in(pems[0], pems[1:] + ([configured] if configured else []))
+        issuer_id = pki.cert_info(issuer).short_id if issuer else None
+        if issuer is not None and issuer_id is not None:
+            issuers[issuer_id] = issuer
+        return rotation.KeyVaultVersion(secret.version, issuer_id, pki.cert_info(pems[0]).not_after)
 
-    issuer = mtls.keyvault_issuer_ca or ""
-    issuer_pem = issuer.encode() if issuer.lstrip().startswith("-----BEGIN") else open(issuer, "rb").read()  # noqa: SIM115
-    issuer_id = pki.cert_info(issuer_pem).short_id
-    world = read_world(deps, _exposure(deps))
-    if world.state.bundle is None or set(world.state.bundle) != {issuer_id}:
-        notes: dict[str, str | None] = {TRUSTED_SINCE_PREFIX + issuer_id: clock().isoformat()}
-        notes.update({TRUSTED_SINCE_PREFIX + c: None for c in (world.state.bundle or {}) if c != issuer_id})
-        step(
-            "TrustCas",
-            f"the ingress must trust the Key Vault certificate's issuer ({issuer_id})",
-            lambda: _write_secret(deps, world.bundle_secret, mtls.trust_bundle, {"ca.crt": issuer_pem}, notes),
+    try:
+        world = read_world(deps, _exposure(deps))
+        for pem in pki.split_pem_bundle(_bundle_pem(world.bundle_secret)):
+            issuers.setdefault(pki.cert_info(pem).short_id, pem)
+        entity = _keyvault_entity(deps, entity_id)
+        presented_version = _referenced_version(entity, source.secret_id)
+        latest = read_version(None)
+        presented = (
+            None
+            if presented_version is None
+            else latest
+            if presented_version == latest.version
+            else read_version(presented_version)
         )
-    current = next((e for e in with_retries(deps, deps.certificates.list_certificates) if e.get("name") == entity_id), None)
-    held = ((current or {}).get("properties") or {}).get("keyVault") or {}
-    if str(held.get("secretIdentifier") or "").rstrip("/") != wanted_secret:
-        properties = {"keyVault": {"secretIdentifier": wanted_secret, "identityClientId": mtls.keyvault_identity_client_id}}
-        step(
-            "ReferenceKeyVault",
-            f"{entity_id} must reference {wanted_secret} without a version",
-            lambda: deps.certificates.put_certificate(entity_id, properties),
-        )
-    reference = f"{deps.settings.apim.service_id}/certificates/{entity_id}"
-    behind = sorted(b for b in world.state.ingress_backends if world.state.backend_references.get(b, ()) != (entity_id.lower(),))
-    for backend_id in behind:
-        step(
-            "PointBackends",
-            f"backend {backend_id} must present {entity_id}",
-            lambda b=backend_id: deps.backends.set_backend_certificates(b, [reference], owner=owner),  # type: ignore[misc]
-        )
-    if not dry_run:
-        steps.extend(_annotate_ingresses(deps, read_world(deps, world.exposure)))
-    waiting = rotation.Waiting("Key Vault renews the certificate; APIM refreshes it within 4 hours")
-    return _report(world, steps, waiting, dry_run=dry_run)
+        bundle = dict(world.state.bundle or {}) if world.state.bundle is not None else None
+        waiting: rotation.Waiting | None = None
+        for _ in range(MAX_STEPS):
+            now = clock()
+            step = rotation.keyvault_next_step(rotation.KeyVaultState(latest, presented, bundle), now, policy_of(mtls))
+            if isinstance(step, rotation.Waiting):
+                waiting = step
+                break
+            if isinstance(step, rotation.TrustCas | rotation.RetireCa):
+                kept = list(step.ca_ids) if isinstance(step, rotation.TrustCas) else sorted(set(bundle or {}) - {step.ca_id})
+                held = bundle or {}
+                notes: dict[str, str | None] = {
+                    TRUSTED_SINCE_PREFIX + c: (held.get(c) or now).isoformat() for c in kept if c not in held
+                }
+                notes.update({TRUSTED_SINCE_PREFIX + c: None for c in held if c not in kept})
+                pem = b"".join(issuers[c] for c in kept)
+                if not dry_run:
+                    write = partial(_write_secret, deps, world.bundle_secret, mtls.trust_bundle, {"ca.crt": pem}, notes)
+                    with_retries(deps, write)
+                    world = read_world(deps, world.exposure)
+                bundle = {c: held.get(c) or now for c in kept}
+            else:
+                versioned = f"{source.secret_id}/{step.version}"
+                properties = {"keyVault": {"secretIdentifier": versioned, "identityClientId": mtls.keyvault_identity_client_id}}
+                if not dry_run:
+                    with_retries(deps, lambda p=properties: deps.certificates.put_certificate(entity_id, p))  # type: ignore[misc]
+                presented = latest
+            steps.append({"step": type(step).__name__, "why": step.why, "outcome": "planned" if dry_run else "applied"})
+        if latest.expires <= clock():
+            raise errors.RemoteRejected(
+                f"the Key Vault certificate (version {latest.version}) expired at {latest.expires.isoformat()}"
+            )
+        reference = f"{deps.settings.apim.service_id}/certificates/{entity_id}"
+        if presented is not None:
+            behind = sorted(
+                b for b in world.state.ingress_backends if world.state.backend_references.get(b, ()) != (entity_id.lower(),)
+            )
+            for backend_id in behind:
+                if not dry_run:
+                    with_retries(deps, lambda b=backend_id: deps.backends.set_backend_certificates(b, [reference], owner=owner))  # type: ignore[misc]
+                why = f"backend {backend_id} must present {entity_id}"
+                steps.append({"step": "PointBackends", "why": why, "outcome": "planned" if dry_run else "applied"})
+        if not dry_run:
+            steps.extend(_annotate_ingresses(deps, read_world(deps, world.exposure)))
+    except errors.SyncError as error:
+        return RotationReport(dry_run=dry_run, steps=tuple(steps), error=RunError.of(error))
+    expiries = ({"object": f"Key Vault certificate version {latest.version}", "expires": latest.expires.isoformat()},)
+    waiting = waiting or rotation.Waiting("more steps than one run takes; the next run goes on")
+    next_step = {"why": waiting.why, "at": waiting.until.isoformat() if waiting.until else None}
+    return RotationReport(dry_run=dry_run, steps=tuple(steps), next_step=next_step, expiries=expiries)
+
+
+def _configured_issuer(mtls: MtlsSettings) -> bytes | None:
+    """KEYVAULT_ISSUER_CA (a PEM, or a path to one): the issuer when the secret carries no chain."""
+    issuer = mtls.keyvault_issuer_ca
+    if not issuer:
+        return None
+    return issuer.encode() if issuer.lstrip().startswith("-----BEGIN") else open(issuer, "rb").read()
+
+
+def _bundle_pem(bundle_secret: Mapping[str, Any] | None) -> bytes:
+    encoded = ((bundle_secret or {}).get("data") or {}).get("ca.crt")
+    return base64.b64decode(encoded) if encoded else b""
+
+
+def _keyvault_entity(deps: Dependencies, entity_id: str) -> Mapping[str, Any] | None:
+    return next((e for e in with_retries(deps, deps.certificates.list_certificates) if e.get("name") == entity_id), None)
+
+
+def _referenced_version(entity: Mapping[str, Any] | None, secret_id: str) -> str | None:
+    """The secret version the entity references; None for no entity, a versionless reference, or another secret."""
+    held = str((((entity or {}).get("properties") or {}).get("keyVault") or {}).get("secretIdentifier") or "").rstrip("/")
+    prefix = secret_id.rstrip("/") + "/"
+    if not held.startswith(prefix):
+        return None
+    version = held[len(prefix) :]
+    return version if version and "/" not in version else None

@@ -122,6 +122,26 @@ class CaStore(Protocol):
     def write(self, current: Mapping[str, tuple[bytes, bytes]], changes: Mapping[str, tuple[bytes, bytes] | None]) -> None: ...
 
 
+@dataclass(frozen=True)
+class SecretVersion:
+    """One version of a Key Vault secret as read; `value` may hold a private key: never logged or kept."""
+
+    version: str
+    value: str = field(repr=False)
+    content_type: str | None = None
+
+
+class KeyVaultCertificate(Protocol):
+    """The Key Vault certificate APIM presents in `keyvault` mode, read through its secret."""
+
+    secret_id: str
+    """The versionless secret URL (KEYVAULT_CERT_SECRET_ID)."""
+
+    def version(self, version: str | None = None) -> SecretVersion:
+        """The latest version (None) or the one named; NotFound when there is none."""
+        ...
+
+
 class Lease(Protocol):
     def renew(self) -> None: ...
 
@@ -147,6 +167,8 @@ class Dependencies:
     apis: ApiStore
     ca_store: CaStore | None = None
     """A CA store other than the Secret in CERT_NAMESPACE (Key Vault); None: the Secret."""
+    keyvault_certificate: KeyVaultCertificate | None = None
+    """`keyvault` mode: the certificate's versions in Key Vault."""
     lease: LeaseFactory = no_lease
     counter: RequestCounter = field(default_factory=RequestCounter)
     sleep: Callable[[float], None] = time.sleep

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from sandbox.keyvault import KeyVaultEmulator
 from sandbox.tools import Azurite
 from sandbox.world import World
 from shared import sync
@@ -13,6 +15,14 @@ from shared.core.scope import Scope
 from shared.runtime.ports import Dependencies
 from tests.conftest import ingress, service
 from tests.rotation.support import Clock
+
+
+@pytest.fixture(scope="session")
+def key_vault(session_world: World) -> Iterator[KeyVaultEmulator]:
+    server = KeyVaultEmulator(tls=session_world.tls, token=session_world.token).start()
+    assert isinstance(server, KeyVaultEmulator)
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import logging
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import azure.functions as func
@@ -189,29 +188,6 @@ def test_cli_rotate_prints_what_expires_when(
     assert "✓ CreateCa" in out and "expires" in out and "next:" in out
 
 
-def test_key_vault_source_references_the_secret_without_a_version(
-    world: World, rotation_deps: Dependencies, azurite: Azurite, make_deps: Any, tmp_path: Any
-) -> None:
-    issuer = pki.new_ca("Key Vault issuer", now=T0, days=365, kind=pki.KeyKind.EC_P256)
-    issuer_path = tmp_path / "issuer.pem"
-    issuer_path.write_bytes(issuer.cert_pem)
-    deps = make_deps(
-        AzureWebJobsStorage=azurite.connection_string,
-        CLIENT_CERTIFICATE_SOURCE="keyvault",
-        KEYVAULT_CERT_SECRET_ID="https://contoso-kv.vault.azure.net/secrets/apim-client",
-        KEYVAULT_ISSUER_CA=str(issuer_path),
-    )
-    report = rotation_runner.rotate(deps)
-    assert not report.failed, report.to_text()
-    (entity,) = world.apim.certificates
-    assert world.apim.certificates[entity]["properties"]["keyVault"]["secretIdentifier"] == (
-        "https://contoso-kv.vault.azure.net/secrets/apim-client"
-    )
-    assert all(presented(world)[b] == [entity] for b in ingress_backends(world))
-    assert bundle_ca_ids(world) == [issuer.info.short_id]
-    assert [s["step"] for s in rotation_runner.rotate(deps).steps] == []
-
-
 def test_a_new_ingress_service_presents_the_certificate_in_use_at_its_first_sync(
     world: World, rotation_deps: Dependencies, clock: Clock
 ) -> None:
@@ -242,14 +218,6 @@ def test_rotation_timer_sets_everything_up_from_nothing(
         monkeypatch.setenv(name, value)
     user_function("rotate_certificates")(TimerRequest(past_due=False))
     assert world.kube.get("Secret", *CA_STORE) is not None and len(world.apim.certificates) == 1
-
-
-@pytest.fixture(scope="module")
-def key_vault(session_world: World) -> Iterator[KeyVaultEmulator]:
-    server = KeyVaultEmulator(tls=session_world.tls, token=session_world.token).start()
-    assert isinstance(server, KeyVaultEmulator)
-    yield server
-    server.stop()
 
 
 def test_the_ca_can_live_in_key_vault_instead_of_a_secret(
