@@ -45,6 +45,9 @@ def on_event(event: func.EventGridEvent) -> None:
     if result.malformed:
         log.warning("event %s malformed, acknowledged: %s", result.event_id, result.why)
         return
+    if result.rotation is not None:
+        _rotation_result(result)
+        return
     if result.report is None:
         level = logging.WARNING if result.notable else logging.INFO
         log.log(level, "event %s: %s: %s", result.event_id, result.action, result.why)
@@ -60,3 +63,17 @@ def on_event(event: func.EventGridEvent) -> None:
         raise errors.RetryableError(f"event {result.event_id}: transient failures; Event Grid will redeliver")
     if result.failed:
         log.error("event %s: permanent failure, not retried: %s", result.event_id, result.report.to_text())
+
+
+def _rotation_result(result: dispatch.EventResult) -> None:
+    """A Key Vault event ran the rotation check: an expiry is an error to alert on; a transient failure is
+    redelivered; a permanent one is logged, not retried."""
+    rotation = result.rotation
+    assert rotation is not None
+    if result.expired:
+        log.error("event %s: %s: a certificate aks-apim-sync presents has expired", result.event_id, result.why)
+    log.info("event %s: %s: %s\n%s", result.event_id, result.action, result.why, rotation.to_text())
+    if result.retryable:
+        raise errors.RetryableError(f"event {result.event_id}: transient failures; Event Grid will redeliver")
+    if result.failed:
+        log.error("event %s: permanent failure, not retried: %s", result.event_id, rotation.to_text())

@@ -16,7 +16,9 @@ from shared.core.errors import SyncError
 from shared.core.model import ServiceRef
 from shared.core.reporting import Report
 from shared.core.scope import Scope
+from shared.core.settings import CertificateSource, Settings
 from shared.events import routing as events
+from shared.rotation.report import RotationReport
 from shared.runtime import ports
 from shared.runtime.cluster import with_retries
 
@@ -29,15 +31,21 @@ class EventResult:
     report: Report | None = None
     notable: bool = False
     malformed: bool = False
+    rotation: RotationReport | None = None
+    """A Key Vault event's rotation check."""
+    expired: bool = False
+    """The event says a certificate the app uses has expired."""
 
     @property
     def failed(self) -> bool:
-        return self.report is not None and self.report.failed
+        ran = self.report or self.rotation
+        return ran is not None and ran.failed
 
     @property
     def retryable(self) -> bool:
         """True when redelivery can help: every failure of the run was transient."""
-        return self.report is not None and self.report.failed and self.report.retryable
+        ran = self.report or self.rotation
+        return ran is not None and ran.failed and ran.retryable
 
 
 def event_context(deps: ports.Dependencies) -> events.EventContext:
@@ -47,7 +55,18 @@ def event_context(deps: ports.Dependencies) -> events.EventContext:
         apim_service_id=settings.apim.service_id,
         aks_resource_id=settings.events.aks_resource_id,
         trusted_sources=frozenset(settings.events.trusted_sources),
+        key_vault_objects=_key_vault_objects(settings),
     )
+
+
+def _key_vault_objects(settings: Settings) -> frozenset[events.KeyVaultObject]:
+    mtls, found = settings.mtls, set()
+    if mtls.source is CertificateSource.KEYVAULT and mtls.keyvault_secret_id:
+        origin, _, rest = mtls.keyvault_secret_id.rstrip("/").partition("/secrets/")
+        found.add(events.KeyVaultObject(origin, rest.split("/")[0]))
+    if mtls.ca_keyvault_url:
+        found.add(events.KeyVaultObject(mtls.ca_keyvault_url.rstrip("/"), mtls.ca_keyvault_name))
+    return frozenset(found)
 
 
 def handle_event(raw: Mapping[str, Any], deps: ports.Dependencies) -> EventResult:
@@ -65,6 +84,10 @@ def handle_event(raw: Mapping[str, Any], deps: ports.Dependencies) -> EventResul
         return EventResult(event_id, name, action.why, report=sync.run(cluster, deps, steps=sync.Steps.ALLOWLIST))
     if isinstance(action, events.RecheckBackend):
         return _recheck_backend(event_id, name, action, deps)
+    if isinstance(action, events.Rotate):
+        from shared.rotation import rotate
+
+        return EventResult(event_id, name, action.why, rotation=rotate.rotate(deps), expired=action.expired)
     return _recheck_api(event_id, name, action, deps)
 
 

@@ -45,6 +45,23 @@ _APIM_CHILD = re.compile(r"^/(?P<collection>[A-Za-z]+)/(?P<id>[^/;]+)")
 _AKS_RESYNC_TYPES = frozenset({"NodePoolRollingSucceeded", "NodePoolRollingFailed"})
 _APIM_API_KINDS = ("APIRelease", "API")
 _ARM_PREFIX = "Microsoft.Resources."
+_KEYVAULT_PREFIX = "Microsoft.KeyVault."
+_KEYVAULT_TYPES = frozenset(
+    {
+        "CertificateNewVersionCreated",
+        "CertificateNearExpiry",
+        "CertificateExpired",
+        "SecretNewVersionCreated",
+        "SecretNearExpiry",
+        "SecretExpired",
+    }
+)
+_KEYVAULT_FIELDS = {
+    "id": ("Id", "id"),
+    "vault": ("VaultName", "vaultName", "vault_name"),
+    "name": ("ObjectName", "objectName", "object_name"),
+}
+"""Key Vault sends the data keys capitalised; the SDK models name them in camel (and snake) case."""
 
 
 @dataclass(frozen=True)
@@ -55,10 +72,20 @@ class EventContext:
     apim_service_id: str
     aks_resource_id: str | None = None
     trusted_sources: frozenset[str] = frozenset()
+    key_vault_objects: frozenset[KeyVaultObject] = frozenset()
+    """The Key Vault certificate (keyvault mode) and the CA secret (CA_KEYVAULT_URL), if any."""
 
     def trusts(self, source: str, *also: str | None) -> bool:
         wanted = {s.lower() for s in (*self.trusted_sources, *also) if s}
         return source.lower().rstrip("/") in wanted
+
+
+@dataclass(frozen=True)
+class KeyVaultObject:
+    """A Key Vault object the app uses: its vault's origin (https://<vault>.vault.azure.net) and its name."""
+
+    origin: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -99,6 +126,14 @@ class RecheckBackend:
 
 
 @dataclass(frozen=True)
+class Rotate:
+    """Run the rotation check: a Key Vault object the app uses changed or nears (or passed) its expiry."""
+
+    why: str
+    expired: bool = False
+
+
+@dataclass(frozen=True)
 class Acknowledge:
     """Not ours to act on; `notable` ones (circuit breaker, AKS support ending) are logged at warning."""
 
@@ -111,7 +146,7 @@ class Malformed:
     why: str
 
 
-Action = ReconcileScope | RefreshAllowLists | RecheckApi | RecheckBackend | Acknowledge | Malformed
+Action = ReconcileScope | RefreshAllowLists | RecheckApi | RecheckBackend | Rotate | Acknowledge | Malformed
 
 
 def envelope_from(raw: Mapping[str, Any]) -> Envelope | Malformed:
@@ -162,6 +197,8 @@ def route_envelope(event: Envelope, ctx: EventContext) -> Action:
         return _arm_event(event, ctx)
     if event.type.startswith("Microsoft.ContainerService."):
         return _aks_event(event, ctx)
+    if event.type.startswith(_KEYVAULT_PREFIX):
+        return _keyvault_event(event, ctx)
     return Acknowledge(f"event type '{_shown(event.type)}' is not one aks-apim-sync acts on")
 
 
@@ -253,6 +290,38 @@ def _aks_event(event: Envelope, ctx: EventContext) -> Action:
         pool = event.data.get("nodePoolName") if isinstance(event.data, Mapping) else None
         return ReconcileScope(Scope(ctx.cluster), why=f"{kind} (node pool '{_shown(pool)}'): resync after the upgrade")
     return Acknowledge(f"{kind} is reported only", notable=kind.startswith("ClusterSupport"))
+
+
+def _keyvault_field(data: Mapping[str, Any], field: str) -> str | None:
+    value = next((data[k] for k in _KEYVAULT_FIELDS[field] if k in data), None)
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _origin(url: str) -> str:
+    matched = re.match(r"^(https://[^/]+)/", url)
+    return matched[1].lower() if matched else ""
+
+
+def _keyvault_event(event: Envelope, ctx: EventContext) -> Action:
+    kind = event.type.removeprefix(_KEYVAULT_PREFIX)
+    if kind not in _KEYVAULT_TYPES:
+        return Acknowledge(f"{kind} is not a Key Vault event aks-apim-sync acts on")
+    if not ctx.key_vault_objects:
+        return Acknowledge(f"{kind}: no Key Vault object is configured (CLIENT_CERTIFICATE_SOURCE keyvault, CA_KEYVAULT_URL)")
+    if not isinstance(event.data, Mapping):
+        return Malformed(f"{kind}: data must be an object")
+    fields = {f: _keyvault_field(event.data, f) for f in _KEYVAULT_FIELDS}
+    missing = [_KEYVAULT_FIELDS[f][0] for f, v in fields.items() if v is None]
+    if missing:
+        return Malformed(f"{kind}: data has no {', '.join(missing)}")
+    vault, name, object_id = str(fields["vault"]), str(fields["name"]), str(fields["id"])
+    from_vault = event.source.lower().rstrip("/").endswith(f"/providers/microsoft.keyvault/vaults/{vault.lower()}")
+    if not (from_vault or ctx.trusts(event.source)):
+        return _untrusted(event)
+    wanted = KeyVaultObject(_origin(object_id), name.lower())
+    if wanted not in {KeyVaultObject(o.origin.lower(), o.name.lower()) for o in ctx.key_vault_objects}:
+        return Acknowledge(f"{kind} for '{_shown(name)}' in vault '{_shown(vault)}': not an object aks-apim-sync uses")
+    return Rotate(why=f"{kind} for '{name}' in vault '{vault}'", expired=kind.endswith("Expired"))
 
 
 def _shown(value: object, limit: int = 120) -> str:
