@@ -1,4 +1,5 @@
-"""Watch Services, Ingresses and the tenancy policy ConfigMap with the official client and feed the Outbox.
+"""Watch Services, Ingresses, the tenancy policy ConfigMap and the trust Secrets with the official client and
+feed the Outbox.
 
 Per kind (and namespace): list once (the state to compare against), then watch from the list's
 resourceVersion with bookmarks, resuming from the last version seen. On 410 Gone the history is lost:
@@ -35,6 +36,7 @@ class ClusterWatcher:
         self.services: dict[changes.ObjectKey, changes.ServiceState] = {}
         self.ingresses: dict[changes.ObjectKey, changes.IngressState] = {}
         self.policies: dict[changes.ObjectKey, str] = {}
+        self.trust: dict[changes.ObjectKey, str] = {}
         self.relists = 0
         self.ready = threading.Event()
         self._listed = threading.Semaphore(0)
@@ -42,11 +44,20 @@ class ClusterWatcher:
     def threads(self) -> list[threading.Thread]:
         namespaces: list[str | None] = list(self._settings.namespaces) or [None]
         policy_namespace = self._settings.tenancy_policy.split("/", 1)[0]
-        return [
-            threading.Thread(target=self._run, args=(kind, namespace), name=f"watch-{kind}-{namespace or 'all'}", daemon=True)
-            for kind in ("Service", "Ingress")
-            for namespace in namespaces
-        ] + [threading.Thread(target=self._run, args=("Policy", policy_namespace), name="watch-policy", daemon=True)]
+        return (
+            [
+                threading.Thread(target=self._run, args=(kind, namespace), name=f"watch-{kind}-{namespace or 'all'}", daemon=True)
+                for kind in ("Service", "Ingress")
+                for namespace in namespaces
+            ]
+            + [threading.Thread(target=self._run, args=("Policy", policy_namespace), name="watch-policy", daemon=True)]
+            + [
+                threading.Thread(
+                    target=self._run, args=(f"Trust:{where}", where.split("/")[0]), name=f"watch-{where}", daemon=True
+                )
+                for where in self._settings.trust_secrets
+            ]
+        )
 
     def start(self) -> list[threading.Thread]:
         started = self.threads()
@@ -64,6 +75,15 @@ class ClusterWatcher:
     # -- one kind ------------------------------------------------------------------------------------------
 
     def _list_functions(self, kind: str, namespace: str | None) -> Callable[..., Any]:
+        if kind.startswith("Trust:"):
+            secret = kind.split("/", 1)[1]
+            list_secrets = self._core.list_namespaced_secret
+
+            def one_secret(*args: Any, **kwargs: Any) -> Any:
+                kwargs["field_selector"] = f"metadata.name={secret}"  # the Role names the two Secrets, no others
+                return list_secrets(*args, **kwargs)
+
+            return one_secret
         if kind == "Policy":
             name = self._settings.tenancy_policy.split("/", 1)[1]
             list_config_maps = self._core.list_namespaced_config_map
@@ -157,6 +177,9 @@ class ClusterWatcher:
         return version
 
     def _state(self, kind: str, obj: dict[str, Any]) -> changes.ServiceState | changes.IngressState | str:
+        if kind.startswith("Trust:"):
+            metadata = obj.get("metadata") or {}
+            return changes.fingerprint({"data": obj.get("data") or {}, "annotations": metadata.get("annotations") or {}})
         if kind == "Policy":
             return changes.fingerprint(obj.get("data") or {})
         if kind == "Service":
@@ -165,7 +188,7 @@ class ClusterWatcher:
 
     def _table(self, kind: str) -> dict[changes.ObjectKey, Any]:
         tables: dict[str, dict[changes.ObjectKey, Any]] = {"Service": self.services, "Ingress": self.ingresses}
-        return tables.get(kind, self.policies)
+        return self.trust if kind.startswith("Trust:") else tables.get(kind, self.policies)
 
     def _apply(self, kind: str, key: changes.ObjectKey, before: Any, after: Any, *, report: bool) -> None:
         with self._lock:
@@ -174,6 +197,11 @@ class ClusterWatcher:
             else:
                 self._table(kind)[key] = after
         if not report:
+            return
+        if kind.startswith("Trust:"):
+            if before != after:
+                log.info("Secret %s/%s changed; asking for a rotation check", *key)
+                self._outbox.request_trust_check(f"Secret {key[0]}/{key[1]} changed")
             return
         if kind == "Policy":
             if before != after:

@@ -22,7 +22,12 @@ class ClusterResync:
     why: str
 
 
-Message = ServiceChange | ClusterResync
+@dataclass(frozen=True)
+class TrustChanged:
+    why: str
+
+
+Message = ServiceChange | ClusterResync | TrustChanged
 
 
 class Outbox:
@@ -45,6 +50,7 @@ class Outbox:
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], tuple[float, ServiceChange]] = {}
         self._resync: ClusterResync | None = None
+        self._trust: TrustChanged | None = None
         self._failing_since: float | None = None
         self._next_attempt = 0.0
         self._failures = 0
@@ -61,6 +67,11 @@ class Outbox:
             if len(self._pending) > self._max_pending:
                 self._collapse(f"more than {self._max_pending} Services changed before they could be reported")
 
+    def request_trust_check(self, why: str) -> None:
+        """One pending check at most: the app reads the Secrets again whatever changed in between."""
+        with self._lock:
+            self._trust = self._trust or TrustChanged(why)
+
     def request_resync(self, why: str) -> None:
         with self._lock:
             self._collapse(why)
@@ -68,7 +79,7 @@ class Outbox:
     @property
     def pending(self) -> int:
         with self._lock:
-            return len(self._pending) + (1 if self._resync else 0)
+            return len(self._pending) + (1 if self._resync else 0) + (1 if self._trust else 0)
 
     def _collapse(self, why: str) -> None:
         self.collapsed += len(self._pending)
@@ -85,7 +96,7 @@ class Outbox:
                 due: list[Message] = [self._resync]
             else:
                 due = [change for first_seen, change in self._pending.values() if force or now - first_seen >= self._window]
-            due = due[:MAX_BATCH]
+            due = ([self._trust] if self._trust else []) + due[: MAX_BATCH - 1]
         if not due:
             return True
         try:
@@ -99,6 +110,8 @@ class Outbox:
             for message in due:
                 if isinstance(message, ClusterResync):
                     self._resync = None
+                elif isinstance(message, TrustChanged):
+                    self._trust = None
                 else:
                     self._pending.pop((message.namespace, message.name), None)
         return True

@@ -12,7 +12,7 @@ from azure.core.credentials import AzureKeyCredential, TokenCredential
 from azure.eventgrid import EventGridPublisherClient
 
 from shared.core import watcher_events as fmt
-from watcher.outbox import ClusterResync, Message
+from watcher.outbox import ClusterResync, Message, TrustChanged
 
 # With per-send options the SDK also offers them to its CloudEvent model, which warns that each is "not a
 # known attribute" on every send; the options still reach the transport, so the warning is only noise.
@@ -24,6 +24,8 @@ def cloud_event(message: Message, *, cluster: str, source: str) -> dict[str, Any
     data: dict[str, Any]
     if isinstance(message, ClusterResync):
         subject, kind, data = fmt.cluster_subject(cluster), fmt.CLUSTER_RESYNC, {fmt.DATA_WHY: message.why}
+    elif isinstance(message, TrustChanged):
+        subject, kind, data = fmt.cluster_subject(cluster), fmt.TRUST_CHANGED, {fmt.DATA_WHY: message.why}
     else:
         subject = fmt.service_subject(cluster, message.namespace, message.name)
         kind, data = fmt.SERVICE_CHANGED, {}

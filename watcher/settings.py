@@ -35,6 +35,9 @@ class WatcherSettings:
     ca_bundle: str | None = None
     tenancy_policy: str = DEFAULT_TENANCY_LOCATION
     """<namespace>/<name> of the tenancy policy ConfigMap: a change of it asks for a cluster resync."""
+    trust_secrets: tuple[str, ...] = ("aks-apim-sync/aks-apim-sync-client-ca", "aks-apim-sync/aks-apim-sync-ca")
+    """<namespace>/<name> of the trust bundle and CA Secrets (the app's own namespace): a change asks for a
+    rotation check, which puts a hand-edited bundle back."""
 
 
 def _number(environ: Mapping[str, str], name: str, default: float, problems: list[tuple[str, str]]) -> float:
@@ -49,6 +52,14 @@ def _number(environ: Mapping[str, str], name: str, default: float, problems: lis
         problems.append((name, "expected a positive number of seconds"))
         return default
     return value
+
+
+def _trust_secrets(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The app's settings name them: CERT_NAMESPACE, TRUST_BUNDLE_SECRET_NAME, CA_SECRET_NAME."""
+    namespace = (environ.get("CERT_NAMESPACE") or "").strip() or "aks-apim-sync"
+    bundle = (environ.get("TRUST_BUNDLE_SECRET_NAME") or "").strip() or "aks-apim-sync-client-ca"
+    ca = (environ.get("CA_SECRET_NAME") or "").strip() or "aks-apim-sync-ca"
+    return (f"{namespace}/{bundle}", f"{namespace}/{ca}")
 
 
 def load_watcher_settings(environ: Mapping[str, str]) -> WatcherSettings:
@@ -75,6 +86,7 @@ def load_watcher_settings(environ: Mapping[str, str]) -> WatcherSettings:
         watch_timeout_seconds=int(_number(environ, "WATCH_TIMEOUT_SECONDS", 300, problems)),
         ca_bundle=(environ.get("EVENTGRID_CA_BUNDLE") or "").strip() or None,
         tenancy_policy=(environ.get("TENANCY_POLICY_CONFIGMAP") or "").strip() or DEFAULT_TENANCY_LOCATION,
+        trust_secrets=_trust_secrets(environ),
     )
     if settings.tenancy_policy.count("/") != 1:
         problems.append(("TENANCY_POLICY_CONFIGMAP", "expected <namespace>/<configmap name>"))

@@ -10,6 +10,8 @@ import re
 
 SERVICE_CHANGED = "io.apim-sync.service.changed"
 CLUSTER_RESYNC = "io.apim-sync.cluster.resync"
+TRUST_CHANGED = "io.apim-sync.trust.changed"
+"""The trust bundle or the CA Secret in the app's namespace changed (a hand edit, a restore): check rotation."""
 WATCHER_SOURCE_PREFIX = "urn:aks-apim-sync:watcher:"
 DATA_BACKEND_IDS = "backendIds"
 DATA_API_IDS = "apiIds"

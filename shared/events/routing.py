@@ -38,6 +38,7 @@ from shared.core.watcher_events import (
     MAX_HINTS,
     SERVICE_CHANGED,
     SERVICE_SUBJECT,
+    TRUST_CHANGED,
     watcher_source,
 )
 
@@ -189,7 +190,7 @@ def route(raw: Mapping[str, Any], ctx: EventContext) -> Action:
 
 
 def route_envelope(event: Envelope, ctx: EventContext) -> Action:
-    if event.type in (SERVICE_CHANGED, CLUSTER_RESYNC):
+    if event.type in (SERVICE_CHANGED, CLUSTER_RESYNC, TRUST_CHANGED):
         return _watcher_event(event, ctx)
     if event.type.startswith("Microsoft.ApiManagement."):
         return _apim_event(event, ctx)
@@ -209,6 +210,11 @@ def _untrusted(event: Envelope) -> Acknowledge:
 def _watcher_event(event: Envelope, ctx: EventContext) -> Action:
     if not ctx.trusts(event.source, watcher_source(ctx.cluster)):
         return _untrusted(event)
+    if event.type == TRUST_CHANGED:
+        matched = CLUSTER_SUBJECT.match(event.subject)
+        if matched is None or matched["cluster"] != ctx.cluster:
+            return Acknowledge(f"subject '{_shown(event.subject)}' is not this deployment's cluster '{ctx.cluster}'")
+        return Rotate(why="the trust bundle or CA Secret changed in the cluster")
     if event.type == CLUSTER_RESYNC:
         matched = CLUSTER_SUBJECT.match(event.subject)
         if matched is None:

@@ -18,6 +18,7 @@ from azure.functions.eventgrid import EventGridEventInConverter
 
 from sandbox.eventgrid import EventGridTopic
 from sandbox.httpbase import Fault
+from sandbox.tools import Azurite
 from sandbox.world import CLUSTER_NAME, World
 from shared.core import naming
 from shared.core.model import ServiceRef
@@ -182,3 +183,38 @@ def test_a_tenancy_policy_change_brings_apim_along_through_a_cluster_resync(
     eventually(lambda: any(e["type"] == CLUSTER_RESYNC for e in delivering.received))
     eventually(lambda: backend_id("feed") in world.apim.backends)
     assert world.apim.backends[backend_id("feed")]["properties"]["url"] == "https://api.partner.example/"
+
+
+def test_a_hand_edited_trust_bundle_is_put_back_by_the_event_not_by_the_timer(
+    world: World, delivering: EventGridTopic, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+
+    from shared import deps
+    from shared.core.watcher_events import TRUST_CHANGED
+    from shared.rotation import pki, rotate
+    from tests.conftest import ingress
+    from tests.rotation.support import BUNDLE
+
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    world.kube.apply(service("orders", mode="ingress", lb_ip=None))
+    world.kube.apply(ingress("orders", "shop", "orders.example.com", "orders"))
+    deps.reset()
+    assert not rotate.rotate(deps.dependencies()).failed  # the CA, trusted in the bundle
+    trusted = world.kube.get("Secret", *BUNDLE)
+    assert trusted is not None
+    running = Running(watcher_settings(world, delivering))
+    try:
+        assert running.watcher.ready.wait(10)
+        eventually(lambda: running.outbox.pending == 0 and delivering.wait_until_idle())
+        delivering.received.clear()
+        world.kube.apply({**trusted, "data": {"ca.crt": ""}})  # someone empties the bundle by hand
+
+        def restored() -> bool:
+            secret = world.kube.get("Secret", *BUNDLE)
+            return secret is not None and len(pki.split_pem_bundle(base64.b64decode(secret["data"]["ca.crt"]))) == 1
+
+        eventually(lambda: any(e["type"] == TRUST_CHANGED for e in delivering.received))
+        eventually(restored)
+    finally:
+        running.stop()
