@@ -11,6 +11,7 @@ request may fail.
 from __future__ import annotations
 
 import base64
+import hashlib
 import ssl
 import tempfile
 import threading
@@ -95,12 +96,13 @@ class BundleReloader(threading.Thread):
             time.sleep(0.02)
 
 
-def client_files(world: World, certificate_id: str, directory: Path) -> tuple[str, str]:
-    """What APIM would present: the certificate and key inside the PFX that was uploaded."""
+def client_files(world: World, certificate_id: str, directory: Path, name: str | None = None) -> tuple[str, str]:
+    """What APIM would present: the certificate and key inside the PFX that was uploaded (or read from Key Vault)."""
     pfx, password = world.apim.certificate_pfx(certificate_id)
-    key, cert, _ = pkcs12.load_key_and_certificates(pfx, password.encode())
+    key, cert, _ = pkcs12.load_key_and_certificates(pfx, password.encode() or None)
     assert key is not None and cert is not None
-    cert_path, key_path = directory / f"{certificate_id}.crt", directory / f"{certificate_id}.key"
+    name = name or certificate_id
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
@@ -127,9 +129,11 @@ class Traffic(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            (certificate_id,) = presented(self.world)[self.backend_id]
+            (entity,) = presented(self.world)[self.backend_id]
+            # What the entity holds, not just its name: in keyvault mode one entity moves from version to version.
+            certificate_id = f"{entity}-{hashlib.sha256(self.world.apim.certificate_pfx(entity)[0]).hexdigest()[:12]}"
             if certificate_id not in self.files:
-                self.files[certificate_id] = client_files(self.world, certificate_id, self.directory)
+                self.files[certificate_id] = client_files(self.world, entity, self.directory, certificate_id)
                 self.certificates_used.append(certificate_id)
             self.sent += 1
             try:
@@ -226,3 +230,75 @@ def test_three_certificate_rotations_and_one_ca_rotation_drop_no_request(
     long_ago = now - timedelta(days=400)
     expired = pki.issue_client(signing, "expired", now=long_ago, days=1, kind=pki.KeyKind.EC_P256)
     assert status_with(world, nginx, expired) == 400
+
+
+def test_a_key_vault_renewal_from_a_new_issuer_drops_no_request(
+    world: World,
+    rotation_deps: Dependencies,
+    azurite: Azurite,
+    key_vault: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """keyvault mode, end to end through on_event: Key Vault renews the certificate from a new issuer; the event
+    makes the ingress trust that issuer first, APIM presents the new version only after the propagation time,
+    and the old issuer is retired: continuous traffic, no failed request."""
+    from tests.rotation.test_keyvault_events import deliver, keyvault_event
+    from tests.rotation.test_keyvault_rotation import SECRET
+
+    binary = require_tool(find_nginx(), "nginx (Debian package nginx)")
+    key_vault.reset()
+    world.apim.key_vault = key_vault
+    settings = {
+        **world.settings(),
+        "AzureWebJobsStorage": azurite.connection_string,
+        "CLIENT_CERTIFICATE_SOURCE": "keyvault",
+        "KEYVAULT_CERT_SECRET_ID": f"{key_vault.url}/secrets/{SECRET}",
+        "TRUST_PROPAGATION_SECONDS": str(PROPAGATION_SECONDS),
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    from shared import deps
+
+    deps.reset()
+    now = datetime.now(UTC)
+
+    def version_from(issuer: pki.Material) -> None:
+        leaf = pki.issue_client(issuer, "apim-sandbox", now=now - timedelta(minutes=5), days=30, kind=pki.KeyKind.EC_P256)
+        key_vault.put_certificate_version(SECRET, leaf.key_pem + leaf.cert_pem + issuer.cert_pem)
+
+    old = pki.new_ca("Key Vault issuer A", now=now - timedelta(days=1), days=365, kind=pki.KeyKind.EC_P256)
+    new = pki.new_ca("Key Vault issuer B", now=now - timedelta(days=1), days=365, kind=pki.KeyKind.EC_P256)
+    version_from(old)
+    deliver(keyvault_event(origin=key_vault.url, event_id="first"))
+    server = start_nginx(binary, server_cert=world.tls.server_cert, server_key=world.tls.server_key, bundle_pem=bundle_pem(world))
+    reloader = BundleReloader(world, server)
+    reloader.start()
+    traffic: Traffic | None = None
+    try:
+        reloader.settle()
+        time.sleep(PROPAGATION_SECONDS)
+        deliver(keyvault_event(origin=key_vault.url, event_id="first-again"))
+        traffic = Traffic(world, server, ingress_backends(world)[0])
+        traffic.start()
+        time.sleep(0.5)
+
+        version_from(new)
+        deliver(keyvault_event(origin=key_vault.url, event_id="renewed"))
+        reloader.settle()
+        time.sleep(PROPAGATION_SECONDS)
+        deliver(keyvault_event(origin=key_vault.url, event_id="renewed-again"))  # a redelivery, or the timer
+        reloader.settle()
+        time.sleep(0.5)
+    finally:
+        if traffic is not None:
+            traffic.stop.set()
+            traffic.join(10)
+        reloader.stop.set()
+        server.stop()
+    assert traffic is not None
+    with capsys.disabled():
+        print(f"\nKey Vault renewal with a new issuer: {traffic.sent} requests, {len(traffic.failures)} failed")
+    assert traffic.failures == []
+    assert len(traffic.certificates_used) == 2 and traffic.sent > 20
+    assert [pki.cert_info(p).short_id for p in pki.split_pem_bundle(bundle_pem(world))] == [new.info.short_id]
