@@ -1,4 +1,5 @@
-"""A local stand-in for an Event Grid custom topic (CloudEvents 1.0 input schema) and its one subscription.
+"""A local stand-in for an Event Grid custom topic (CloudEvents 1.0 input schema) and its one subscription; it
+also delivers system topics' events (raise_system_event) in either schema.
 
 Publish side, as the data-plane REST API documents it: POST {endpoint}/api/events with
 `aeg-sas-key: <key>` (or an Entra bearer token), Content-Type `application/cloudevents-batch+json`, a JSON
@@ -23,6 +24,7 @@ from sandbox.tls import TlsFiles
 MAX_PUBLISH_BYTES = 1024 * 1024
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 REQUIRED = ("specversion", "id", "source", "type")
+EVENTGRID_REQUIRED = ("id", "topic", "subject", "eventType", "eventTime", "data", "dataVersion")
 
 
 def eg_error(status: int, code: str, message: str) -> Response:
@@ -86,6 +88,20 @@ class EventGridTopic(JsonServer):
             self.dead_lettered.clear()
             self.faults.clear()
             self.log.clear()
+
+    def raise_system_event(self, event: dict[str, Any]) -> None:
+        """An event of a system topic (Key Vault, APIM, Resource Manager, AKS), in the schema the subscription
+        asks for: Event Grid (id, topic, subject, eventType, eventTime, data, dataVersion) or CloudEvents 1.0.
+        Azure raises these itself: there is no publish call, only delivery, with the same retries."""
+        schema = EVENTGRID_REQUIRED if "eventType" in event else REQUIRED
+        missing = [name for name in schema if not event.get(name)]
+        if missing:
+            raise ValueError(f"a system event without '{missing[0]}' is not one Azure sends")
+        with self.lock:
+            self.received.append(event)
+        with self._idle:
+            self._in_flight += 1
+        self._outbox.put((event, 0))
 
     def _publish(self, request: Request, _match: Any) -> Response:
         content_type = request.headers.get("content-type", "")

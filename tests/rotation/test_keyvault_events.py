@@ -186,3 +186,29 @@ def test_a_transient_key_vault_failure_raises_so_event_grid_redelivers(
     kv_app.inject(Fault(503, path_contains="/secrets/", times=5))
     with pytest.raises(RetryableError):
         deliver(keyvault_event(origin=kv_app.url))
+
+
+@pytest.mark.parametrize("cloud_events", [False, True])
+def test_the_event_grid_stand_in_delivers_a_key_vault_event_and_redelivers_after_a_transient_failure(
+    world: World, kv_app: KeyVaultEmulator, cloud_events: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sandbox.eventgrid import EventGridTopic
+    from shared import deps
+    from tests.rotation.support import BUNDLE
+
+    monkeypatch.setenv("MAX_ATTEMPTS", "1")  # the app does not retry itself: the 503 fails the delivery
+    deps.reset()
+    issuer = new_issuer("Key Vault issuer A")
+    renew(kv_app, issuer)
+    topic = EventGridTopic(tls=world.tls, key="k", token=world.token).start()
+    assert isinstance(topic, EventGridTopic)
+    try:
+        kv_app.inject(Fault(503, path_contains="/secrets/", times=1))
+        topic.subscribe(deliver)
+        topic.raise_system_event(keyvault_event(origin=kv_app.url, cloud_events=cloud_events))
+        assert topic.wait_until_idle()
+        assert 503 in [r.status for r in kv_app.log if "/secrets/" in r.path], "the first delivery failed"
+        assert topic.dead_lettered == [] and len(topic.delivered) == 1, "and the redelivery succeeded"
+        assert world.kube.get("Secret", *BUNDLE) is not None and bundle_ca_ids(world) == [issuer.info.short_id]
+    finally:
+        topic.stop()
