@@ -96,8 +96,9 @@ def _run(
             if isinstance(decided, rotation.Waiting):
                 done.extend(_annotate_ingresses(deps, world))
                 return _report(world, done, decided, dry_run=False)
+            edited = isinstance(decided, rotation.TrustCas) and hand_edited(world.bundle_secret)
             _execute(decided, world, deps, clock())
-            done.append({"step": type(decided).__name__, "why": decided.why, "outcome": "applied"})
+            done.append(_step_entry(decided.why, type(decided).__name__, "applied", restored=edited))
             force = rotation.remaining_force(force, decided)
             if lease is not None:
                 lease.renew()
@@ -105,6 +106,30 @@ def _run(
         return _report(world, done, rotation.Waiting("stopped after too many steps; the next run goes on"), dry_run=False)
     except errors.SyncError as error:
         return RotationReport(dry_run=dry_run, steps=tuple(done), error=RunError.of(error))
+
+
+def _step_entry(why: str, step: str, outcome: str, *, restored: bool = False) -> dict[str, Any]:
+    """A step of the report; `restored`: it put back a trust bundle someone had edited by hand."""
+    entry = {"step": step, "why": why, "outcome": outcome}
+    if restored:
+        entry.update(reason="Restored", why=f"the trust bundle was edited by hand and is put back; {why}")
+    return entry
+
+
+def hand_edited(bundle_secret: Mapping[str, Any] | None) -> bool:
+    """Our writes keep `ca.crt` and the trusted-since annotations in step: a CA in one and not in the other
+    means someone else changed the bundle."""
+    from shared.rotation import pki
+
+    if bundle_secret is None:
+        return False
+    annotations = (bundle_secret.get("metadata") or {}).get("annotations") or {}
+    noted = {k.removeprefix(TRUSTED_SINCE_PREFIX) for k in annotations if k.startswith(TRUSTED_SINCE_PREFIX)}
+    try:
+        held = {pki.cert_info(pem).short_id for pem in pki.split_pem_bundle(_decoded(bundle_secret).get("ca.crt", b""))}
+    except ValueError:
+        return True
+    return noted != held
 
 
 # -- reading -------------------------------------------------------------------------------------------
@@ -424,6 +449,7 @@ def _keyvault_run(deps: Dependencies, *, dry_run: bool, clock: Callable[[], date
             if isinstance(step, rotation.Waiting):
                 waiting = step
                 break
+            edited = isinstance(step, rotation.TrustCas) and hand_edited(world.bundle_secret)
             if isinstance(step, rotation.TrustCas | rotation.RetireCa):
                 kept = list(step.ca_ids) if isinstance(step, rotation.TrustCas) else sorted(set(bundle or {}) - {step.ca_id})
                 held = bundle or {}
@@ -443,7 +469,7 @@ def _keyvault_run(deps: Dependencies, *, dry_run: bool, clock: Callable[[], date
                 if not dry_run:
                     with_retries(deps, lambda p=properties: deps.certificates.put_certificate(entity_id, p))  # type: ignore[misc]
                 presented = latest
-            steps.append({"step": type(step).__name__, "why": step.why, "outcome": "planned" if dry_run else "applied"})
+            steps.append(_step_entry(step.why, type(step).__name__, "planned" if dry_run else "applied", restored=edited))
         if latest.expires <= clock():
             raise errors.RemoteRejected(
                 f"the Key Vault certificate (version {latest.version}) expired at {latest.expires.isoformat()}"

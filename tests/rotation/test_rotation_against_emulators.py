@@ -23,6 +23,7 @@ from shared.rotation import rotate as rotation_runner
 from shared.rotation.report import RotationReport
 from shared.runtime.ports import Dependencies
 from tests.rotation.support import (
+    BUNDLE,
     CA_STORE,
     T0,
     Clock,
@@ -245,3 +246,23 @@ def test_the_ca_can_live_in_key_vault_instead_of_a_secret(
     (ca_id,) = json.loads(key_vault.latest("aks-apim-sync-ca")["value"])["cas"]  # type: ignore[index]
     assert bundle_ca_ids(world) == [ca_id] and len(key_vault.secrets["aks-apim-sync-ca"]) == 3
     assert "PRIVATE KEY" not in json.dumps(first.to_json()) + first.to_text()
+
+
+@pytest.mark.parametrize("edit", ["emptied", "a foreign CA added"])
+def test_a_hand_edited_trust_bundle_is_put_back_and_reported_restored(
+    world: World, rotation_deps: Dependencies, clock: Clock, edit: str
+) -> None:
+    in_service(rotation_deps, clock)
+    secret = world.kube.get("Secret", *BUNDLE)
+    assert secret is not None
+    held = base64.b64decode(secret["data"]["ca.crt"])
+    foreign = pki.new_ca("someone else's CA", now=T0, days=30, kind=pki.KeyKind.EC_P256).cert_pem
+    edited = b"" if edit == "emptied" else held + foreign
+    world.kube.apply({**secret, "data": {"ca.crt": base64.b64encode(edited).decode()}})
+
+    report = rotate(rotation_deps, clock)
+
+    [restore] = [s for s in report.steps if s["step"] == "TrustCas"]
+    assert restore.get("reason") == "Restored"
+    restored = world.kube.get("Secret", *BUNDLE)
+    assert restored is not None and base64.b64decode(restored["data"]["ca.crt"]) == held
