@@ -49,6 +49,7 @@ from sandbox.kube_api import (
     openapi_v3_document,
     openapi_v3_index,
     parse_continue,
+    schema_causes,
     status,
     strategic_merge_patch,
     table,
@@ -99,9 +100,9 @@ class KubeEmulator(JsonServer):
         self.route("GET", r"/api", lambda r, m: Response(200, self._api_versions()))
         self.route("GET", r"/apis", lambda r, m: Response(200, api_group_list()))
         self.route("GET", r"/api/(?P<gv>v1)", self._resources)
-        self.route("GET", r"/apis/(?P<gv>[a-z0-9.-]+/v1)", self._resources)
+        self.route("GET", r"/apis/(?P<gv>[a-z0-9.-]+/v1(?:beta1)?)", self._resources)
         self.route("GET", r"/openapi/v3", lambda r, m: Response(200, openapi_v3_index()))
-        self.route("GET", r"/openapi/v3/(?P<gv>api/v1|apis/[a-z.]+/v1)", lambda r, m: openapi_v3_document(m["gv"]))
+        self.route("GET", r"/openapi/v3/(?P<gv>api/v1|apis/[a-z0-9.-]+/v1(?:beta1)?)", lambda r, m: openapi_v3_document(m["gv"]))
 
     def _resources(self, request: Request, match: re.Match[str]) -> Response:
         if not any(k.group_version == match["gv"] for k in KINDS):
@@ -351,7 +352,9 @@ class KubeEmulator(JsonServer):
                 if "status" in existing:
                     updated["status"] = copy.deepcopy(existing["status"])
             updated.setdefault("metadata", {}).update(name=name, namespace=namespace)
-            causes = validation_causes(kind.kind, updated)
+            causes = validation_causes(kind.kind, updated) + (
+                [] if subresource else schema_causes(kind.kind, kind.version, updated)
+            )
             if causes:
                 return invalid(kind.kind, name, causes)
             stored = self._defaulted(kind, updated, existing)
@@ -407,7 +410,7 @@ class KubeEmulator(JsonServer):
             return invalid(
                 kind.kind, "", [Cause("metadata.name", "Required value: name or generateName is required", "FieldValueRequired")]
             )
-        causes = validation_causes(kind.kind, body)
+        causes = validation_causes(kind.kind, body) + schema_causes(kind.kind, kind.version, body)
         if causes:
             return invalid(kind.kind, name, causes)
         key = (kind.plural, namespace, name)

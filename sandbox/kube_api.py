@@ -12,6 +12,7 @@ import base64
 import binascii
 import copy
 import datetime
+import functools
 import hashlib
 import ipaddress
 import json
@@ -30,6 +31,10 @@ class Kind:
     kind: str
 
     @property
+    def version(self) -> str:
+        return self.group_version.rsplit("/", 1)[-1]
+
+    @property
     def prefix(self) -> str:
         return "/api/v1" if self.group_version == "v1" else f"/apis/{self.group_version}"
 
@@ -39,7 +44,12 @@ KINDS = (
     Kind("v1", "secrets", "Secret"),
     Kind("v1", "configmaps", "ConfigMap"),
     Kind("networking.k8s.io/v1", "ingresses", "Ingress"),
+    Kind("gateway.networking.k8s.io/v1", "gateways", "Gateway"),
+    Kind("gateway.networking.k8s.io/v1", "httproutes", "HTTPRoute"),
+    Kind("gateway.networking.k8s.io/v1beta1", "referencegrants", "ReferenceGrant"),
 )
+CRDS = Path(__file__).parent / "crds"
+"""The Gateway API CRDs (standard channel, v1.6.1) whose schemas validate those kinds; see SOURCES.md there."""
 NAMESPACE_KIND = Kind("v1", "namespaces", "Namespace")
 HISTORY_LIMIT = 10_000
 VERSION = {
@@ -54,7 +64,7 @@ VERSION = {
     "platform": "linux/amd64",
 }
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-SHORT_NAMES = {"services": ["svc"], "configmaps": ["cm"], "ingresses": ["ing"]}
+SHORT_NAMES = {"services": ["svc"], "configmaps": ["cm"], "ingresses": ["ing"], "gateways": ["gtw"]}
 OPENAPI = Path(__file__).parent / "openapi"
 """Kubernetes' OpenAPI v3 documents, trimmed to the schemas of the kinds served here (see SOURCES.md there);
 kubectl reads them to validate and to compute client-side apply's strategic merge patches."""
@@ -68,17 +78,23 @@ SET_MERGED = {"finalizers"}
 def api_group_list() -> dict[str, Any]:
     """Discovery of the named groups (unaggregated: kubectl falls back to it when the server offers no
     apidiscovery.k8s.io/v2, as API servers before 1.26 did)."""
-    groups = sorted({k.group_version for k in KINDS if k.group_version != "v1"})
+    versions: dict[str, list[str]] = {}
+    for kind in KINDS:
+        if kind.group_version != "v1":
+            group, version = kind.group_version.split("/")
+            versions.setdefault(group, [])
+            if version not in versions[group]:
+                versions[group].append(version)
     return {
         "kind": "APIGroupList",
         "apiVersion": "v1",
         "groups": [
             {
-                "name": gv.split("/")[0],
-                "versions": [{"groupVersion": gv, "version": gv.split("/")[1]}],
-                "preferredVersion": {"groupVersion": gv, "version": gv.split("/")[1]},
+                "name": group,
+                "versions": [{"groupVersion": f"{group}/{v}", "version": v} for v in found],
+                "preferredVersion": {"groupVersion": f"{group}/{found[0]}", "version": found[0]},
             }
-            for gv in groups
+            for group, found in sorted(versions.items())
         ],
     }
 
@@ -96,7 +112,7 @@ def api_resource_list(group_version: str) -> dict[str, Any]:
                 **({"shortNames": SHORT_NAMES[kind.plural]} if kind.plural in SHORT_NAMES else {}),
             }
         )
-        if kind.plural in ("services", "ingresses"):
+        if kind.plural in ("services", "ingresses", "gateways", "httproutes"):
             resources.append(
                 {
                     "name": f"{kind.plural}/status",
@@ -122,18 +138,50 @@ def api_resource_list(group_version: str) -> dict[str, Any]:
 
 def openapi_v3_index() -> dict[str, Any]:
     paths = {}
-    for document in sorted(OPENAPI.glob("*.json")):
-        relative = document.stem.replace("__", "/")
-        digest = hashlib.sha512(document.read_bytes()).hexdigest()[:128].upper()
+    for relative, document in _openapi_documents().items():
+        digest = hashlib.sha512(json.dumps(document, sort_keys=True).encode()).hexdigest()[:128].upper()
         paths[relative] = {"serverRelativeURL": f"/openapi/v3/{relative}?hash={digest}"}
     return {"paths": paths}
 
 
 def openapi_v3_document(relative: str) -> Response:
-    document = OPENAPI / f"{relative.replace('/', '__')}.json"
-    if not document.is_file():
+    document = _openapi_documents().get(relative)
+    if document is None:
         return status(404, "NotFound", "the server could not find the requested resource")
-    return Response(200, json.loads(document.read_text()))
+    return Response(200, document)
+
+
+@functools.cache
+def _openapi_documents() -> dict[str, dict[str, Any]]:
+    """The built-in group-versions' documents, and one per custom resource group-version built from its CRD
+    schema as the API server publishes it: the kind's schema with x-kubernetes-group-version-kind, and its
+    paths with the same parameters the built-in kinds have (kubectl looks for fieldValidation there)."""
+    documents = {path.stem.replace("__", "/"): json.loads(path.read_text()) for path in sorted(OPENAPI.glob("*.json"))}
+    networking = documents["apis/networking.k8s.io/v1"]
+    template = networking["paths"]["/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/{name}"]
+    for kind in KINDS:
+        schema = crd_schema(kind.kind, kind.version)
+        if schema is None:
+            continue
+        group, version = kind.group_version.split("/")
+        relative = f"apis/{group}/{version}"
+        reverse = ".".join(reversed(group.split(".")))
+        name = f"{reverse}.{version}.{kind.kind}"
+        document = documents.setdefault(
+            relative,
+            {"openapi": networking["openapi"], "info": networking["info"], "paths": {}, "components": {"schemas": {}}},
+        )
+        gvk = [{"group": group, "version": version, "kind": kind.kind}]
+        document["components"]["schemas"][name] = {**schema, "x-kubernetes-group-version-kind": gvk}
+        for common in ("io.k8s.apimachinery.pkg.apis.meta.v1.Status", "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions"):
+            document["components"]["schemas"][common] = networking["components"]["schemas"][common]
+        item = json.loads(json.dumps(template).replace("Ingress", kind.kind).replace("ingresses", kind.plural))
+        for operation in item.values():
+            if isinstance(operation, dict):
+                operation["x-kubernetes-group-version-kind"] = gvk[0]
+        text = json.dumps(item).replace("io.k8s.api.networking.v1." + kind.kind, name)
+        document["paths"][f"/{relative}/namespaces/{{namespace}}/{kind.plural}/{{name}}"] = json.loads(text)
+    return documents
 
 
 def _age(timestamp: str) -> str:
@@ -173,6 +221,8 @@ def _cells(obj: dict[str, Any]) -> list[Any]:
         return [obj.get("type", "Opaque"), len(obj.get("data") or {})]
     if kind == "Namespace":
         return [(obj.get("status") or {}).get("phase", "Active")]
+    if kind != "Ingress":
+        return []
     hosts = sorted({r.get("host", "*") for r in (obj.get("spec") or {}).get("rules") or []})
     return [",".join(hosts) or "*"]
 
@@ -180,7 +230,7 @@ def _cells(obj: dict[str, Any]) -> list[Any]:
 def table(kind: Kind, items: list[dict[str, Any]], metadata: dict[str, Any]) -> dict[str, Any]:
     """meta.k8s.io/v1 Table, as the API server answers kubectl's `Accept: ...;as=Table` (server-side printing):
     the columns kubectl shows for these kinds, and each row's object as PartialObjectMetadata."""
-    columns = [("Name", "string"), *TABLE_COLUMNS[kind.kind], ("Age", "string")]
+    columns = [("Name", "string"), *TABLE_COLUMNS.get(kind.kind, []), ("Age", "string")]
     return {
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
@@ -447,6 +497,42 @@ def validation_causes(kind: str, obj: dict[str, Any]) -> list[Cause]:
                             "FieldValueNotSupported",
                         )
                     )
+    return causes
+
+
+@functools.cache
+def crd_schema(kind: str, version: str) -> dict[str, Any] | None:
+    """The openAPIV3Schema of a served custom resource's version; None for a built-in kind."""
+    import yaml
+
+    for path in sorted(CRDS.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        if crd["spec"]["names"]["kind"] != kind:
+            continue
+        for served in crd["spec"]["versions"]:
+            if served["name"] == version:
+                schema: dict[str, Any] = served["schema"]["openAPIV3Schema"]
+                return schema
+    return None
+
+
+def schema_causes(kind: str, version: str, obj: dict[str, Any]) -> list[Cause]:
+    """Structural validation of a custom resource against its CRD schema, as the API server does it before
+    admission (the CEL rules are not evaluated here). `status` is validated only through the subresource."""
+    schema = crd_schema(kind, version)
+    if schema is None:
+        return []
+    import jsonschema
+
+    checked = {k: v for k, v in obj.items() if k != "status"}
+    validator = jsonschema.Draft7Validator(
+        {**schema, "properties": {k: v for k, v in schema.get("properties", {}).items() if k != "status"}}
+    )
+    causes = []
+    for error in sorted(validator.iter_errors(checked), key=lambda e: list(e.absolute_path)):
+        where = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in error.absolute_path).replace(".[", "[")
+        reason = "FieldValueRequired" if error.validator == "required" else "FieldValueInvalid"
+        causes.append(Cause(where or "<root>", f"Invalid value: {error.message[:200]}", reason))
     return causes
 
 

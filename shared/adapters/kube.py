@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from shared.adapters.credentials import RefreshingToken
 from shared.core import errors
-from shared.core.model import IngressRoute, IngressView, ServicePort, ServiceView
+from shared.core.model import GatewayApiObjects, IngressRoute, IngressView, ServicePort, ServiceView
 from shared.core.scope import Scope
 from shared.core.settings import KubeSettings
 from shared.runtime.counters import RequestCounter
@@ -178,6 +178,29 @@ class KubeSource:
                 if error.status != 410 or token is None:
                     raise
         raise errors.RetryableError(f"the list of {namespace or 'all namespaces'} expired {RELISTS_ON_EXPIRY} times while paging")
+
+    def list_gateway_api(self, scope: Scope) -> GatewayApiObjects:
+        """Every namespace's HTTPRoutes, Gateways and ReferenceGrants (read-only): a route of another namespace,
+        its Gateway and a grant decide a Service's URL too. A cluster without the CRDs has none of them."""
+        custom = client.CustomObjectsApi(self._core.api_client)
+
+        def listed(version: str, plural: str) -> tuple[dict[str, Any], ...]:
+            def page(**kwargs: Any) -> Any:
+                return custom.list_cluster_custom_object("gateway.networking.k8s.io", version, plural, **kwargs)
+
+            with _translated(f"list {plural}"):
+                try:
+                    return tuple(self._pages(page, page, None))
+                except ApiException as error:
+                    if error.status == 404:
+                        return ()  # the CRD is not installed
+                    raise
+
+        return GatewayApiObjects(
+            httproutes=listed("v1", "httproutes"),
+            gateways=listed("v1", "gateways"),
+            reference_grants=listed("v1beta1", "referencegrants"),
+        )
 
     def list_services(self, scope: Scope) -> list[ServiceView]:
         """Services in scope. A failed read raises: it must never look like 'no Services'."""

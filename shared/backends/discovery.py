@@ -83,8 +83,11 @@ def managed_mode(service: ServiceView, ctx: AnnotationContext) -> Mode | None:
     return mode if mode in ctx.policy.grant(service.namespace).modes else None
 
 
-def backend_for(service: ServiceView, routes: Sequence[IngressRoute], ctx: AnnotationContext) -> ServiceOutcome | None:
-    """The outcome for one Service; None when the Service does not ask to be exposed."""
+def backend_for(
+    service: ServiceView, routes: Sequence[IngressRoute], ctx: AnnotationContext, *, route_notes: Sequence[str] = ()
+) -> ServiceOutcome | None:
+    """The outcome for one Service; None when the Service does not ask to be exposed. `route_notes`: why routes
+    that name the Service do not count (Gateway API), said when no route gives it a URL."""
     ref = ServiceRef(ctx.cluster, service.namespace, service.name)
     key = Keys(ctx.prefix)
     expose = service.annotations.get(key.expose, "").strip().lower()
@@ -108,7 +111,11 @@ def backend_for(service: ServiceView, routes: Sequence[IngressRoute], ctx: Annot
         if policy is ReconcilePolicy.SKIP:
             return Skipped(ref)
         explicit = service.annotations.get(key.url)
-        url = _explicit_url(explicit, service, key, grant) if explicit is not None else _url(service, routes, mode, key, ref)
+        url = (
+            _explicit_url(explicit, service, key, grant)
+            if explicit is not None
+            else _url(service, routes, mode, key, ref, route_notes)
+        )
     except _Problem as problem:
         return Invalid(ref, field=problem.field, message=problem.message, reason=problem.reason)
     if isinstance(url, Pending):
@@ -219,10 +226,12 @@ def _base_path(annotations: Mapping[str, str], key: Keys) -> str | None:
     return text.rstrip("/")
 
 
-def _url(service: ServiceView, routes: Sequence[IngressRoute], mode: Mode, key: Keys, ref: ServiceRef) -> str | Pending:
+def _url(
+    service: ServiceView, routes: Sequence[IngressRoute], mode: Mode, key: Keys, ref: ServiceRef, notes: Sequence[str] = ()
+) -> str | Pending:
     path = _base_path(service.annotations, key)
     if mode is Mode.INGRESS:
-        return _ingress_url(service, routes, key, path, ref)
+        return _ingress_url(service, routes, key, path, ref, notes)
     internal = service.annotations.get(INTERNAL_LB, "").strip().lower() == "true"
     if service.type != "LoadBalancer":
         raise _Problem(key.mode, f"{mode.value} mode needs a Service of type LoadBalancer, not {service.type}")
@@ -258,21 +267,29 @@ def _port(service: ServiceView, key: Keys) -> ServicePort:
 
 
 def _ingress_url(
-    service: ServiceView, routes: Sequence[IngressRoute], key: Keys, path: str | None, ref: ServiceRef
+    service: ServiceView, routes: Sequence[IngressRoute], key: Keys, path: str | None, ref: ServiceRef, notes: Sequence[str] = ()
 ) -> str | Pending:
+    """An Ingress rule routing to the Service wins while one exists (the path teams migrate from); otherwise the
+    one HTTPRoute that does. Several HTTPRoutes are reported, not guessed."""
     wanted = service.annotations.get(key.port, "").strip()
     if _port_number_problem(wanted):
         raise _Problem(key.port, f"'{_shown(wanted)}' is not a port number")
     candidates = sorted(
         (r for r in routes if _routes_to(r, service) and r.host and (not wanted or r.service_port == wanted)),
-        key=lambda r: (r.ingress_name, r.host, r.path),
+        key=lambda r: (r.kind != "Ingress", r.ingress_name, r.host, r.path),
     )
     if not candidates:
-        return Pending(ref, Reason.ADDRESS_PENDING, "no Ingress rule with a host routes to this Service yet")
+        why = "no Ingress rule or HTTPRoute with a host routes to this Service yet"
+        return Pending(ref, Reason.ADDRESS_PENDING, "; ".join([why, *notes]))
     route = candidates[0]
+    if route.kind == "HTTPRoute":
+        names = sorted({r.ingress_name for r in candidates})
+        if len(names) > 1:
+            raise _Problem(key.url, f"several HTTPRoutes route to this Service ({', '.join(names)}); keep one, or set url")
     protocol = _protocol(service.annotations, key, "https" if route.tls else "http")
     base = path if path is not None else route.path.rstrip("/")
-    return f"{protocol}://{route.host}{base}"
+    authority = route.host if route.port is None else f"{route.host}:{route.port}"
+    return f"{protocol}://{authority}{base}"
 
 
 def _port_number_problem(wanted: str) -> bool:
@@ -283,5 +300,6 @@ def _port_number_problem(wanted: str) -> bool:
 
 
 def _routes_to(route: IngressRoute, service: ServiceView) -> bool:
-    """An Ingress routes only to Services of its own namespace (networking.k8s.io/v1 has no cross-namespace backend)."""
+    """An Ingress routes only to Services of its own namespace (networking.k8s.io/v1 has no cross-namespace
+    backend); an HTTPRoute's namespace is the Service's already (a cross-namespace one only with a ReferenceGrant)."""
     return route.namespace == service.namespace and route.service_name == service.name

@@ -11,8 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from shared.backends.discovery import ServiceOutcome, backend_for, managed_mode
+from shared.backends.gateway_routes import routes_from_gateway_api
 from shared.core.annotations import AnnotationContext
-from shared.core.model import DesiredBackend, IngressRoute, IngressView, Mode, ServiceView
+from shared.core.model import DesiredBackend, GatewayApiObjects, IngressRoute, IngressView, Mode, ServiceView
 from shared.core.settings import Settings
 from shared.runtime.cluster import ClusterView, annotation_context
 
@@ -46,13 +47,25 @@ class Exposure:
         return {o.id for o in self.outcomes.values() if isinstance(o, DesiredBackend) and o.client_certificate}
 
 
-def expose(services: Sequence[ServiceView], ingresses: Sequence[IngressView], context: AnnotationContext) -> Exposure:
-    routes: list[IngressRoute] = [route for ingress in ingresses for route in ingress.routes]
+def expose(
+    services: Sequence[ServiceView],
+    ingresses: Sequence[IngressView],
+    context: AnnotationContext,
+    gateway_api: GatewayApiObjects | None = None,
+    route_kinds: Sequence[str] = ("Ingress",),
+) -> Exposure:
+    routes: list[IngressRoute] = []
+    if "Ingress" in route_kinds:
+        routes += [route for ingress in ingresses for route in ingress.routes]
+    from_gateways = routes_from_gateway_api(gateway_api) if gateway_api is not None and "HTTPRoute" in route_kinds else None
+    if from_gateways is not None:
+        routes += from_gateways.routes
     outcomes: dict[ServiceKey, ServiceOutcome] = {}
     modes: dict[ServiceKey, Mode] = {}
     for service in services:
         key = (service.namespace, service.name)
-        outcome = backend_for(service, routes, context)
+        notes = from_gateways.notes.get(key, ()) if from_gateways is not None else ()
+        outcome = backend_for(service, routes, context, route_notes=notes)
         if outcome is not None:
             outcomes[key] = outcome
         mode = managed_mode(service, context)
@@ -63,4 +76,5 @@ def expose(services: Sequence[ServiceView], ingresses: Sequence[IngressView], co
 
 def of_view(view: ClusterView, settings: Settings) -> Exposure:
     """The exposure of what one read of the cluster found, under its tenancy policy."""
-    return expose(view.services, view.ingresses, annotation_context(settings, view.policy))
+    context = annotation_context(settings, view.policy)
+    return expose(view.services, view.ingresses, context, view.gateway_api, settings.kube.route_kinds)

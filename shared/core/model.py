@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NewType
+from typing import Any, NewType
 from urllib.parse import urlsplit, urlunsplit
 
 BackendId = NewType("BackendId", str)
@@ -234,15 +234,32 @@ class ServiceView:
 
 @dataclass(frozen=True)
 class IngressRoute:
-    """One networking.k8s.io/v1 Ingress rule path that routes to a Service."""
+    """One networking.k8s.io/v1 Ingress rule path (or Gateway API HTTPRoute rule) that routes to a Service."""
 
     namespace: str
+    """The namespace of the Service routed to (an HTTPRoute's may differ from its own, where a ReferenceGrant
+    allows it)."""
     ingress_name: str
+    """The Ingress's name; for an HTTPRoute, '<namespace>/<name>'."""
     host: str
     path: str
     service_name: str
     service_port: str
     tls: bool
+    kind: str = "Ingress"
+    """Ingress or HTTPRoute."""
+    port: int | None = None
+    """The listener's port when it is not the scheme's default (HTTPRoute)."""
+
+
+@dataclass(frozen=True)
+class GatewayApiObjects:
+    """What one read found of the Gateway API (HTTPRoutes, Gateways, ReferenceGrants): raw objects as the API
+    server returned them, untrusted; shared.backends.gateway_routes reads them."""
+
+    httproutes: tuple[Mapping[str, Any], ...] = ()
+    gateways: tuple[Mapping[str, Any], ...] = ()
+    reference_grants: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

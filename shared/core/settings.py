@@ -59,6 +59,9 @@ class ApimSettings:
         )
 
 
+ROUTE_KINDS = ("Ingress", "HTTPRoute")
+
+
 @dataclass(frozen=True)
 class KubeSettings:
     cluster_name: str
@@ -71,6 +74,8 @@ class KubeSettings:
     """AKS API server URL, used with an Entra token when no kubeconfig is given."""
     ca_cert: str | None
     """PEM of the cluster CA (or a path to it) for api_server."""
+    route_kinds: tuple[str, ...] = ("Ingress",)
+    """ROUTE_KINDS: what gives ingress-mode Services their URL: Ingress, HTTPRoute (Gateway API), or both."""
 
 
 @dataclass(frozen=True)
@@ -343,12 +348,17 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         # It goes into every owner mark (source=<cluster>/<namespace>/<service>): a '/', ';' or '=' would
         # make the mark unreadable, and the app would no longer recognise what it made.
         r.problems.append(("CLUSTER_NAME", "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"))
+    route_kinds = tuple(k.strip() for k in (r.raw("ROUTE_KINDS") or "Ingress").split(",") if k.strip())
+    if not route_kinds or any(k not in ROUTE_KINDS for k in route_kinds) or len(set(route_kinds)) != len(route_kinds):
+        r.problems.append(("ROUTE_KINDS", f"one or both of {', '.join(ROUTE_KINDS)}, comma-separated"))
+        route_kinds = ("Ingress",)
     kube = KubeSettings(
         cluster_name=cluster_name,
         namespaces=namespaces,
         kubeconfig=kubeconfig,
         api_server=api_server,
         ca_cert=ca_cert,
+        route_kinds=route_kinds,
     )
 
     owner = r.required("OWNER_ID")

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import yaml
 
 from shared.core.annotations import AnnotationContext, is_exposed
-from shared.core.model import IngressView, ServiceView
+from shared.core.model import GatewayApiObjects, IngressView, ServiceView
 from shared.core.scope import Scope
 from shared.core.settings import Settings
 from shared.core.tenancy import MAX_POLICY_BYTES, POLICY_KEY, InvalidTenancyPolicy, TenancyPolicy, parse_policy
@@ -27,6 +27,8 @@ class ClusterView:
     services: list[ServiceView]
     ingresses: list[IngressView]
     policy: TenancyPolicy = field(default_factory=TenancyPolicy)
+    gateway_api: GatewayApiObjects = field(default_factory=GatewayApiObjects)
+    """Read when ROUTE_KINDS includes HTTPRoute and a Service in scope is exposed."""
 
 
 def annotation_context(settings: Settings, policy: TenancyPolicy) -> AnnotationContext:
@@ -56,7 +58,9 @@ def read_cluster(scope: Scope, deps: Dependencies, *, policy: TenancyPolicy | No
     services = with_retries(deps, lambda: deps.cluster.list_services(scope))
     exposed = any(is_exposed(s.annotations, prefix) for s in services)
     ingresses = with_retries(deps, lambda: deps.cluster.list_ingresses(scope)) if exposed else []
-    return ClusterView(services, ingresses, policy if policy is not None else read_policy(deps))
+    wants_routes = exposed and "HTTPRoute" in deps.settings.kube.route_kinds
+    gateway_api = with_retries(deps, lambda: deps.cluster.list_gateway_api(scope)) if wants_routes else GatewayApiObjects()
+    return ClusterView(services, ingresses, policy if policy is not None else read_policy(deps), gateway_api)
 
 
 def read_policy(deps: Dependencies) -> TenancyPolicy:

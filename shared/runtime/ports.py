@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from shared.core.errors import InvalidSettings
-from shared.core.model import BackendId, DesiredBackend, IngressView, ObservedBackend, ServiceView
+from shared.core.model import BackendId, DesiredBackend, GatewayApiObjects, IngressView, ObservedBackend, ServiceView
 from shared.core.scope import Scope
 from shared.core.settings import Settings
 from shared.runtime.counters import RequestCounter
@@ -30,6 +30,11 @@ class ClusterReader(Protocol):
     def get_service(self, namespace: str, name: str) -> ServiceView | None: ...
 
     def get_ingress(self, namespace: str, name: str) -> IngressView | None: ...
+
+    def list_gateway_api(self, scope: Scope) -> GatewayApiObjects:
+        """HTTPRoutes, Gateways and ReferenceGrants (every namespace: routes, Gateways and grants of other
+        namespaces decide a Service's URL too)."""
+        ...
 
     def get_configmap_value(self, namespace: str, name: str, key: str) -> str | None: ...
 

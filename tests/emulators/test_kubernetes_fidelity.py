@@ -176,3 +176,28 @@ def test_the_app_lists_again_from_the_start_when_its_continue_token_expires(
     assert len(world.apim.backends) == 5
     expired = [r for r in world.kube.log if r.status == 410]
     assert len(expired) == 1, "the expired page was answered 410, then the list started again"
+
+
+def test_gateway_api_objects_are_validated_against_their_crd_schema(world: World) -> None:
+    import requests
+
+    def create(body: dict[str, Any]) -> requests.Response:
+        return requests.post(
+            f"{world.kube.url}/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes",
+            json=body,
+            headers={"Authorization": f"Bearer {world.token}"},
+            verify=str(world.tls.ca_cert),
+            timeout=10,
+        )
+
+    route: dict[str, Any] = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "r"},
+        "spec": {"rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}]},
+    }
+    assert create(route).status_code == 201
+    broken = {**route, "metadata": {"name": "broken"}, "spec": {"rules": [{"matches": [{"path": {"type": "Regexy"}}]}]}}
+    answer = create(broken)
+    assert answer.status_code == 422 and answer.json()["reason"] == "Invalid"
+    assert [c["field"] for c in answer.json()["details"]["causes"]] == ["spec.rules[0].matches[0].path.type"]
