@@ -125,6 +125,37 @@ def ingress_events(
     return [ServiceChange(namespace, name) for name in sorted(named & exposed_here)]
 
 
+@dataclass(frozen=True)
+class RouteState:
+    """An HTTPRoute as far as URLs go: the Services its rules name, and a fingerprint of what decides their URL."""
+
+    services: frozenset[ObjectKey]
+    fingerprint: str
+
+
+def route_state(obj: Mapping[str, Any]) -> RouteState:
+    namespace = str((obj.get("metadata") or {}).get("namespace") or "")
+    raw_spec = obj.get("spec")
+    spec: Mapping[str, Any] = raw_spec if isinstance(raw_spec, Mapping) else {}
+    named = {
+        (str(ref.get("namespace") or namespace), str(ref.get("name") or ""))
+        for rule in (spec.get("rules") or [])
+        if isinstance(rule, Mapping)
+        for ref in (rule.get("backendRefs") or [])
+        if isinstance(ref, Mapping) and ref.get("name")
+    }
+    parents = (obj.get("status") or {}).get("parents") if isinstance(obj.get("status"), Mapping) else None
+    return RouteState(frozenset(named), fingerprint({"spec": spec, "parents": parents}))
+
+
+def route_events(before: RouteState | None, after: RouteState | None, exposed: Iterable[ObjectKey]) -> list[ServiceChange]:
+    """An HTTPRoute that changed is a change of every exposed Service it named before or names now."""
+    if before is not None and after is not None and before.fingerprint == after.fingerprint:
+        return []
+    named = (before.services if before else frozenset()) | (after.services if after else frozenset())
+    return [ServiceChange(ns, name) for ns, name in sorted(named & set(exposed))]
+
+
 def relist_diff(known: Mapping[ObjectKey, Any], listed: Mapping[ObjectKey, Any]) -> list[tuple[ObjectKey, Any, Any]]:
     """(key, before, after) for every object that changed while nobody watched, deletions included."""
     keys = sorted(set(known) | set(listed))

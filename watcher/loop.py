@@ -25,6 +25,12 @@ from watcher.settings import WatcherSettings
 
 log = logging.getLogger("watcher")
 GONE = 410
+NOT_FOUND = 404
+_GATEWAY_API = {
+    "HTTPRoute": ("v1", "httproutes"),
+    "Gateway": ("v1", "gateways"),
+    "ReferenceGrant": ("v1beta1", "referencegrants"),
+}
 
 
 class ClusterWatcher:
@@ -37,6 +43,8 @@ class ClusterWatcher:
         self.ingresses: dict[changes.ObjectKey, changes.IngressState] = {}
         self.policies: dict[changes.ObjectKey, str] = {}
         self.trust: dict[changes.ObjectKey, str] = {}
+        self.routes: dict[changes.ObjectKey, changes.RouteState] = {}
+        self.gateway_objects: dict[changes.ObjectKey, str] = {}
         self.relists = 0
         self.ready = threading.Event()
         self._listed = threading.Semaphore(0)
@@ -57,6 +65,10 @@ class ClusterWatcher:
                 )
                 for where in self._settings.trust_secrets
             ]
+            + [
+                threading.Thread(target=self._run, args=(kind, None), name=f"watch-{kind}", daemon=True)
+                for kind in (("HTTPRoute", "Gateway", "ReferenceGrant") if self._settings.watch_routes else ())
+            ]
         )
 
     def start(self) -> list[threading.Thread]:
@@ -75,6 +87,14 @@ class ClusterWatcher:
     # -- one kind ------------------------------------------------------------------------------------------
 
     def _list_functions(self, kind: str, namespace: str | None) -> Callable[..., Any]:
+        if kind in _GATEWAY_API:
+            version, plural = _GATEWAY_API[kind]
+            custom = client.CustomObjectsApi(self._core.api_client)  # type: ignore[no-untyped-call]
+
+            def gateway_api(*args: Any, **kwargs: Any) -> Any:
+                return custom.list_cluster_custom_object("gateway.networking.k8s.io", version, plural, *args, **kwargs)
+
+            return gateway_api
         if kind.startswith("Trust:"):
             secret = kind.split("/", 1)[1]
             list_secrets = self._core.list_namespaced_secret
@@ -113,6 +133,11 @@ class ClusterWatcher:
                 version = self._watch(kind, list_function, args, version)
                 failures = 0
             except ApiException as error:
+                if error.status == NOT_FOUND and kind in _GATEWAY_API:
+                    log.warning("%s is not served (Gateway API CRDs not installed?); not watched", kind)
+                    if first:
+                        self._listed.release()
+                    return
                 if error.status == GONE:
                     log.info("%s watch expired (410); relisting", kind)
                     version = None
@@ -176,7 +201,11 @@ class ClusterWatcher:
                 break
         return version
 
-    def _state(self, kind: str, obj: dict[str, Any]) -> changes.ServiceState | changes.IngressState | str:
+    def _state(self, kind: str, obj: dict[str, Any]) -> Any:
+        if kind == "HTTPRoute":
+            return changes.route_state(obj)
+        if kind in _GATEWAY_API:
+            return changes.fingerprint({"spec": obj.get("spec"), "labels": (obj.get("metadata") or {}).get("labels")})
         if kind.startswith("Trust:"):
             metadata = obj.get("metadata") or {}
             return changes.fingerprint({"data": obj.get("data") or {}, "annotations": metadata.get("annotations") or {}})
@@ -188,6 +217,10 @@ class ClusterWatcher:
 
     def _table(self, kind: str) -> dict[changes.ObjectKey, Any]:
         tables: dict[str, dict[changes.ObjectKey, Any]] = {"Service": self.services, "Ingress": self.ingresses}
+        if kind == "HTTPRoute":
+            return self.routes
+        if kind in _GATEWAY_API:
+            return self.gateway_objects
         return self.trust if kind.startswith("Trust:") else tables.get(kind, self.policies)
 
     def _apply(self, kind: str, key: changes.ObjectKey, before: Any, after: Any, *, report: bool) -> None:
@@ -197,6 +230,18 @@ class ClusterWatcher:
             else:
                 self._table(kind)[key] = after
         if not report:
+            return
+        if kind == "HTTPRoute":
+            with self._lock:
+                exposed = [k for k, state in self.services.items() if state.exposed]
+            for item in changes.route_events(before, after, exposed):
+                log.info("Service %s/%s changed (HTTPRoute %s/%s)", item.namespace, item.name, *key)
+                self._outbox.add(item)
+            return
+        if kind in _GATEWAY_API:
+            if before != after:
+                log.info("%s %s/%s changed; asking for a cluster resync", kind, *key)
+                self._outbox.request_resync(f"{kind} {key[0]}/{key[1]} changed")
             return
         if kind.startswith("Trust:"):
             if before != after:

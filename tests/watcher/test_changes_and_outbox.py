@@ -176,7 +176,7 @@ def test_too_many_waiting_changes_collapse_into_one_cluster_resync(topic: Topic,
 # -- packaging -----------------------------------------------------------------------------------------
 
 
-def test_watcher_rbac_is_get_list_watch_on_services_and_ingresses_only() -> None:
+def test_watcher_rbac_is_read_only_on_what_it_watches() -> None:
     import yaml
 
     documents = list(yaml.safe_load_all((ROOT / "watcher" / "deploy" / "watcher.yaml").read_text()))
@@ -184,7 +184,14 @@ def test_watcher_rbac_is_get_list_watch_on_services_and_ingresses_only() -> None
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["get", "list", "watch"]},
+        {
+            "apiGroups": ["gateway.networking.k8s.io"],
+            "resources": ["httproutes", "gateways", "referencegrants"],
+            "verbs": ["get", "list", "watch"],
+        },
     ]
+    (role,) = [d for d in documents if d["kind"] == "Role" and d["metadata"]["name"] == "aks-apim-sync-watcher-policy"]
+    assert all(rule["verbs"] == ["get", "list", "watch"] and rule.get("resourceNames") for rule in role["rules"])
     (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True

@@ -218,3 +218,30 @@ def test_a_hand_edited_trust_bundle_is_put_back_by_the_event_not_by_the_timer(
         eventually(restored)
     finally:
         running.stop()
+
+
+def test_an_httproute_change_reaches_apim_through_the_watcher(
+    world: World, delivering: EventGridTopic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.gateway.test_httproute_discovery import gateway, httproute
+
+    monkeypatch.setenv("ROUTE_KINDS", "HTTPRoute")
+    from shared import deps
+
+    deps.reset()
+    world.kube.apply(service("orders", mode="ingress", lb_ip=None))
+    world.kube.apply(gateway())
+    running = Running(watcher_settings(world, delivering, watch_routes=True))
+    try:
+        assert running.watcher.ready.wait(10)
+        world.kube.apply(httproute("orders"))
+        eventually(
+            lambda: (
+                world.apim.backends.get(backend_id("orders"), {}).get("properties", {}).get("url")
+                == "https://orders.contoso.example/api"
+            )
+        )
+        world.kube.apply(httproute("orders", path="/v2"))
+        eventually(lambda: world.apim.backends[backend_id("orders")]["properties"]["url"] == "https://orders.contoso.example/v2")
+    finally:
+        running.stop()
