@@ -259,6 +259,19 @@ class KubeSource:
         value = ((found or {}).get("data") or {}).get(key)
         return str(value) if value is not None else None
 
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read(f"ConfigMap {namespace}/{name}", self._core.read_namespaced_config_map, namespace, name)
+
+    def create_configmap(self, namespace: str, body: dict[str, Any]) -> None:
+        """Create; a ConfigMap that appeared meanwhile is a 409 ConcurrentEdit, so the caller re-reads."""
+        with _translated(f"ConfigMap {namespace}/{body['metadata']['name']}"):
+            self._core.create_namespaced_config_map(
+                namespace,
+                body,  # type: ignore[arg-type]
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+
     def create_secret(self, namespace: str, body: dict[str, Any]) -> None:
         """Create; a Secret that appeared meanwhile is a 409 ConcurrentEdit, so the caller re-reads."""
         with _translated(f"Secret {namespace}/{body['metadata']['name']}"):
@@ -271,10 +284,19 @@ class KubeSource:
 
     def patch(self, kind: str, namespace: str, name: str, body: dict[str, Any]) -> None:
         """A JSON merge patch; a metadata.resourceVersion in the body makes a concurrent edit a 409."""
-        patchers = {
+        custom = client.CustomObjectsApi(self._core.api_client)
+
+        def patch_gateway(name: str, namespace: str, body: Any, **kwargs: Any) -> Any:
+            return custom.patch_namespaced_custom_object(
+                "gateway.networking.k8s.io", "v1", namespace, "gateways", name, body, **kwargs
+            )
+
+        patchers: dict[str, Callable[..., Any]] = {
             "Ingress": self._networking.patch_namespaced_ingress,
             "Service": self._core.patch_namespaced_service,
             "Secret": self._core.patch_namespaced_secret,
+            "ConfigMap": self._core.patch_namespaced_config_map,
+            "Gateway": patch_gateway,
         }
         with _translated(f"{kind} {namespace}/{name}"):
             patchers[kind](

@@ -8,7 +8,8 @@ rotation steps all read this one answer instead of reading the annotations again
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from shared.backends.discovery import ServiceOutcome, backend_for, managed_mode
 from shared.backends.gateway_routes import routes_from_gateway_api
@@ -30,6 +31,10 @@ class Exposure:
     """Every Service that asks to be exposed: the backend it wants, or why not."""
     modes: Mapping[ServiceKey, Mode]
     """The mode of every Service this deployment manages (exposed, not skipped, mode valid and granted)."""
+    gateway_routes: Sequence[IngressRoute] = ()
+    """The HTTPRoute rules that count (attached, admitted, granted)."""
+    gateways: Mapping[ServiceKey, Mapping[str, Any]] = field(default_factory=dict)
+    """(namespace, name) -> the Gateway as read."""
 
     def outcome(self, service: ServiceView) -> ServiceOutcome | None:
         return self.outcomes.get((service.namespace, service.name))
@@ -41,6 +46,15 @@ class Exposure:
             for ingress in self.ingresses
             if any(self.modes.get((ingress.namespace, name)) is Mode.INGRESS for name in ingress.service_names)
         ]
+
+    def managed_gateways(self) -> list[Mapping[str, Any]]:
+        """The Gateways this deployment manages: those carrying an HTTPRoute to an ingress-mode Service it exposes."""
+        keys = {
+            tuple(route.gateway.split("/", 1))
+            for route in self.gateway_routes
+            if route.gateway and self.modes.get((route.namespace, route.service_name)) is Mode.INGRESS
+        }
+        return [self.gateways[k] for k in sorted(keys) if k in self.gateways]  # type: ignore[index]
 
     def client_certificate_backends(self) -> set[str]:
         """The backends that present APIM's client certificate: ingress mode, at an address the tenancy rules trust."""
@@ -71,7 +85,14 @@ def expose(
         mode = managed_mode(service, context)
         if mode is not None:
             modes[key] = mode
-    return Exposure(context, services, ingresses, outcomes, modes)
+    gateways = {_key_of(g): g for g in gateway_api.gateways} if gateway_api is not None else {}
+    gateway_routes = from_gateways.routes if from_gateways is not None else ()
+    return Exposure(context, services, ingresses, outcomes, modes, gateway_routes, gateways)
+
+
+def _key_of(obj: Mapping[str, Any]) -> ServiceKey:
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+    return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))  # type: ignore[union-attr]
 
 
 def of_view(view: ClusterView, settings: Settings) -> Exposure:

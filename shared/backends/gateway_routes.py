@@ -166,7 +166,7 @@ def routes_from_gateway_api(objects: GatewayApiObjects) -> GatewayRoutes:
                         parent_notes or [f"HTTPRoute {route_namespace}/{route_name} attaches to no Gateway"]
                     )
                     continue
-                for listener, _gateway in listeners:
+                for listener, gateway_key in listeners:
                     listener_host = _text(listener.get("hostname"))
                     host = next((h for h in hostnames if _host_matches(listener_host, h)), "")
                     if not host and not hostnames and listener_host and not listener_host.startswith("*"):
@@ -187,6 +187,7 @@ def routes_from_gateway_api(objects: GatewayApiObjects) -> GatewayRoutes:
                             tls=tls,
                             kind="HTTPRoute",
                             port=None if port in (None, 443 if tls else 80) else port,
+                            gateway=gateway_key,
                         )
                     )
     return GatewayRoutes(routes=tuple(routes), notes={k: tuple(v) for k, v in notes.items()})

@@ -250,6 +250,8 @@ class IngressRoute:
     """Ingress or HTTPRoute."""
     port: int | None = None
     """The listener's port when it is not the scheme's default (HTTPRoute)."""
+    gateway: str = ""
+    """HTTPRoute: '<namespace>/<name>' of the Gateway whose listener carries the route."""
 
 
 @dataclass(frozen=True)

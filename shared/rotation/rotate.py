@@ -95,6 +95,7 @@ def _run(
             decided = rotation.next_step(world.state, clock(), policy, force=force)
             if isinstance(decided, rotation.Waiting):
                 done.extend(_annotate_ingresses(deps, world))
+                done.extend(_trust_on_gateways(deps, world))
                 return _report(world, done, decided, dry_run=False)
             edited = isinstance(decided, rotation.TrustCas) and hand_edited(world.bundle_secret)
             _execute(decided, world, deps, clock())
@@ -379,6 +380,60 @@ def _annotate_ingresses(deps: Dependencies, world: World) -> list[dict[str, Any]
     return done
 
 
+def _trust_on_gateways(deps: Dependencies, world: World) -> list[dict[str, Any]]:
+    """Managed Gateways (Gateway API) validate client certificates against a copy of the bundle: the ConfigMap
+    `<TRUST_BUNDLE_SECRET_NAME>` (key ca.crt) in the Gateway's namespace, kept equal to the bundle Secret, and
+    referenced from spec.tls.frontend.default.validation.caCertificateRefs. Nothing else on the Gateway is
+    touched; a ConfigMap of that name that is not ours is reported and left alone."""
+    if world.state.bundle is None:
+        return []
+    mtls, owner = deps.settings.mtls, deps.settings.sync.owner_id
+    bundle = _bundle_pem(world.bundle_secret).decode()
+    ours = {"group": "", "kind": "ConfigMap", "name": mtls.trust_bundle}
+    done: list[dict[str, Any]] = []
+    for gateway in world.exposure.managed_gateways():
+        metadata = gateway.get("metadata") or {}
+        namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+        where = f"ConfigMap {namespace}/{mtls.trust_bundle}"
+        existing = with_retries(deps, lambda n=namespace: deps.secrets.get_configmap(n, mtls.trust_bundle))  # type: ignore[misc]
+        notes = ((existing or {}).get("metadata") or {}).get("annotations") or {}
+        if existing is not None and notes.get(SECRET_OWNER) != owner:
+            why = f"{where} exists and is not ours: Gateway {namespace}/{name} does not get APIM's CA bundle"
+            done.append({"step": "TrustOnGateway", "why": why, "outcome": "refused", "reason": "OwnedByOther"})
+            continue
+        if existing is None:
+            body = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": mtls.trust_bundle, "namespace": namespace, "annotations": {SECRET_OWNER: owner}},
+                "data": {"ca.crt": bundle},
+            }
+            with_retries(deps, lambda n=namespace, b=body: deps.secrets.create_configmap(n, b))  # type: ignore[misc]
+            done.append(
+                {
+                    "step": "CopyBundleToGateway",
+                    "why": f"{where} holds the CAs Gateway {namespace}/{name} trusts",
+                    "outcome": "applied",
+                }
+            )
+        elif (existing.get("data") or {}).get("ca.crt") != bundle:
+            patch = {"metadata": {"resourceVersion": existing["metadata"]["resourceVersion"]}, "data": {"ca.crt": bundle}}
+            with_retries(deps, lambda n=namespace, p=patch: deps.cluster_writer.patch("ConfigMap", n, mtls.trust_bundle, p))  # type: ignore[misc]
+            done.append({"step": "CopyBundleToGateway", "why": f"{where} must equal the bundle", "outcome": "applied"})
+        validation = (((gateway.get("spec") or {}).get("tls") or {}).get("frontend") or {}).get("default") or {}
+        refs = list((validation.get("validation") or {}).get("caCertificateRefs") or [])
+        if any(r.get("kind") == "ConfigMap" and r.get("name") == mtls.trust_bundle and not r.get("namespace") for r in refs):
+            continue
+        gateway_patch = {
+            "metadata": {"resourceVersion": metadata.get("resourceVersion")},
+            "spec": {"tls": {"frontend": {"default": {"validation": {"caCertificateRefs": [*refs, ours]}}}}},
+        }
+        with_retries(deps, lambda n=namespace, g=name, p=gateway_patch: deps.cluster_writer.patch("Gateway", n, g, p))  # type: ignore[misc]
+        why = f"Gateway {namespace}/{name} must validate client certificates against {where}"
+        done.append({"step": "ReferenceBundleOnGateway", "why": why, "outcome": "applied"})
+    return done
+
+
 def _report(world: World, steps: list[dict[str, Any]], waiting: rotation.Waiting, *, dry_run: bool) -> RotationReport:
     expiries = [{"object": f"CA {ca.id}", "expires": ca.not_after.isoformat()} for ca in world.state.cas]
     expiries += [{"object": f"certificate {c.id}", "expires": c.expires.isoformat()} for c in world.state.certificates]
@@ -485,7 +540,9 @@ def _keyvault_run(deps: Dependencies, *, dry_run: bool, clock: Callable[[], date
                 why = f"backend {backend_id} must present {entity_id}"
                 steps.append({"step": "PointBackends", "why": why, "outcome": "planned" if dry_run else "applied"})
         if not dry_run:
-            steps.extend(_annotate_ingresses(deps, read_world(deps, world.exposure)))
+            final = read_world(deps, world.exposure)
+            steps.extend(_annotate_ingresses(deps, final))
+            steps.extend(_trust_on_gateways(deps, final))
     except errors.SyncError as error:
         return RotationReport(dry_run=dry_run, steps=tuple(steps), error=RunError.of(error))
     expiries = ({"object": f"Key Vault certificate version {latest.version}", "expires": latest.expires.isoformat()},)

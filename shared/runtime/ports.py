@@ -45,9 +45,15 @@ class ClusterWriter(Protocol):
 
 
 class SecretStore(Protocol):
+    """The Secrets and ConfigMaps the rotation writes: the CA, the trust bundle, and its copy for Gateways."""
+
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     def create_secret(self, namespace: str, body: dict[str, Any]) -> None: ...
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def create_configmap(self, namespace: str, body: dict[str, Any]) -> None: ...
 
 
 class BackendStore(Protocol):

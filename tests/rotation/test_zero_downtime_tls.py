@@ -39,59 +39,90 @@ PROPAGATION_SECONDS = 3.0
 GRACE_SECONDS = 3.0
 
 
+GATEWAY_BUNDLE = ("shop", "aks-apim-sync-client-ca")
+"""The Gateway's copy of the bundle: a ConfigMap in its namespace (key ca.crt, not base64)."""
+
+
+@pytest.fixture(params=["Ingress", "Gateway"])
+def front(request: pytest.FixtureRequest) -> str:
+    """What stands before the Services: ingress-nginx (the bundle Secret) or a Gateway (its ConfigMap)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def live_deps(rotation_deps: Dependencies, azurite: Azurite, make_deps: Any) -> Dependencies:
+def live_deps(world: World, rotation_deps: Dependencies, azurite: Azurite, make_deps: Any, front: str) -> Dependencies:
     """Real time here: nginx checks validity against the real clock, so the waits are shortened instead."""
-    deps: Dependencies = make_deps(
-        AzureWebJobsStorage=azurite.connection_string,
-        TRUST_PROPAGATION_SECONDS=str(PROPAGATION_SECONDS),
-        CERT_GRACE_SECONDS=str(GRACE_SECONDS),
-    )
+    options = {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "TRUST_PROPAGATION_SECONDS": str(PROPAGATION_SECONDS),
+        "CERT_GRACE_SECONDS": str(GRACE_SECONDS),
+    }
+    if front == "Gateway":
+        from shared import sync
+        from shared.core.scope import Scope
+        from tests.gateway.test_httproute_discovery import gateway, httproute
+
+        world.kube.apply(gateway())
+        world.kube.apply(httproute("orders"))
+        world.kube.apply(httproute("payments", service_name="payments", host="payments.contoso.example"))
+        options["ROUTE_KINDS"] = "HTTPRoute"
+        sync.run(Scope("aks-sandbox"), make_deps(**options))
+    deps: Dependencies = make_deps(**options)
     return deps
 
 
 @pytest.fixture
-def nginx(world: World, live_deps: Dependencies) -> Iterator[Nginx]:
+def nginx(world: World, live_deps: Dependencies, front: str) -> Iterator[Nginx]:
     binary = require_tool(find_nginx(), "nginx (Debian package nginx)")
     rotation_runner.rotate(live_deps)
-    server = start_nginx(binary, server_cert=world.tls.server_cert, server_key=world.tls.server_key, bundle_pem=bundle_pem(world))
+    pem = bundle_pem(world, front)
+    server = start_nginx(binary, server_cert=world.tls.server_cert, server_key=world.tls.server_key, bundle_pem=pem)
     yield server
     server.stop()
 
 
-def bundle_pem(world: World) -> bytes:
+def bundle_of(world: World, front: str = "Ingress") -> tuple[str, bytes] | None:
+    """(resourceVersion, PEM) of the bundle the front reads: the Secret (ingress-nginx) or the ConfigMap (Gateway)."""
+    if front == "Gateway":
+        configmap = world.kube.get("ConfigMap", *GATEWAY_BUNDLE)
+        return (configmap["metadata"]["resourceVersion"], configmap["data"]["ca.crt"].encode()) if configmap else None
     secret = world.kube.get("Secret", *BUNDLE)
-    assert secret is not None
-    return base64.b64decode(secret["data"]["ca.crt"])
+    return (secret["metadata"]["resourceVersion"], base64.b64decode(secret["data"]["ca.crt"])) if secret else None
+
+
+def bundle_pem(world: World, front: str = "Ingress") -> bytes:
+    found = bundle_of(world, front)
+    assert found is not None
+    return found[1]
 
 
 class BundleReloader(threading.Thread):
-    """The ingress controller's part: when the bundle Secret changes, write it out and reload nginx."""
+    """The ingress controller's (or Gateway's) part: when its bundle changes, write it out and reload nginx."""
 
-    def __init__(self, world: World, nginx: Nginx) -> None:
+    def __init__(self, world: World, nginx: Nginx, front: str = "Ingress") -> None:
         super().__init__(daemon=True)
-        self.world, self.nginx = world, nginx
+        self.world, self.nginx, self.front = world, nginx, front
         self.applied_version = ""
         self.reloads = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.wait(0.02):
-            secret = self.world.kube.get("Secret", *BUNDLE)
-            if secret is None or secret["metadata"]["resourceVersion"] == self.applied_version:
+            found = bundle_of(self.world, self.front)
+            if found is None or found[0] == self.applied_version:
                 continue
-            self.nginx.bundle.write_bytes(base64.b64decode(secret["data"]["ca.crt"]))
+            self.nginx.bundle.write_bytes(found[1])
             self.nginx.reload()
             time.sleep(0.3)  # nginx starts new workers with the new bundle; the old ones finish their connections
-            self.applied_version = secret["metadata"]["resourceVersion"]
+            self.applied_version = found[0]
             self.reloads += 1
 
     def settle(self) -> None:
-        """Wait until nginx runs with what the Secret holds now."""
-        secret = self.world.kube.get("Secret", *BUNDLE)
-        assert secret is not None
+        """Wait until nginx runs with what the bundle holds now."""
+        found = bundle_of(self.world, self.front)
+        assert found is not None
         deadline = time.monotonic() + 10
-        while self.applied_version != secret["metadata"]["resourceVersion"]:
+        while self.applied_version != found[0]:
             assert time.monotonic() < deadline, "nginx did not reload the bundle"
             time.sleep(0.02)
 
@@ -164,9 +195,9 @@ def status_with(world: World, nginx: Nginx, material: pki.Material) -> int | str
 
 
 def test_three_certificate_rotations_and_one_ca_rotation_drop_no_request(
-    world: World, live_deps: Dependencies, nginx: Nginx, capsys: pytest.CaptureFixture[str]
+    world: World, live_deps: Dependencies, nginx: Nginx, front: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    reloader = BundleReloader(world, nginx)
+    reloader = BundleReloader(world, nginx, front)
     reloader.start()
     reloader.settle()
     time.sleep(PROPAGATION_SECONDS)
@@ -192,9 +223,9 @@ def test_three_certificate_rotations_and_one_ca_rotation_drop_no_request(
         assert run(force="certificate")[:2] == ["IssueCertificate", "PointBackends"]
         mark(f"client certificate rotation {n}")
 
-    old_ca = pki.cert_info(bundle_pem(world)).short_id
+    old_ca = pki.cert_info(bundle_pem(world, front)).short_id
     assert run(force="ca")[:3] == ["CreateCa", "TrustCas", "IssueCertificate"]
-    assert len(pki.split_pem_bundle(bundle_pem(world))) == 2
+    assert len(pki.split_pem_bundle(bundle_pem(world, front))) == 2
     assert presented(world)[backend][0].endswith(old_ca), "the new CA's certificate waits for nginx to trust it"
     mark("CA rotation: new CA trusted next to the old")
     time.sleep(PROPAGATION_SECONDS)
@@ -203,21 +234,21 @@ def test_three_certificate_rotations_and_one_ca_rotation_drop_no_request(
     mark("CA rotation: backends present the new CA's certificate")
     time.sleep(GRACE_SECONDS)
     run()
-    assert len(pki.split_pem_bundle(bundle_pem(world))) == 1 and len(world.apim.certificates) == 1
+    assert len(pki.split_pem_bundle(bundle_pem(world, front))) == 1 and len(world.apim.certificates) == 1
     mark("CA rotation: old certificates deleted, old CA retired")
 
     traffic.stop.set()
     traffic.join(10)
     reloader.stop.set()
     with capsys.disabled():
-        print("\nzero-downtime timeline (s, event, requests sent, failed):")
+        print(f"\nzero-downtime timeline through {front} (s, event, requests sent, failed):")
         for at, event, sent, failed in timeline:
             print(f"  {at:6.2f}  {event:55} {sent:6} {failed:3}")
         print(f"  certificates presented: {len(traffic.certificates_used)}, nginx reloads: {reloader.reloads}")
     assert traffic.failures == []
     assert traffic.sent > 50 and len(traffic.certificates_used) == 5
 
-    (current_ca,) = pki.split_pem_bundle(bundle_pem(world))
+    (current_ca,) = pki.split_pem_bundle(bundle_pem(world, front))
     now = datetime.now(UTC)
     untrusted = pki.new_ca("not trusted", now=now, days=30, kind=pki.KeyKind.EC_P256)
     intruder = pki.issue_client(untrusted, "intruder", now=now, days=1, kind=pki.KeyKind.EC_P256)
