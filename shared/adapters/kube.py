@@ -179,6 +179,14 @@ class KubeSource:
                     raise
         raise errors.RetryableError(f"the list of {namespace or 'all namespaces'} expired {RELISTS_ON_EXPIRY} times while paging")
 
+    def get_gateway(self, namespace: str, name: str) -> dict[str, Any] | None:
+        custom = client.CustomObjectsApi(self._core.api_client)
+
+        def read(name: str, namespace: str, **kwargs: Any) -> Any:
+            return custom.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", namespace, "gateways", name, **kwargs)
+
+        return self._read(f"Gateway {namespace}/{name}", read, namespace, name)
+
     def list_gateway_api(self, scope: Scope) -> GatewayApiObjects:
         """Every namespace's HTTPRoutes, Gateways and ReferenceGrants (read-only): a route of another namespace,
         its Gateway and a grant decide a Service's URL too. A cluster without the CRDs has none of them."""

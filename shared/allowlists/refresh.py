@@ -14,7 +14,7 @@ from shared.allowlists import writers as allowlist
 from shared.allowlists.report import AllowListReport
 from shared.backends.exposure import Exposure, of_view
 from shared.core.errors import SyncError
-from shared.core.model import IngressView, Reason, ServiceView
+from shared.core.model import Reason
 from shared.core.reporting import RunError
 from shared.core.scope import Scope
 from shared.runtime.apply import NOTHING_TO_DO, NothingToDo, Writer, apply_change
@@ -23,7 +23,13 @@ from shared.runtime.ports import Dependencies
 
 
 def writers(deps: Dependencies) -> list[allowlist.AllowListWriter]:
-    return [allowlist.IngressNginxWriter(deps.settings.allowlist.annotation), allowlist.LoadBalancerWriter()]
+    found: list[allowlist.AllowListWriter] = [
+        allowlist.IngressNginxWriter(deps.settings.allowlist.annotation),
+        allowlist.LoadBalancerWriter(),
+    ]
+    if "HTTPRoute" in deps.settings.kube.route_kinds:
+        found.append(allowlist.GatewayInfrastructureWriter())
+    return found
 
 
 def refresh(
@@ -122,9 +128,11 @@ def _writer(deps: Dependencies) -> Writer[tuple[allowlist.AllowListChange, allow
     def decide_again(planned: Planned) -> Planned | NothingToDo:
         change, writer = planned
         target = change.target
-        fresh: ServiceView | IngressView | None
+        fresh: Any
         if target.kind == "Ingress":
             fresh = deps.cluster.get_ingress(target.namespace, target.name)
+        elif target.kind == "Gateway":
+            fresh = deps.cluster.get_gateway(target.namespace, target.name)
         else:
             fresh = deps.cluster.get_service(target.namespace, target.name)
         refreshed = writer.target_of(fresh) if fresh is not None else None

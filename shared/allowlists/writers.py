@@ -64,7 +64,7 @@ class AllowListChange:
 class AllowListWriter(Protocol):
     def targets(self, exposure: Exposure) -> tuple[list[Target], list[Finding]]: ...
 
-    def target_of(self, obj: ServiceView | IngressView) -> Target | None:
+    def target_of(self, obj: Any) -> Target | None:
         """The target for one freshly read object (after a conflict), if this writer manages its kind."""
         ...
 
@@ -128,6 +128,42 @@ class LoadBalancerWriter:
 
     def patch(self, target: Target, cidrs: tuple[str, ...]) -> dict[str, Any]:
         return {"metadata": {"resourceVersion": target.resource_version}, "spec": {"loadBalancerSourceRanges": list(cidrs)}}
+
+
+GATEWAY_INFRASTRUCTURE_FIELD = f"spec.infrastructure.annotations[{AZURE_ALLOWED_IP_RANGES}]"
+
+
+class GatewayInfrastructureWriter:
+    """Gateways (Gateway API) exposed through an Azure load balancer: the azure-allowed-ip-ranges annotation in
+    spec.infrastructure.annotations, which the implementation propagates to the load-balancer Service it makes
+    (Gateway API's infrastructure field; Istio and AKS's approuting-istio do). Nothing else on the Gateway."""
+
+    def targets(self, exposure: Exposure) -> tuple[list[Target], list[Finding]]:
+        findings = [
+            Finding(f"Service {ns}/{name}", Reason.ROUTE_NOT_ATTACHED, note)
+            for (ns, name), notes in sorted(exposure.route_notes.items())
+            if exposure.modes.get((ns, name)) is Mode.INGRESS
+            for note in notes
+        ]
+        return [self.target_of(gateway) for gateway in exposure.managed_gateways()], findings
+
+    def target_of(self, obj: Any) -> Target:
+        metadata = obj.get("metadata") or {}
+        annotations = ((obj.get("spec") or {}).get("infrastructure") or {}).get("annotations") or {}
+        held = annotations.get(AZURE_ALLOWED_IP_RANGES)
+        return Target(
+            "Gateway",
+            str(metadata.get("namespace") or ""),
+            str(metadata.get("name") or ""),
+            str(metadata.get("resourceVersion") or ""),
+            ((GATEWAY_INFRASTRUCTURE_FIELD, str(held) if held is not None else None),),
+        )
+
+    def patch(self, target: Target, cidrs: tuple[str, ...]) -> dict[str, Any]:
+        return {
+            "metadata": {"resourceVersion": target.resource_version},
+            "spec": {"infrastructure": {"annotations": {AZURE_ALLOWED_IP_RANGES: ",".join(cidrs)}}},
+        }
 
 
 def change_for(target: Target, cidrs: tuple[str, ...], writer: AllowListWriter) -> AllowListChange | None:

@@ -35,6 +35,8 @@ class Exposure:
     """The HTTPRoute rules that count (attached, admitted, granted)."""
     gateways: Mapping[ServiceKey, Mapping[str, Any]] = field(default_factory=dict)
     """(namespace, name) -> the Gateway as read."""
+    route_notes: Mapping[ServiceKey, tuple[str, ...]] = field(default_factory=dict)
+    """Why HTTPRoutes that name a Service do not count (preflight warnings)."""
 
     def outcome(self, service: ServiceView) -> ServiceOutcome | None:
         return self.outcomes.get((service.namespace, service.name))
@@ -87,7 +89,8 @@ def expose(
             modes[key] = mode
     gateways = {_key_of(g): g for g in gateway_api.gateways} if gateway_api is not None else {}
     gateway_routes = from_gateways.routes if from_gateways is not None else ()
-    return Exposure(context, services, ingresses, outcomes, modes, gateway_routes, gateways)
+    route_notes = from_gateways.notes if from_gateways is not None else {}
+    return Exposure(context, services, ingresses, outcomes, modes, gateway_routes, gateways, route_notes)
 
 
 def _key_of(obj: Mapping[str, Any]) -> ServiceKey:

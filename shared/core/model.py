@@ -86,6 +86,7 @@ class Reason(StrEnum):
     OPEN_API_MISSING = "OpenApiMissing"
     NO_USABLE_APIM_ADDRESSES = "NoUsableApimAddresses"
     NO_STABLE_APIM_ADDRESS = "NoStableApimAddress"
+    ROUTE_NOT_ATTACHED = "RouteNotAttached"
     KEPT_BY_SETTING = "KeptBySetting"
     INVALID_OPEN_API = "InvalidOpenApi"
     INGRESS_CONTROLLER_UNREADABLE = "IngressControllerUnreadable"

@@ -31,6 +31,10 @@ class ClusterReader(Protocol):
 
     def get_ingress(self, namespace: str, name: str) -> IngressView | None: ...
 
+    def get_gateway(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One Gateway (gateway.networking.k8s.io/v1) as raw JSON; None when there is none."""
+        ...
+
     def list_gateway_api(self, scope: Scope) -> GatewayApiObjects:
         """HTTPRoutes, Gateways and ReferenceGrants (every namespace: routes, Gateways and grants of other
         namespaces decide a Service's URL too)."""
