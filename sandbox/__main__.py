@@ -44,6 +44,9 @@ RECOMMENDED_OPTION_1 = {
 }
 """The demo shows Option 1 as README recommends it: APIM's managed identity, no shared secret."""
 
+DEMO_SETTINGS = {**RECOMMENDED_OPTION_1, "ROUTE_KINDS": "Ingress,HTTPRoute"}
+"""And both route kinds: the catalog through an Ingress, the invoices through a Gateway API HTTPRoute."""
+
 DEMO_POLICY: dict[str, object] = {
     "default": {"modes": ["ingress", "internal"]},
     "namespaces": {
@@ -115,6 +118,40 @@ def seed(world: World) -> None:
     world.apim.put_backend_directly(
         "payments", {"url": "https://payments.legacy.example", "protocol": "http", "description": "Created by hand in the portal"}
     )
+    # The Gateway API, as AKS now recommends after ingress-nginx (approuting-istio): invoices through an HTTPRoute.
+    invoices = _service("invoices", "shop", {"apim-sync.io/mode": "ingress", "apim-sync.io/title": "Invoices"}, ip=None)
+    invoices["spec"]["type"] = "ClusterIP"
+    kube.apply(invoices)
+    listener = {
+        "name": "https",
+        "protocol": "HTTPS",
+        "port": 443,
+        "hostname": "*.contoso.example",
+        "tls": {"mode": "Terminate", "certificateRefs": [{"name": "contoso-wildcard"}]},
+        "allowedRoutes": {"namespaces": {"from": "Same"}},
+    }
+    edge = {"gatewayClassName": "approuting-istio", "listeners": [listener]}
+    kube.apply(
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "edge", "namespace": "shop"},
+            "spec": edge,
+        }
+    )
+    rule = {
+        "matches": [{"path": {"type": "PathPrefix", "value": "/invoices"}}],
+        "backendRefs": [{"name": "invoices", "port": 80}],
+    }
+    route = {"parentRefs": [{"name": "edge"}], "hostnames": ["api.contoso.example"], "rules": [rule]}
+    kube.apply(
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "invoices", "namespace": "shop"},
+            "spec": route,
+        }
+    )
 
 
 def _resync_via_handler() -> dict[str, Any]:
@@ -163,7 +200,7 @@ def demo(tier: str = "Developer") -> int:
     world = start_world()
     world.use_tier(tier)
     try:
-        os.environ.update({**world.settings(), **RECOMMENDED_OPTION_1})
+        os.environ.update({**world.settings(), **DEMO_SETTINGS})
         seed(world)
         first = _resync_via_handler()
         _print_report("first resync (through the resync HTTP handler)", first)
@@ -288,7 +325,7 @@ def serve(*, seed_demo: bool, tier: str = "Developer") -> int:
     azurite_binary = find_azurite()
     azurite = start_azurite(azurite_binary) if azurite_binary else None
     try:
-        extra = {"AzureWebJobsStorage": azurite.connection_string} if azurite else {}
+        extra = {"ROUTE_KINDS": "Ingress,HTTPRoute", **({"AzureWebJobsStorage": azurite.connection_string} if azurite else {})}
         env_file = world.write_env_file(extra)
         if seed_demo:
             seed(world)

@@ -204,8 +204,11 @@ class KubeSource:
                         return ()  # the CRD is not installed
                     raise
 
+        routes = listed("v1", "httproutes")
+        if not routes:
+            return GatewayApiObjects()  # no route, no URL: the Gateways and grants need not be read
         return GatewayApiObjects(
-            httproutes=listed("v1", "httproutes"),
+            httproutes=routes,
             gateways=listed("v1", "gateways"),
             reference_grants=listed("v1beta1", "referencegrants"),
         )

@@ -73,7 +73,7 @@ def test_serve_seed_prints_commands_that_work_as_printed_and_leaves_nothing_behi
         """apiVersion: v1
 kind: Service
 metadata:
-  name: invoices
+  name: receipts
   namespace: shop
   annotations: {apim-sync.io/expose: "true", apim-sync.io/mode: public}
 spec:
@@ -85,14 +85,14 @@ status:
     )
     apply_command = [*printed_command(lines, "-m sandbox apply")[:-1], str(manifest)]
     applied = run(apply_command)
-    assert applied.returncode == 0 and "service/invoices created" in applied.stdout, applied.stderr
+    assert applied.returncode == 0 and "service/receipts created" in applied.stdout, applied.stderr
     sync = run(printed_command(lines, "-m shared sync"))
     assert sync.returncode == 0, sync.stdout + sync.stderr
-    assert "backend aks-sandbox-shop-invoices-" in sync.stdout
+    assert "backend aks-sandbox-shop-receipts-" in sync.stdout
 
     if shutil.which("kubectl"):
         listed = run(printed_command(lines, "kubectl --kubeconfig"), home=tmp_path)
-        assert listed.returncode == 0 and "invoices" in listed.stdout, listed.stderr
+        assert listed.returncode == 0 and "receipts" in listed.stdout, listed.stderr
 
     rotate = run(printed_command(lines, "-m shared rotate"))
     assert rotate.returncode == 2, rotate.stdout + rotate.stderr  # dry run: steps planned
