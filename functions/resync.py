@@ -28,7 +28,7 @@ def resync(req: func.HttpRequest) -> func.HttpResponse:
     parsed = scope.parse_resync_request(dict(req.params), req.get_body(), cluster=dependencies.settings.kube.cluster_name)
     if isinstance(parsed, scope.BadRequest):
         return json_response(parsed.to_json(), status=400)
-    report = sync.run(
+    report = sync.run_coalesced(
         parsed.scope,
         dependencies,
         steps=parsed.steps,

@@ -22,9 +22,40 @@ from shared.core.reporting import Report
 from shared.core.scope import Scope, Steps
 from shared.core.settings import CertificateSource
 from shared.runtime.cluster import read_cluster
+from shared.runtime.coalesce import RUNS
 from shared.runtime.ports import Dependencies
 
-__all__ = ["Steps", "run"]
+__all__ = ["Steps", "run", "run_coalesced"]
+
+
+def run_coalesced(
+    scope: Scope,
+    deps: Dependencies,
+    *,
+    steps: Steps = Steps.ALL,
+    dry_run: bool = False,
+    allow_mass_delete: bool = False,
+    backend_hints: frozenset[BackendId] = frozenset(),
+    api_hints: frozenset[str] = frozenset(),
+) -> Report:
+    """run(), shared with identical requests of this worker (shared.runtime.coalesce): 20 events for one scope
+    arriving together cost at most two runs, and each caller gets a report of a run that started after it asked."""
+    key = (scope, steps, dry_run, allow_mass_delete, backend_hints, api_hints, id(deps))
+
+    def work() -> Report:
+        return run(
+            scope,
+            deps,
+            steps=steps,
+            dry_run=dry_run,
+            allow_mass_delete=allow_mass_delete,
+            backend_hints=backend_hints,
+            api_hints=api_hints,
+        )
+
+    report = RUNS.run(key, work)
+    assert isinstance(report, Report)
+    return report
 
 
 def run(
