@@ -24,6 +24,8 @@ from shared.core.settings import KubeSettings
 from shared.runtime.counters import RequestCounter
 
 RELISTS_ON_EXPIRY = 3
+GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+"""Gateway API's label on the resources an implementation generates for a Gateway (Istio, Envoy Gateway)."""
 PAGE_SIZE = 500
 REQUEST_TIMEOUT = (5, 30)
 
@@ -97,6 +99,7 @@ def service_view(item: dict[str, Any]) -> ServiceView:
         resource_version=metadata.get("resourceVersion") or "",
         load_balancer_source_ranges=tuple(spec.get("loadBalancerSourceRanges") or ()),
         external_traffic_policy=spec.get("externalTrafficPolicy") or "",
+        gateway_name=str((metadata.get("labels") or {}).get(GATEWAY_NAME_LABEL) or ""),
     )
 
 

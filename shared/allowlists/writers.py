@@ -9,7 +9,7 @@ conflict, not a lost update.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -145,7 +145,10 @@ class GatewayInfrastructureWriter:
             if exposure.modes.get((ns, name)) is Mode.INGRESS
             for note in notes
         ]
-        return [self.target_of(gateway) for gateway in exposure.managed_gateways()], findings
+        gateways = exposure.managed_gateways()
+        for gateway in gateways:
+            findings += generated_service_findings(gateway, exposure.services)
+        return [self.target_of(gateway) for gateway in gateways], findings
 
     def target_of(self, obj: Any) -> Target:
         metadata = obj.get("metadata") or {}
@@ -164,6 +167,25 @@ class GatewayInfrastructureWriter:
             "metadata": {"resourceVersion": target.resource_version},
             "spec": {"infrastructure": {"annotations": {AZURE_ALLOWED_IP_RANGES: ",".join(cidrs)}}},
         }
+
+
+def generated_service_findings(gateway: Mapping[str, Any], services: Sequence[ServiceView]) -> list[Finding]:
+    """The load-balancer Service an implementation generated for the Gateway (by Gateway API's gateway-name
+    label), when it was read: client addresses must survive it, and VNet traffic must be denied too."""
+    metadata = gateway.get("metadata") or {}
+    namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+    findings: list[Finding] = []
+    for service in services:
+        if service.namespace != namespace or service.gateway_name != name or service.type != "LoadBalancer":
+            continue
+        where = f"Service {service.namespace}/{service.name} (of Gateway {namespace}/{name})"
+        if service.external_traffic_policy != "Local":
+            message = "externalTrafficPolicy is not Local: the Gateway sees node addresses, not APIM's"
+            findings.append(Finding(where, Reason.CLIENT_ADDRESS_NOT_PRESERVED, message))
+        if service.annotations.get(DENY_ALL_EXCEPT_SOURCE_RANGES, "").strip().lower() != "true":
+            message = f'without {DENY_ALL_EXCEPT_SOURCE_RANGES}: "true" traffic from inside the VNet still gets in'
+            findings.append(Finding(where, Reason.VNET_TRAFFIC_NOT_DENIED, message))
+    return findings
 
 
 def change_for(target: Target, cidrs: tuple[str, ...], writer: AllowListWriter) -> AllowListChange | None:

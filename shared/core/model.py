@@ -231,6 +231,8 @@ class ServiceView:
     resource_version: str = ""
     load_balancer_source_ranges: tuple[str, ...] = ()
     external_traffic_policy: str = ""
+    gateway_name: str = ""
+    """The gateway.networking.k8s.io/gateway-name label: the Gateway an implementation made this Service for."""
 
 
 @dataclass(frozen=True)

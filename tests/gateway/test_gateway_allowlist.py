@@ -57,3 +57,16 @@ def test_a_route_that_does_not_attach_is_a_preflight_warning(world: World, make_
     world.kube.apply(httproute("orders", parent=("edge", "shared")))
     report = allowlist(world, make_deps)
     assert [(f["object"], f["reason"]) for f in report.findings] == [("Service shop/orders", "RouteNotAttached")]
+
+
+def test_the_gateways_generated_load_balancer_is_checked_before_trusting_the_list(world: World, make_deps: Any) -> None:
+    world.kube.apply(service("orders", mode="ingress", lb_ip=None))
+    world.kube.apply(gateway())
+    world.kube.apply(httproute("orders"))
+    generated = service("shared-approuting-istio", mode=None, expose=False)
+    generated["metadata"]["labels"] = {"gateway.networking.k8s.io/gateway-name": "shared"}
+    generated["spec"]["externalTrafficPolicy"] = "Cluster"
+    world.kube.apply(generated)
+    report = allowlist(world, make_deps)
+    reasons = {f["reason"] for f in report.findings if "of Gateway shop/shared" in f["object"]}
+    assert reasons == {"ClientAddressNotPreserved", "VnetTrafficNotDenied"}
