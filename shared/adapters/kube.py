@@ -17,6 +17,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from shared.adapters.credentials import RefreshingToken
+from shared.backends.gateway_routes import uses_selector
 from shared.core import errors
 from shared.core.model import GatewayApiObjects, IngressRoute, IngressView, ServicePort, ServiceView
 from shared.core.scope import Scope
@@ -210,10 +211,20 @@ class KubeSource:
         routes = listed("v1", "httproutes")
         if not routes:
             return GatewayApiObjects()  # no route, no URL: the Gateways and grants need not be read
+        gateways = listed("v1", "gateways")
+        labels: dict[str, dict[str, str]] = {}
+        if uses_selector(gateways):  # only then do namespaces' labels decide anything
+            with _translated("list namespaces"):
+                response: Any = self._core.list_namespace(_preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+                listed_namespaces = json.loads(response.data)
+            for item in listed_namespaces.get("items") or []:
+                metadata = item.get("metadata") or {}
+                labels[str(metadata.get("name") or "")] = dict(metadata.get("labels") or {})
         return GatewayApiObjects(
             httproutes=routes,
-            gateways=listed("v1", "gateways"),
+            gateways=gateways,
             reference_grants=listed("v1beta1", "referencegrants"),
+            namespace_labels=labels,
         )
 
     def list_services(self, scope: Scope) -> list[ServiceView]:

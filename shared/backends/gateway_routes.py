@@ -5,8 +5,8 @@ Pure. Every object is untrusted input, read defensively. A rule's backendRef to 
 - the Service is in the route's namespace, or a ReferenceGrant in the Service's namespace allows HTTPRoutes of
   the route's namespace to refer to Services (all, or that one by name);
 - the route attaches through a parentRef to a Gateway listener (by sectionName, or every listener) whose
-  `allowedRoutes.namespaces.from` admits the route's namespace (Same, the default, or All; Selector is not
-  read and admits nothing), and whose hostname (if any) matches the route's;
+  `allowedRoutes.namespaces.from` admits the route's namespace (Same, the default; All; or Selector, matched
+  against the namespace's labels), and whose hostname (if any) matches the route's;
 - the route's `status.parents` entry for that Gateway, when present, is Accepted.
 The URL is https for an HTTPS listener (http for HTTP), the route's first hostname that the listener admits
 (else the listener's own, if not a wildcard), and the rule's first PathPrefix or Exact path. Everything that
@@ -92,8 +92,43 @@ def _accepted(route: Mapping[str, Any], gateway_namespace: str, gateway_name: st
     return None
 
 
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """A metav1.LabelSelector: matchLabels and matchExpressions (In, NotIn, Exists, DoesNotExist), ANDed."""
+    for key, value in _map(selector.get("matchLabels")).items():
+        if labels.get(str(key)) != value:
+            return False
+    for expression in _list(selector.get("matchExpressions")):
+        expression = _map(expression)
+        key, operator = _text(expression.get("key")), _text(expression.get("operator"))
+        values = {v for v in _list(expression.get("values")) if isinstance(v, str)}
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            return False
+    return True
+
+
+def uses_selector(gateways: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether any listener admits routes by a namespace Selector (then namespace labels must be read)."""
+    return any(
+        _text(_map(_map(_map(listener).get("allowedRoutes")).get("namespaces")).get("from")) == "Selector"
+        for gateway in gateways
+        for listener in _list(_map(gateway.get("spec")).get("listeners"))
+    )
+
+
 def _listeners(
-    route: Mapping[str, Any], gateways: Mapping[tuple[str, str], Mapping[str, Any]], notes: list[str]
+    route: Mapping[str, Any],
+    gateways: Mapping[tuple[str, str], Mapping[str, Any]],
+    notes: list[str],
+    namespace_labels: Mapping[str, Mapping[str, str]],
 ) -> list[tuple[Mapping[str, Any], str]]:
     """(listener, gateway name) pairs the route attaches to, with a note for each parent that does not admit it."""
     route_namespace, route_name = _meta(route)
@@ -116,8 +151,12 @@ def _listeners(
             listener = _map(listener)
             if section and _text(listener.get("name")) != section:
                 continue
-            admitted = _text(_map(_map(listener.get("allowedRoutes")).get("namespaces")).get("from")) or "Same"
-            if admitted == "All" or (admitted == "Same" and namespace == route_namespace):
+            namespaces = _map(_map(listener.get("allowedRoutes")).get("namespaces"))
+            admitted = _text(namespaces.get("from")) or "Same"
+            by_selector = admitted == "Selector" and selector_matches(
+                _map(namespaces.get("selector")), namespace_labels.get(route_namespace, {})
+            )
+            if admitted == "All" or (admitted == "Same" and namespace == route_namespace) or by_selector:
                 found.append((listener, f"{namespace}/{name}"))
             else:
                 notes.append(
@@ -142,7 +181,7 @@ def routes_from_gateway_api(objects: GatewayApiObjects) -> GatewayRoutes:
         route_namespace, route_name = _meta(route)
         spec = _map(route.get("spec"))
         parent_notes: list[str] = []
-        listeners = _listeners(route, gateways, parent_notes)
+        listeners = _listeners(route, gateways, parent_notes, objects.namespace_labels)
         hostnames = [h for h in (_text(h) for h in _list(spec.get("hostnames"))) if h]
         for rule in _list(spec.get("rules")):
             rule = _map(rule)

@@ -265,6 +265,8 @@ class GatewayApiObjects:
     httproutes: tuple[Mapping[str, Any], ...] = ()
     gateways: tuple[Mapping[str, Any], ...] = ()
     reference_grants: tuple[Mapping[str, Any], ...] = ()
+    namespace_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Namespace -> labels; read only when a listener admits routes by a namespace Selector."""
 
 
 @dataclass(frozen=True)

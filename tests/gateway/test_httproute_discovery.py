@@ -199,3 +199,22 @@ def test_route_kinds_are_checked(world: World, value: str) -> None:
     with pytest.raises(InvalidSettings) as raised:
         load_settings({**world.settings(), "ROUTE_KINDS": value})
     assert [name for name, _ in raised.value.problems] == ["ROUTE_KINDS"]
+
+
+def test_a_listener_that_admits_routes_by_namespace_selector_takes_a_route_from_a_matching_namespace(
+    world: World, make_deps: Any
+) -> None:
+    world.kube.apply(service("orders", mode="ingress", lb_ip=None))
+    edge = gateway(namespace="edge", allowed="Selector")
+    edge["spec"]["listeners"][0]["allowedRoutes"]["namespaces"]["selector"] = {
+        "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["shop"]}]
+    }
+    world.kube.apply(edge)
+    world.kube.apply(httproute("orders", parent=("edge", "shared")))
+    run(make_deps)
+    assert url_of(world, "orders") == "https://orders.contoso.example/api"
+
+    edge["spec"]["listeners"][0]["allowedRoutes"]["namespaces"]["selector"] = {"matchLabels": {"team": "platform"}}
+    world.kube.apply(edge)
+    report = run(make_deps)
+    assert "admits routes from Selector" in pending_message(report, "shop/orders")
