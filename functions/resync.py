@@ -28,12 +28,13 @@ def resync(req: func.HttpRequest) -> func.HttpResponse:
     parsed = scope.parse_resync_request(dict(req.params), req.get_body(), cluster=dependencies.settings.kube.cluster_name)
     if isinstance(parsed, scope.BadRequest):
         return json_response(parsed.to_json(), status=400)
-    report = sync.run_coalesced(
+    report = sync.run(
         parsed.scope,
         dependencies,
         steps=parsed.steps,
         dry_run=parsed.dry_run,
         allow_mass_delete=parsed.allow_mass_delete,
+        coalesce=True,
     )
     log.info("resync finished", extra={"counts": report.counts, "dry_run": report.dry_run, "scope": report.scope.kind})
     return report_response(report)

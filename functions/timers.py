@@ -24,7 +24,7 @@ def periodic_resync(timer: func.TimerRequest) -> None:
     dependencies = dependencies_or_none(log, "periodic resync")
     if dependencies is None:
         return
-    report = sync.run_coalesced(scope.Scope(dependencies.settings.kube.cluster_name), dependencies)
+    report = sync.run(scope.Scope(dependencies.settings.kube.cluster_name), dependencies, coalesce=True)
     log.info("periodic resync finished", extra={"counts": report.counts, "past_due": timer.past_due})
     if report.failed and report.retryable:
         # Only transient failures go back to the runtime's retry policy; permanent ones are in the report.

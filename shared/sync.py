@@ -8,7 +8,7 @@ failing backend change does not stop the allow-lists, and the report shows both.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from shared.allowlists import refresh
 from shared.apis import reconcile as apis_step
@@ -25,37 +25,19 @@ from shared.runtime.cluster import read_cluster
 from shared.runtime.coalesce import RUNS
 from shared.runtime.ports import Dependencies
 
-__all__ = ["Steps", "run", "run_coalesced"]
+__all__ = ["RunRequest", "Steps", "run"]
 
 
-def run_coalesced(
-    scope: Scope,
-    deps: Dependencies,
-    *,
-    steps: Steps = Steps.ALL,
-    dry_run: bool = False,
-    allow_mass_delete: bool = False,
-    backend_hints: frozenset[BackendId] = frozenset(),
-    api_hints: frozenset[str] = frozenset(),
-) -> Report:
-    """run(), shared with identical requests of this worker (shared.runtime.coalesce): 20 events for one scope
-    arriving together cost at most two runs, and each caller gets a report of a run that started after it asked."""
-    key = (scope, steps, dry_run, allow_mass_delete, backend_hints, api_hints, id(deps))
+@dataclass(frozen=True)
+class RunRequest:
+    """What one run is asked to do; identical requests are equal, so they can share a run."""
 
-    def work() -> Report:
-        return run(
-            scope,
-            deps,
-            steps=steps,
-            dry_run=dry_run,
-            allow_mass_delete=allow_mass_delete,
-            backend_hints=backend_hints,
-            api_hints=api_hints,
-        )
-
-    report = RUNS.run(key, work)
-    assert isinstance(report, Report)
-    return report
+    scope: Scope
+    steps: Steps
+    dry_run: bool
+    allow_mass_delete: bool
+    backend_hints: frozenset[BackendId]
+    api_hints: frozenset[str]
 
 
 def run(
@@ -67,7 +49,22 @@ def run(
     allow_mass_delete: bool = False,
     backend_hints: frozenset[BackendId] = frozenset(),
     api_hints: frozenset[str] = frozenset(),
+    coalesce: bool = False,
 ) -> Report:
+    """One run for one scope. `coalesce`: shared with identical requests of this worker (shared.runtime.coalesce):
+    20 events for one scope arriving together cost at most two runs, and each caller gets the report of a run
+    that started after it asked (events, the timer and HTTP resyncs ask for that)."""
+    request = RunRequest(scope, steps, dry_run, allow_mass_delete, backend_hints, api_hints)
+    if not coalesce:
+        return _run(request, deps)
+    report = RUNS.run((request, id(deps)), lambda: _run(request, deps))
+    assert isinstance(report, Report)
+    return report
+
+
+def _run(request: RunRequest, deps: Dependencies) -> Report:
+    scope, steps, dry_run = request.scope, request.steps, request.dry_run
+    allow_mass_delete, backend_hints, api_hints = request.allow_mass_delete, request.backend_hints, request.api_hints
     started, requests_before = deps.monotonic(), deps.counter.snapshot()
     try:
         exposure = of_view(read_cluster(scope, deps), deps.settings)

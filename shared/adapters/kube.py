@@ -288,24 +288,15 @@ class KubeSource:
         return self._read(f"ConfigMap {namespace}/{name}", self._core.read_namespaced_config_map, namespace, name)
 
     def create_configmap(self, namespace: str, body: dict[str, Any]) -> None:
-        """Create; a ConfigMap that appeared meanwhile is a 409 ConcurrentEdit, so the caller re-reads."""
-        with _translated(f"ConfigMap {namespace}/{body['metadata']['name']}"):
-            self._core.create_namespaced_config_map(
-                namespace,
-                body,  # type: ignore[arg-type]
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
+        self._create("ConfigMap", self._core.create_namespaced_config_map, namespace, body)
 
     def create_secret(self, namespace: str, body: dict[str, Any]) -> None:
-        """Create; a Secret that appeared meanwhile is a 409 ConcurrentEdit, so the caller re-reads."""
-        with _translated(f"Secret {namespace}/{body['metadata']['name']}"):
-            self._core.create_namespaced_secret(
-                namespace,
-                body,  # type: ignore[arg-type]
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
+        self._create("Secret", self._core.create_namespaced_secret, namespace, body)
+
+    def _create(self, kind: str, create: Callable[..., Any], namespace: str, body: dict[str, Any]) -> None:
+        """Create; an object that appeared meanwhile is a 409 ConcurrentEdit, so the caller re-reads."""
+        with _translated(f"{kind} {namespace}/{body['metadata']['name']}"):
+            create(namespace, body, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
 
     def patch(self, kind: str, namespace: str, name: str, body: dict[str, Any]) -> None:
         """A JSON merge patch; a metadata.resourceVersion in the body makes a concurrent edit a 409."""

@@ -81,7 +81,7 @@ def handle_event(raw: Mapping[str, Any], deps: ports.Dependencies) -> EventResul
         return _reconcile(event_id, name, action.why, action.scope, deps, action.backend_hints, action.api_hints)
     if isinstance(action, events.RefreshAllowLists):
         cluster = Scope(deps.settings.kube.cluster_name)
-        return EventResult(event_id, name, action.why, report=sync.run_coalesced(cluster, deps, steps=sync.Steps.ALLOWLIST))
+        return EventResult(event_id, name, action.why, report=sync.run(cluster, deps, steps=sync.Steps.ALLOWLIST, coalesce=True))
     if isinstance(action, events.RecheckBackend):
         return _recheck_backend(event_id, name, action, deps)
     if isinstance(action, events.Rotate):
@@ -121,7 +121,7 @@ def _reconcile(
     hints: frozenset[Any] = frozenset(),
     api_hints: frozenset[str] = frozenset(),
 ) -> EventResult:
-    return EventResult(event_id, name, why, report=sync.run_coalesced(scope, deps, backend_hints=hints, api_hints=api_hints))
+    return EventResult(event_id, name, why, report=sync.run(scope, deps, backend_hints=hints, api_hints=api_hints, coalesce=True))
 
 
 def _recheck_backend(event_id: str, name: str, action: events.RecheckBackend, deps: ports.Dependencies) -> EventResult:

@@ -114,6 +114,16 @@ def pending_message(report: Report, who: str) -> str:
     return next(str(p["message"]) for p in report.to_json()["pending"] if p["object"] == who)
 
 
+def why_orders_gets_no_url(world: World, make_deps: Any, *objects: dict[str, Any]) -> str:
+    """shop/orders (ingress mode) with these Gateway API objects: it gets no URL; what the report says why."""
+    world.kube.apply(service("orders", mode="ingress", lb_ip=None))
+    for obj in objects:
+        world.kube.apply(obj)
+    report = run(make_deps)
+    assert url_of(world, "orders") is None
+    return pending_message(report, "shop/orders")
+
+
 def test_an_httproute_through_an_https_listener_gives_the_service_its_url(world: World, make_deps: Any) -> None:
     world.kube.apply(service("orders", mode="ingress", lb_ip=None))
     world.kube.apply(gateway())
@@ -137,21 +147,15 @@ def test_a_route_of_another_namespace_counts_only_with_a_reference_grant(world: 
 
 
 def test_a_listener_that_admits_only_its_own_namespace_does_not_take_a_route_of_another(world: World, make_deps: Any) -> None:
-    world.kube.apply(service("orders", mode="ingress", lb_ip=None))
-    world.kube.apply(gateway(namespace="edge", allowed="Same"))
-    world.kube.apply(httproute("orders", parent=("edge", "shared")))
-    report = run(make_deps)
-    assert url_of(world, "orders") is None
-    assert "admits routes from Same" in pending_message(report, "shop/orders")
+    why = why_orders_gets_no_url(
+        world, make_deps, gateway(namespace="edge", allowed="Same"), httproute("orders", parent=("edge", "shared"))
+    )
+    assert "admits routes from Same" in why
 
 
 def test_a_route_its_gateway_has_not_accepted_gives_no_url(world: World, make_deps: Any) -> None:
-    world.kube.apply(service("orders", mode="ingress", lb_ip=None))
-    world.kube.apply(gateway())
-    world.kube.apply(httproute("orders", accepted=False))
-    report = run(make_deps)
-    assert url_of(world, "orders") is None
-    assert "not Accepted by Gateway shop/shared" in pending_message(report, "shop/orders")
+    why = why_orders_gets_no_url(world, make_deps, gateway(), httproute("orders", accepted=False))
+    assert "not Accepted by Gateway shop/shared" in why
 
 
 def test_two_httproutes_to_one_service_are_reported_not_guessed(world: World, make_deps: Any) -> None:
