@@ -47,9 +47,11 @@ KINDS = (
     Kind("gateway.networking.k8s.io/v1", "gateways", "Gateway"),
     Kind("gateway.networking.k8s.io/v1", "httproutes", "HTTPRoute"),
     Kind("gateway.networking.k8s.io/v1beta1", "referencegrants", "ReferenceGrant"),
+    Kind("security.istio.io/v1", "authorizationpolicies", "AuthorizationPolicy"),
 )
 CRDS = Path(__file__).parent / "crds"
-"""The Gateway API CRDs (standard channel, v1.6.1) whose schemas validate those kinds; see SOURCES.md there."""
+"""The Gateway API CRDs (standard channel, v1.6.1) and Istio's AuthorizationPolicy CRD, whose schemas validate
+those kinds; see SOURCES.md there."""
 NAMESPACE_KIND = Kind("v1", "namespaces", "Namespace")
 HISTORY_LIMIT = 10_000
 VERSION = {
@@ -64,7 +66,13 @@ VERSION = {
     "platform": "linux/amd64",
 }
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-SHORT_NAMES = {"services": ["svc"], "configmaps": ["cm"], "ingresses": ["ing"], "gateways": ["gtw"]}
+SHORT_NAMES = {
+    "services": ["svc"],
+    "configmaps": ["cm"],
+    "ingresses": ["ing"],
+    "gateways": ["gtw"],
+    "authorizationpolicies": ["ap"],
+}
 OPENAPI = Path(__file__).parent / "openapi"
 """Kubernetes' OpenAPI v3 documents, trimmed to the schemas of the kinds served here (see SOURCES.md there);
 kubectl reads them to validate and to compute client-side apply's strategic merge patches."""

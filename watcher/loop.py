@@ -27,10 +27,14 @@ log = logging.getLogger("watcher")
 GONE = 410
 NOT_FOUND = 404
 _GATEWAY_API = {
-    "HTTPRoute": ("v1", "httproutes"),
-    "Gateway": ("v1", "gateways"),
-    "ReferenceGrant": ("v1beta1", "referencegrants"),
+    "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes"),
+    "Gateway": ("gateway.networking.k8s.io", "v1", "gateways"),
+    "ReferenceGrant": ("gateway.networking.k8s.io", "v1beta1", "referencegrants"),
+    "AuthorizationPolicy": ("security.istio.io", "v1", "authorizationpolicies"),
 }
+"""Custom resources watched in every namespace: kind -> (group, version, plural). AuthorizationPolicies only
+the app's own (by its managed-by label): an edited or deleted one asks for a resync that puts it back."""
+OWN_LABEL = "app.kubernetes.io/managed-by=aks-apim-sync"
 
 
 class ClusterWatcher:
@@ -68,6 +72,7 @@ class ClusterWatcher:
             + [
                 threading.Thread(target=self._run, args=(kind, None), name=f"watch-{kind}", daemon=True)
                 for kind in (("HTTPRoute", "Gateway", "ReferenceGrant") if self._settings.watch_routes else ())
+                + (("AuthorizationPolicy",) if self._settings.watch_routes and self._settings.watch_istio_policies else ())
             ]
         )
 
@@ -88,11 +93,13 @@ class ClusterWatcher:
 
     def _list_functions(self, kind: str, namespace: str | None) -> Callable[..., Any]:
         if kind in _GATEWAY_API:
-            version, plural = _GATEWAY_API[kind]
+            group, version, plural = _GATEWAY_API[kind]
             custom = client.CustomObjectsApi(self._core.api_client)  # type: ignore[no-untyped-call]
 
             def gateway_api(*args: Any, **kwargs: Any) -> Any:
-                return custom.list_cluster_custom_object("gateway.networking.k8s.io", version, plural, *args, **kwargs)
+                if kind == "AuthorizationPolicy":
+                    kwargs["label_selector"] = OWN_LABEL
+                return custom.list_cluster_custom_object(group, version, plural, *args, **kwargs)
 
             return gateway_api
         if kind.startswith("Trust:"):
@@ -134,7 +141,7 @@ class ClusterWatcher:
                 failures = 0
             except ApiException as error:
                 if error.status == NOT_FOUND and kind in _GATEWAY_API:
-                    log.warning("%s is not served (Gateway API CRDs not installed?); not watched", kind)
+                    log.warning("%s is not served (its CRD is not installed?); not watched", kind)
                     if first:
                         self._listed.release()
                     return

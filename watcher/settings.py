@@ -38,6 +38,8 @@ class WatcherSettings:
     watch_routes: bool = False
     """ROUTE_KINDS includes HTTPRoute: watch HTTPRoutes (a change is a change of the Services they name), and
     Gateways and ReferenceGrants (a change asks for a cluster resync)."""
+    watch_istio_policies: bool = False
+    """GATEWAY_ALLOWLIST includes istio: watch the app's own AuthorizationPolicies (a change asks for a resync)."""
     trust_secrets: tuple[str, ...] = ("aks-apim-sync/aks-apim-sync-client-ca", "aks-apim-sync/aks-apim-sync-ca")
     """<namespace>/<name> of the trust bundle and CA Secrets (the app's own namespace): a change asks for a
     rotation check, which puts a hand-edited bundle back."""
@@ -91,6 +93,7 @@ def load_watcher_settings(environ: Mapping[str, str]) -> WatcherSettings:
         tenancy_policy=(environ.get("TENANCY_POLICY_CONFIGMAP") or "").strip() or DEFAULT_TENANCY_LOCATION,
         trust_secrets=_trust_secrets(environ),
         watch_routes="HTTPRoute" in (environ.get("ROUTE_KINDS") or ""),
+        watch_istio_policies="istio" in (environ.get("GATEWAY_ALLOWLIST") or ""),
     )
     if settings.tenancy_policy.count("/") != 1:
         problems.append(("TENANCY_POLICY_CONFIGMAP", "expected <namespace>/<configmap name>"))

@@ -19,15 +19,20 @@ from kubernetes.client.exceptions import ApiException
 from shared.adapters.credentials import RefreshingToken
 from shared.backends.gateway_routes import uses_selector
 from shared.core import errors
+from shared.core.annotations import GATEWAY_NAME_LABEL
 from shared.core.model import GatewayApiObjects, IngressRoute, IngressView, ServicePort, ServiceView
 from shared.core.scope import Scope
 from shared.core.settings import KubeSettings
 from shared.runtime.counters import RequestCounter
 
 RELISTS_ON_EXPIRY = 3
-GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 """Gateway API's label on the resources an implementation generates for a Gateway (Istio, Envoy Gateway)."""
 PAGE_SIZE = 500
+CUSTOM_KINDS = {
+    "Gateway": ("gateway.networking.k8s.io", "v1", "gateways"),
+    "AuthorizationPolicy": ("security.istio.io", "v1", "authorizationpolicies"),
+}
+"""Custom resources read or written by name: kind -> (group, version, plural)."""
 REQUEST_TIMEOUT = (5, 30)
 
 
@@ -184,12 +189,34 @@ class KubeSource:
         raise errors.RetryableError(f"the list of {namespace or 'all namespaces'} expired {RELISTS_ON_EXPIRY} times while paging")
 
     def get_gateway(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read_custom("Gateway", namespace, name)
+
+    def get_authorization_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read_custom("AuthorizationPolicy", namespace, name)
+
+    def list_authorization_policies(self, namespace: str) -> list[dict[str, Any]]:
         custom = client.CustomObjectsApi(self._core.api_client)
+        group, version, plural = CUSTOM_KINDS["AuthorizationPolicy"]
+
+        def page(namespace: str, **kwargs: Any) -> Any:
+            return custom.list_namespaced_custom_object(group, version, namespace, plural, **kwargs)
+
+        with _translated(f"list AuthorizationPolicies in {namespace}"):
+            try:
+                return self._pages(page, page, namespace)
+            except ApiException as error:
+                if error.status == 404:
+                    return []  # Istio's CRD is not installed
+                raise
+
+    def _read_custom(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        custom = client.CustomObjectsApi(self._core.api_client)
+        group, version, plural = CUSTOM_KINDS[kind]
 
         def read(name: str, namespace: str, **kwargs: Any) -> Any:
-            return custom.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", namespace, "gateways", name, **kwargs)
+            return custom.get_namespaced_custom_object(group, version, namespace, plural, name, **kwargs)
 
-        return self._read(f"Gateway {namespace}/{name}", read, namespace, name)
+        return self._read(f"{kind} {namespace}/{name}", read, namespace, name)
 
     def list_gateway_api(self, scope: Scope) -> GatewayApiObjects:
         """Every namespace's HTTPRoutes, Gateways and ReferenceGrants (read-only): a route of another namespace,
@@ -293,6 +320,15 @@ class KubeSource:
     def create_secret(self, namespace: str, body: dict[str, Any]) -> None:
         self._create("Secret", self._core.create_namespaced_secret, namespace, body)
 
+    def create(self, kind: str, namespace: str, body: dict[str, Any]) -> None:
+        custom = client.CustomObjectsApi(self._core.api_client)
+        group, version, plural = CUSTOM_KINDS[kind]
+
+        def create_custom(namespace: str, body: Any, **kwargs: Any) -> Any:
+            return custom.create_namespaced_custom_object(group, version, namespace, plural, body, **kwargs)
+
+        self._create(kind, create_custom, namespace, body)
+
     def _create(self, kind: str, create: Callable[..., Any], namespace: str, body: dict[str, Any]) -> None:
         """Create; an object that appeared meanwhile is a 409 ConcurrentEdit, so the caller re-reads."""
         with _translated(f"{kind} {namespace}/{body['metadata']['name']}"):
@@ -302,20 +338,19 @@ class KubeSource:
         """A JSON merge patch; a metadata.resourceVersion in the body makes a concurrent edit a 409."""
         custom = client.CustomObjectsApi(self._core.api_client)
 
-        def patch_gateway(name: str, namespace: str, body: Any, **kwargs: Any) -> Any:
-            return custom.patch_namespaced_custom_object(
-                "gateway.networking.k8s.io", "v1", namespace, "gateways", name, body, **kwargs
-            )
+        def patch_custom(name: str, namespace: str, body: Any, **kwargs: Any) -> Any:
+            group, version, plural = CUSTOM_KINDS[kind]
+            return custom.patch_namespaced_custom_object(group, version, namespace, plural, name, body, **kwargs)
 
         patchers: dict[str, Callable[..., Any]] = {
             "Ingress": self._networking.patch_namespaced_ingress,
             "Service": self._core.patch_namespaced_service,
             "Secret": self._core.patch_namespaced_secret,
             "ConfigMap": self._core.patch_namespaced_config_map,
-            "Gateway": patch_gateway,
         }
         with _translated(f"{kind} {namespace}/{name}"):
-            patchers[kind](
+            patch: Callable[..., Any] = patchers.get(kind, patch_custom)
+            patch(
                 name,
                 namespace,
                 body,

@@ -22,13 +22,24 @@ from shared.runtime.cluster import read_cluster, with_retries
 from shared.runtime.ports import Dependencies
 
 
-def writers(deps: Dependencies) -> list[allowlist.AllowListWriter]:
+def writers(deps: Dependencies, exposure: Exposure) -> list[allowlist.AllowListWriter]:
+    """The writers the settings choose. The Istio writer is handed the AuthorizationPolicies of each managed
+    Gateway's namespace (one list per namespace, only when there is a managed Gateway)."""
     found: list[allowlist.AllowListWriter] = [
         allowlist.IngressNginxWriter(deps.settings.allowlist.annotation),
         allowlist.LoadBalancerWriter(),
     ]
-    if "HTTPRoute" in deps.settings.kube.route_kinds:
+    if "HTTPRoute" not in deps.settings.kube.route_kinds:
+        return found
+    chosen = deps.settings.allowlist.gateway_writers
+    if "infrastructure" in chosen:
         found.append(allowlist.GatewayInfrastructureWriter())
+    if "generated-service" in chosen:
+        found.append(allowlist.GeneratedServiceWriter())
+    if "istio" in chosen:
+        namespaces = sorted({str((g.get("metadata") or {}).get("namespace") or "") for g in exposure.managed_gateways()})
+        policies = {ns: with_retries(deps, lambda n=ns: deps.cluster.list_authorization_policies(n)) for ns in namespaces}  # type: ignore[misc]
+        found.append(allowlist.IstioAuthorizationPolicyWriter(deps.settings.sync.owner_id, policies))
     return found
 
 
@@ -50,7 +61,11 @@ def refresh(
         return AllowListReport(dry_run=dry_run, error=RunError.of(error, Reason.SOURCE_READ_FAILED.value))
     targets: list[tuple[allowlist.Target, allowlist.AllowListWriter]] = []
     findings: list[allowlist.Finding] = []
-    for writer in writers(deps):
+    try:
+        chosen = writers(deps, exposure)
+    except SyncError as error:
+        return AllowListReport(dry_run=dry_run, error=RunError.of(error, Reason.SOURCE_READ_FAILED.value))
+    for writer in chosen:
         found_targets, found = writer.targets(exposure)
         findings.extend(found)
         targets.extend((target, writer) for target in found_targets)
@@ -122,20 +137,22 @@ def _writer(deps: Dependencies) -> Writer[tuple[allowlist.AllowListChange, allow
     Planned = tuple[allowlist.AllowListChange, allowlist.AllowListWriter]
 
     def write(planned: Planned) -> None:
-        change = planned[0]
-        deps.cluster_writer.patch(change.target.kind, change.target.namespace, change.target.name, dict(change.patch))
+        target, body = planned[0].target, dict(planned[0].patch)
+        if not target.resource_version:  # nothing there yet: an object this deployment owns outright
+            deps.cluster_writer.create(target.kind, target.namespace, body)
+        else:
+            deps.cluster_writer.patch(target.kind, target.namespace, target.name, body)
 
     def decide_again(planned: Planned) -> Planned | NothingToDo:
         change, writer = planned
         target = change.target
-        fresh: Any
-        if target.kind == "Ingress":
-            fresh = deps.cluster.get_ingress(target.namespace, target.name)
-        elif target.kind == "Gateway":
-            fresh = deps.cluster.get_gateway(target.namespace, target.name)
-        else:
-            fresh = deps.cluster.get_service(target.namespace, target.name)
-        refreshed = writer.target_of(fresh) if fresh is not None else None
+        read: dict[str, Any] = {
+            "Ingress": deps.cluster.get_ingress,
+            "Gateway": deps.cluster.get_gateway,
+            "AuthorizationPolicy": deps.cluster.get_authorization_policy,
+            "Service": deps.cluster.get_service,
+        }
+        refreshed = writer.target_of(read[target.kind](target.namespace, target.name), target)
         again = allowlist.change_for(refreshed, change.cidrs, writer) if refreshed is not None else None
         return (again, writer) if again is not None else NOTHING_TO_DO
 

@@ -23,6 +23,8 @@ NGINX_ALLOWLIST = "nginx.ingress.kubernetes.io/allowlist-source-range"
 NGINX_WHITELIST = "nginx.ingress.kubernetes.io/whitelist-source-range"
 NGINX_AUTH_TLS_SECRET = "nginx.ingress.kubernetes.io/auth-tls-secret"  # noqa: S105 - an annotation name
 NGINX_AUTH_TLS_VERIFY_CLIENT = "nginx.ingress.kubernetes.io/auth-tls-verify-client"
+GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+"""Gateway API: the label an implementation puts on what it generates for a Gateway (its Service)."""
 SECRET_OWNER = "apim-sync.io/owner"  # noqa: S105 - an annotation name
 """On the Secrets this deployment writes (CA, trust bundle): the owner id."""
 TRUSTED_SINCE_PREFIX = "apim-sync.io/trusted-"

@@ -87,6 +87,8 @@ class Reason(StrEnum):
     NO_USABLE_APIM_ADDRESSES = "NoUsableApimAddresses"
     NO_STABLE_APIM_ADDRESS = "NoStableApimAddress"
     ROUTE_NOT_ATTACHED = "RouteNotAttached"
+    GATEWAY_SERVICE_NOT_FOUND = "GatewayServiceNotFound"
+    ALLOW_POLICY_WIDENS = "AllowPolicyWidens"
     KEPT_BY_SETTING = "KeptBySetting"
     INVALID_OPEN_API = "InvalidOpenApi"
     INGRESS_CONTROLLER_UNREADABLE = "IngressControllerUnreadable"

@@ -60,6 +60,10 @@ class ApimSettings:
 
 
 ROUTE_KINDS = ("Ingress", "HTTPRoute")
+GATEWAY_ALLOWLISTS = ("infrastructure", "generated-service", "istio")
+"""infrastructure: the Gateway's spec.infrastructure.annotations (azure-allowed-ip-ranges, for implementations
+that propagate them to their load-balancer Service); generated-service: loadBalancerSourceRanges on that Service
+(implementations that do not propagate); istio: an owned AuthorizationPolicy per Gateway (remoteIpBlocks)."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,8 @@ class AllowListSettings:
     """ingress-nginx annotation to write: allowlist-source-range, the older whitelist-source-range, or both."""
     ingress_controller: str | None
     """<namespace>/<name> of the ingress controller's Service, checked for externalTrafficPolicy."""
+    gateway_writers: tuple[str, ...] = ("infrastructure",)
+    """GATEWAY_ALLOWLIST: how a managed Gateway admits only APIM (see GATEWAY_ALLOWLISTS)."""
 
 
 class CertificateSource(StrEnum):
@@ -266,6 +272,15 @@ class _Reader:
             return default
 
 
+def _choices(r: _Reader, name: str, allowed: tuple[str, ...], default: str) -> tuple[str, ...]:
+    """A comma-separated set of allowed values, each at most once; the default when unset or wrong."""
+    chosen = tuple(k.strip() for k in (r.raw(name) or default).split(",") if k.strip())
+    if not chosen or any(k not in allowed for k in chosen) or len(set(chosen)) != len(chosen):
+        r.problems.append((name, f"one or more of {', '.join(allowed)}, comma-separated"))
+        return (default,)
+    return chosen
+
+
 def _bool(text: str) -> bool:
     lowered = text.lower()
     if lowered in ("true", "1", "yes"):
@@ -348,10 +363,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         # It goes into every owner mark (source=<cluster>/<namespace>/<service>): a '/', ';' or '=' would
         # make the mark unreadable, and the app would no longer recognise what it made.
         r.problems.append(("CLUSTER_NAME", "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"))
-    route_kinds = tuple(k.strip() for k in (r.raw("ROUTE_KINDS") or "Ingress").split(",") if k.strip())
-    if not route_kinds or any(k not in ROUTE_KINDS for k in route_kinds) or len(set(route_kinds)) != len(route_kinds):
-        r.problems.append(("ROUTE_KINDS", f"one or both of {', '.join(ROUTE_KINDS)}, comma-separated"))
-        route_kinds = ("Ingress",)
+    route_kinds = _choices(r, "ROUTE_KINDS", ROUTE_KINDS, "Ingress")
     kube = KubeSettings(
         cluster_name=cluster_name,
         namespaces=namespaces,
@@ -428,6 +440,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         ),
         annotation=r.parsed("ALLOWLIST_ANNOTATION", AnnotationChoice.ALLOWLIST, AnnotationChoice, "allowlist, whitelist or both"),
         ingress_controller=r.raw("INGRESS_CONTROLLER_SERVICE"),
+        gateway_writers=_choices(r, "GATEWAY_ALLOWLIST", GATEWAY_ALLOWLISTS, "infrastructure"),
     )
     controller = allowlist.ingress_controller
     if controller is not None and not re.match(r"^[a-z0-9-]+/[a-z0-9.-]+$", controller):

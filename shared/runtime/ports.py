@@ -35,6 +35,12 @@ class ClusterReader(Protocol):
         """One Gateway (gateway.networking.k8s.io/v1) as raw JSON; None when there is none."""
         ...
 
+    def list_authorization_policies(self, namespace: str) -> list[dict[str, Any]]:
+        """Istio AuthorizationPolicies (security.istio.io/v1) in one namespace, raw; none without the CRD."""
+        ...
+
+    def get_authorization_policy(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
     def list_gateway_api(self, scope: Scope) -> GatewayApiObjects:
         """HTTPRoutes, Gateways and ReferenceGrants (every namespace: routes, Gateways and grants of other
         namespaces decide a Service's URL too)."""
@@ -46,6 +52,10 @@ class ClusterReader(Protocol):
 class ClusterWriter(Protocol):
     def patch(self, kind: str, namespace: str, name: str, body: dict[str, Any]) -> None:
         """A JSON merge patch; a metadata.resourceVersion in the body makes a concurrent edit a ConcurrentEdit."""
+
+    def create(self, kind: str, namespace: str, body: dict[str, Any]) -> None:
+        """Create an object (the kinds this app owns outright: AuthorizationPolicy); one that appeared
+        meanwhile is a ConcurrentEdit."""
 
 
 class SecretStore(Protocol):

@@ -17,6 +17,7 @@ from shared.allowlists.report import AllowListReport
 from shared.core.annotations import DENY_ALL_EXCEPT_SOURCE_RANGES, NGINX_ALLOWLIST, NGINX_WHITELIST
 from shared.core.reporting import Report
 from shared.core.scope import Scope
+from tests.allowlist.fronts import FRONTS, Front
 from tests.conftest import ingress, service
 
 CLUSTER = Scope("aks-sandbox")
@@ -46,26 +47,29 @@ def source_ranges(world: World, name: str = "payments") -> Any:
     return found["spec"].get("loadBalancerSourceRanges")
 
 
-def test_lists_follow_apim_addresses_then_a_second_run_writes_nothing(world: World, make_deps: Any) -> None:
-    seed(world)
-    deps = make_deps()
-    sync.run(CLUSTER, deps)
+@pytest.mark.parametrize("front", FRONTS, ids=lambda f: f.name)
+def test_lists_follow_apim_addresses_then_a_second_run_writes_nothing(world: World, make_deps: Any, front: Front) -> None:
+    front.seed(world)
+    deps = make_deps(**front.settings)
+    first = sync.run(CLUSTER, deps)
+    assert front.held(world) == "20.0.0.1/32"
+    assert [c["object"] for c in allowlist_report(first).changes] == [front.object]
     world.apim.service["properties"]["publicIPAddresses"] = ["20.0.0.7"]
     world.apim.service["properties"]["additionalLocations"] = [{"location": "North Europe", "publicIPAddresses": ["20.1.0.1"]}]
 
     report = sync.run(CLUSTER, deps)
 
-    assert ingress_annotations(world)[NGINX_ALLOWLIST] == "20.0.0.7/32,20.1.0.1/32"
-    assert source_ranges(world) == ["20.0.0.7/32", "20.1.0.1/32"]
-    assert len(allowlist_report(report).changes) == 2
+    assert front.held(world) == "20.0.0.7/32,20.1.0.1/32"
+    assert [(c["object"], c["outcome"]) for c in allowlist_report(report).changes] == [(front.object, "applied")]
     world.kube.clear_log()
     again = sync.run(CLUSTER, deps)
-    assert world.kube.writes() == [] and allowlist_report(again).unchanged == 2
+    assert world.kube.writes() == [] and allowlist_report(again).unchanged == 1
 
 
-def test_no_usable_addresses_writes_nothing_and_reports_why(world: World, make_deps: Any) -> None:
-    seed(world)
-    deps = make_deps()
+@pytest.mark.parametrize("front", FRONTS, ids=lambda f: f.name)
+def test_no_usable_addresses_writes_nothing_and_reports_why(world: World, make_deps: Any, front: Front) -> None:
+    front.seed(world)
+    deps = make_deps(**front.settings)
     sync.run(CLUSTER, deps)
     world.apim.service["properties"]["publicIPAddresses"] = None
     world.kube.clear_log()
@@ -73,7 +77,7 @@ def test_no_usable_addresses_writes_nothing_and_reports_why(world: World, make_d
     report = sync.run(CLUSTER, deps)
 
     assert world.kube.writes() == []
-    assert ingress_annotations(world)[NGINX_ALLOWLIST] == "20.0.0.1/32", "the old list stays"
+    assert front.held(world) == "20.0.0.1/32", "the old list stays"
     error = report.to_json()["allowlists"]["error"]
     assert error["reason"] == "NoUsableApimAddresses" and "would admit everyone" in error["message"]
     assert report.failed and not report.retryable
@@ -87,22 +91,19 @@ def test_unmanaged_ingress_is_untouched(world: World, make_deps: Any) -> None:
     assert NGINX_ALLOWLIST not in ingress_annotations(world, "legacy")
 
 
-def test_hand_edited_list_is_restored_and_reported(world: World, make_deps: Any) -> None:
-    seed(world)
-    deps = make_deps()
+@pytest.mark.parametrize("front", FRONTS, ids=lambda f: f.name)
+def test_hand_edited_list_is_restored_and_reported(world: World, make_deps: Any, front: Front) -> None:
+    front.seed(world)
+    deps = make_deps(**front.settings)
     sync.run(CLUSTER, deps)
-    edited = world.kube.get("Ingress", "shop", "orders")
-    assert edited is not None
-    edited["metadata"]["annotations"][NGINX_ALLOWLIST] = "0.0.0.0/0"
-    world.kube.apply(edited)
+    front.hand_edit(world, "0.0.0.0/0")
 
     report = sync.run(CLUSTER, deps)
 
-    assert ingress_annotations(world)[NGINX_ALLOWLIST] == "20.0.0.1/32"
+    assert front.held(world) == "20.0.0.1/32"
     (change,) = report.to_json()["allowlists"]["changes"]
-    assert change == {
-        "object": "Ingress shop/orders",
-        "fields": [NGINX_ALLOWLIST],
+    assert {k: change[k] for k in ("object", "before", "after", "reason", "outcome")} == {
+        "object": front.object,
         "before": "0.0.0.0/0",
         "after": "20.0.0.1/32",
         "reason": "Restored",
@@ -125,13 +126,19 @@ def test_both_annotation_names_when_asked(world: World, make_deps: Any) -> None:
     assert ingress_annotations(world)[NGINX_ALLOWLIST] == ingress_annotations(world)[NGINX_WHITELIST] == "20.0.0.1/32"
 
 
-def test_concurrent_edit_is_reread_and_written_again(world: World, make_deps: Any) -> None:
-    seed(world)
-    world.kube.inject(Fault(409, method="PATCH", path_contains="/ingresses/orders", times=1))
-    report = sync.run(CLUSTER, make_deps())
-    assert ingress_annotations(world)[NGINX_ALLOWLIST] == "20.0.0.1/32"
-    ingress_change = next(c for c in report.to_json()["allowlists"]["changes"] if c["object"] == "Ingress shop/orders")
-    assert ingress_change["outcome"] == "applied" and ingress_change["attempts"] == 2
+@pytest.mark.parametrize("front", FRONTS, ids=lambda f: f.name)
+def test_concurrent_edit_is_reread_and_written_again(world: World, make_deps: Any, front: Front) -> None:
+    front.seed(world)
+    deps = make_deps(**front.settings)
+    sync.run(CLUSTER, deps)
+    world.apim.service["properties"]["publicIPAddresses"] = ["20.0.0.7"]
+    world.kube.inject(Fault(409, method="PATCH", path_contains=front.path, times=1))
+
+    report = sync.run(CLUSTER, deps)
+
+    assert front.held(world) == "20.0.0.7/32"
+    (change,) = report.to_json()["allowlists"]["changes"]
+    assert change["outcome"] == "applied" and change["attempts"] == 2
 
 
 def test_preflight_warnings_name_the_object_and_why(world: World, make_deps: Any) -> None:
@@ -152,11 +159,12 @@ def test_preflight_warnings_name_the_object_and_why(world: World, make_deps: Any
     assert source_ranges(world, "exclusive") is None, "exclusive with the azure annotation: not written"
 
 
-def test_dry_run_plans_without_writing(world: World, make_deps: Any) -> None:
-    seed(world)
-    report = sync.run(CLUSTER, make_deps(), dry_run=True)
+@pytest.mark.parametrize("front", FRONTS, ids=lambda f: f.name)
+def test_dry_run_plans_without_writing(world: World, make_deps: Any, front: Front) -> None:
+    front.seed(world)
+    report = sync.run(CLUSTER, make_deps(**front.settings), dry_run=True)
     assert world.kube.writes() == []
-    assert [c["outcome"] for c in allowlist_report(report).changes] == ["planned", "planned"]
+    assert [(c["object"], c["outcome"]) for c in allowlist_report(report).changes] == [(front.object, "planned")]
 
 
 def test_resync_endpoint_scope_allowlist_runs_only_that_step(world: World, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -178,17 +178,21 @@ def test_the_app_lists_again_from_the_start_when_its_continue_token_expires(
     assert len(expired) == 1, "the expired page was answered 410, then the list started again"
 
 
-def test_gateway_api_objects_are_validated_against_their_crd_schema(world: World) -> None:
+def create_custom(world: World, path: str, body: dict[str, Any]) -> Any:
     import requests
 
-    def create(body: dict[str, Any]) -> requests.Response:
-        return requests.post(
-            f"{world.kube.url}/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes",
-            json=body,
-            headers={"Authorization": f"Bearer {world.token}"},
-            verify=str(world.tls.ca_cert),
-            timeout=10,
-        )
+    return requests.post(
+        f"{world.kube.url}/apis/{path}",
+        json=body,
+        headers={"Authorization": f"Bearer {world.token}"},
+        verify=str(world.tls.ca_cert),
+        timeout=10,
+    )
+
+
+def test_gateway_api_objects_are_validated_against_their_crd_schema(world: World) -> None:
+    def create(body: dict[str, Any]) -> Any:
+        return create_custom(world, "gateway.networking.k8s.io/v1/namespaces/default/httproutes", body)
 
     route: dict[str, Any] = {
         "apiVersion": "gateway.networking.k8s.io/v1",
@@ -201,3 +205,15 @@ def test_gateway_api_objects_are_validated_against_their_crd_schema(world: World
     answer = create(broken)
     assert answer.status_code == 422 and answer.json()["reason"] == "Invalid"
     assert [c["field"] for c in answer.json()["details"]["causes"]] == ["spec.rules[0].matches[0].path.type"]
+
+
+def test_istio_authorization_policies_are_validated_against_their_crd_schema(world: World) -> None:
+    def create(name: str, spec: dict[str, Any]) -> Any:
+        body = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": {"name": name}, "spec": spec}
+        return create_custom(world, "security.istio.io/v1/namespaces/default/authorizationpolicies", body)
+
+    allow = {"action": "ALLOW", "rules": [{"from": [{"source": {"remoteIpBlocks": ["20.0.0.1/32"]}}]}]}
+    assert create("apim-only", allow).status_code == 201
+    answer = create("permit", {**allow, "action": "PERMIT"})
+    assert answer.status_code == 422
+    assert [c["field"] for c in answer.json()["details"]["causes"]] == ["spec.action"]

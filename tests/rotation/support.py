@@ -7,6 +7,8 @@ import base64
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from sandbox.world import World
 from shared.rotation import pki
 from shared.rotation import rotate as rotation_runner
@@ -52,6 +54,27 @@ def bundle_ca_ids(world: World) -> list[str]:
     secret = world.kube.get("Secret", *BUNDLE)
     assert secret is not None
     return [pki.cert_info(pem).short_id for pem in pki.split_pem_bundle(base64.b64decode(secret["data"]["ca.crt"]))]
+
+
+BOTH_FRONTS = pytest.mark.parametrize("rotation_deps", ["Ingress", "HTTPRoute"], indirect=True)
+"""Run a scenario with the ingress-mode Services behind Ingresses, then behind HTTPRoutes on one Gateway."""
+TRUST_STEPS = {
+    "Ingress": ["AnnotateIngress", "AnnotateIngress"],
+    "HTTPRoute": ["CopyBundleToGateway", "ReferenceBundleOnGateway"],
+}
+"""How the front comes to trust the bundle: ingress-nginx's auth-tls annotations, or the Gateway's ConfigMap copy."""
+COPY_STEPS = {"Ingress": [], "HTTPRoute": ["CopyBundleToGateway"]}
+"""What follows a change of the bundle: the Gateway's copy is brought equal to it."""
+
+
+def trusted_ca_ids(world: World, front: str) -> list[str]:
+    """The CAs the front trusts; for a Gateway, its ConfigMap copy, which must equal the bundle Secret."""
+    in_bundle = bundle_ca_ids(world)
+    if front == "HTTPRoute":
+        copy = world.kube.get("ConfigMap", "shop", BUNDLE[1])
+        assert copy is not None
+        assert [pki.cert_info(pem).short_id for pem in pki.split_pem_bundle(copy["data"]["ca.crt"].encode())] == in_bundle
+    return in_bundle
 
 
 def ingress_backends(world: World) -> list[str]:

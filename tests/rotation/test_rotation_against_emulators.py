@@ -23,9 +23,12 @@ from shared.rotation import rotate as rotation_runner
 from shared.rotation.report import RotationReport
 from shared.runtime.ports import Dependencies
 from tests.rotation.support import (
+    BOTH_FRONTS,
     BUNDLE,
     CA_STORE,
+    COPY_STEPS,
     T0,
+    TRUST_STEPS,
     Clock,
     bundle_ca_ids,
     in_service,
@@ -33,20 +36,26 @@ from tests.rotation.support import (
     presented,
     rotate,
     steps,
+    trusted_ca_ids,
 )
 
 
+@BOTH_FRONTS
 def test_first_run_sets_up_trust_and_uploads_then_the_next_switches_after_propagation(
-    world: World, rotation_deps: Dependencies, clock: Clock
+    world: World, rotation_deps: Dependencies, clock: Clock, front: str
 ) -> None:
     first = rotate(rotation_deps, clock)
-    assert steps(first) == ["CreateCa", "TrustCas", "IssueCertificate", "AnnotateIngress", "AnnotateIngress"]
-    assert len(world.apim.certificates) == 1 and bundle_ca_ids(world) != []
-    assert all(refs == [] for refs in presented(world).values()), "nothing presents a certificate before nginx trusts its CA"
+    assert steps(first) == ["CreateCa", "TrustCas", "IssueCertificate", *TRUST_STEPS[front]]
+    assert len(world.apim.certificates) == 1 and trusted_ca_ids(world, front) != []
+    assert all(refs == [] for refs in presented(world).values()), "nothing presents a certificate before the front trusts its CA"
     assert first.next_step is not None and "not trusted long enough" in first.next_step["why"]
-    annotations = world.kube.get("Ingress", "shop", "orders")["metadata"]["annotations"]  # type: ignore[index]
-    assert annotations["nginx.ingress.kubernetes.io/auth-tls-secret"] == "aks-apim-sync/aks-apim-sync-client-ca"
-    assert annotations["nginx.ingress.kubernetes.io/auth-tls-verify-client"] == "on"
+    if front == "Ingress":
+        annotations = world.kube.get("Ingress", "shop", "orders")["metadata"]["annotations"]  # type: ignore[index]
+        assert annotations["nginx.ingress.kubernetes.io/auth-tls-secret"] == "aks-apim-sync/aks-apim-sync-client-ca"
+        assert annotations["nginx.ingress.kubernetes.io/auth-tls-verify-client"] == "on"
+    else:
+        validation = world.kube.get("Gateway", "shop", "shared")["spec"]["tls"]["frontend"]["default"]["validation"]  # type: ignore[index]
+        assert validation["caCertificateRefs"] == [{"group": "", "kind": "ConfigMap", "name": BUNDLE[1]}]
 
     clock.advance(minutes=2)
     second = rotate(rotation_deps, clock)
@@ -60,6 +69,7 @@ def test_first_run_sets_up_trust_and_uploads_then_the_next_switches_after_propag
     assert steps(rotate(rotation_deps, clock)) == []
 
 
+@BOTH_FRONTS
 def test_forced_rotation_switches_at_once_and_prunes_after_the_grace_period(
     world: World, rotation_deps: Dependencies, clock: Clock
 ) -> None:
@@ -78,24 +88,25 @@ def test_forced_rotation_switches_at_once_and_prunes_after_the_grace_period(
     assert sorted(world.apim.certificates) == [new]
 
 
+@BOTH_FRONTS
 def test_ca_rotation_overlaps_old_and_new_ca_then_retires_the_old(
-    world: World, rotation_deps: Dependencies, clock: Clock
+    world: World, rotation_deps: Dependencies, clock: Clock, front: str
 ) -> None:
     in_service(rotation_deps, clock)
-    (old_ca,) = bundle_ca_ids(world)
+    (old_ca,) = trusted_ca_ids(world, front)
 
     clock.advance(minutes=1)
     started = rotate(rotation_deps, clock, force="ca")
-    assert steps(started)[:3] == ["CreateCa", "TrustCas", "IssueCertificate"]
-    assert len(bundle_ca_ids(world)) == 2 and old_ca in bundle_ca_ids(world)
+    assert steps(started) == ["CreateCa", "TrustCas", "IssueCertificate", *COPY_STEPS[front]]
+    assert len(trusted_ca_ids(world, front)) == 2 and old_ca in trusted_ca_ids(world, front)
     assert all(presented(world)[b][0].endswith(old_ca) for b in ingress_backends(world)), "old CA's certificate until propagation"
 
     clock.advance(minutes=2)
     assert steps(rotate(rotation_deps, clock)) == ["PointBackends"]
     clock.advance(hours=2)
     finished = rotate(rotation_deps, clock)
-    assert steps(finished) == ["DeleteCertificate", "RetireCa", "TrustCas"]
-    (new_ca,) = bundle_ca_ids(world)
+    assert steps(finished) == ["DeleteCertificate", "RetireCa", "TrustCas", *COPY_STEPS[front]]
+    (new_ca,) = trusted_ca_ids(world, front)
     assert new_ca != old_ca and all(presented(world)[b][0].endswith(new_ca) for b in ingress_backends(world))
     ca_files = world.kube.get("Secret", *CA_STORE)["data"]  # type: ignore[index]
     assert sorted(ca_files) == [f"ca-{new_ca}.crt", f"ca-{new_ca}.key"]

@@ -189,6 +189,7 @@ def test_watcher_rbac_is_read_only_on_what_it_watches() -> None:
             "resources": ["httproutes", "gateways", "referencegrants"],
             "verbs": ["get", "list", "watch"],
         },
+        {"apiGroups": ["security.istio.io"], "resources": ["authorizationpolicies"], "verbs": ["get", "list", "watch"]},
     ]
     (role,) = [d for d in documents if d["kind"] == "Role" and d["metadata"]["name"] == "aks-apim-sync-watcher-policy"]
     assert all(rule["verbs"] == ["get", "list", "watch"] and rule.get("resourceNames") for rule in role["rules"])

@@ -245,3 +245,31 @@ def test_an_httproute_change_reaches_apim_through_the_watcher(
         eventually(lambda: world.apim.backends[backend_id("orders")]["properties"]["url"] == "https://orders.contoso.example/v2")
     finally:
         running.stop()
+
+
+def test_a_deleted_istio_allow_policy_is_made_again_by_the_event(
+    world: World, delivering: EventGridTopic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared import deps
+    from shared.allowlists.writers import authorization_policy_name
+    from tests.gateway.test_httproute_discovery import gateway, httproute
+
+    monkeypatch.setenv("ROUTE_KINDS", "HTTPRoute")
+    monkeypatch.setenv("GATEWAY_ALLOWLIST", "istio")
+    deps.reset()
+    world.kube.apply(service("orders", mode="ingress", lb_ip=None))
+    world.kube.apply(gateway())
+    world.kube.apply(httproute("orders"))
+    policy = authorization_policy_name("shared")
+    running = Running(watcher_settings(world, delivering, watch_routes=True, watch_istio_policies=True))
+    try:
+        assert running.watcher.ready.wait(10)
+        eventually(lambda: world.kube.get("AuthorizationPolicy", "shop", policy) is not None)
+        eventually(lambda: running.outbox.pending == 0 and delivering.wait_until_idle())
+        delivering.received.clear()
+        world.kube.remove("AuthorizationPolicy", "shop", policy)  # the Gateway is open to everyone until it is back
+
+        eventually(lambda: any(e["type"] == CLUSTER_RESYNC for e in delivering.received))
+        eventually(lambda: world.kube.get("AuthorizationPolicy", "shop", policy) is not None)
+    finally:
+        running.stop()
