@@ -11,6 +11,7 @@ APIM's own rules are enforced: backend PUT needs protocol and url; ids are 1-80 
 from __future__ import annotations
 
 import copy
+import fnmatch
 import itertools
 import re
 import uuid
@@ -27,6 +28,40 @@ API_VERSION = "2024-05-01"
 PAGE_SIZE = 100
 _SERVICE = r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ApiManagement/service/(?P<svc>[^/]+)"
 _ENTITY_ID = re.compile(r"^[^*#&+:<>?/%\\]{1,80}$")
+
+
+_SERVICE_PATH = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.ApiManagement/service/[^/]+(?P<rest>(?:/.*)?)$"
+)
+_OPERATION_STATUS = re.compile(r"^/subscriptions/[^/]+/providers/Microsoft\.ApiManagement/locations/[^/]+/operationsStatuses/")
+
+
+def arm_action(method: str, path: str) -> str | None:
+    """The ARM action Azure RBAC checks for a request, built as ARM builds it: the provider, the resource types
+    along the path (ids left out), and read/write/delete by method (POST: <name>/action)."""
+    if _OPERATION_STATUS.match(path):
+        return "Microsoft.ApiManagement/locations/operationsStatuses/read"
+    match = _SERVICE_PATH.match(path)
+    if match is None:
+        return None
+    segments = [s for s in match["rest"].split("/") if s]
+    if segments[:2] == ["tenant", "operationResults"]:
+        types = ["tenant", "operationResults"]
+    elif segments[:2] == ["providers", "Microsoft.Authorization"]:
+        return None  # the caller's own permissions: every principal may read them
+    else:
+        types = segments[0::2]
+    if method == "POST":
+        return "/".join(["Microsoft.ApiManagement/service", *types[:-1], segments[-1], "action"])
+    verb = {"GET": "read", "HEAD": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}[method]
+    return "/".join(["Microsoft.ApiManagement/service", *types, verb])
+
+
+def _allowed(granted: list[str], denied: list[str], action: str) -> bool:
+    def matches(patterns: list[str]) -> bool:
+        return any(fnmatch.fnmatchcase(action.lower(), p.lower()) for p in patterns)
+
+    return matches(granted) and not matches(denied)
 
 
 def arm_error(status: int, code: str, message: str, **headers: str) -> Response:
@@ -48,6 +83,11 @@ class ApimEmulator(JsonServer):
         self.operations: dict[str, dict[str, Any]] = {}
         self.key_vault: Any = None
         """A sandbox.keyvault.KeyVaultEmulator: certificate entities that reference it present what it holds."""
+        self.granted_actions: list[str] = ["*"]
+        self.not_actions: list[str] = []
+        """The caller's effective Azure RBAC permissions on the service (actions, notActions): enforced on every
+        request (403 AuthorizationFailed) and answered by Microsoft.Authorization/permissions."""
+        self.principal_id = "00000000-0000-0000-0000-00000000a11c"
         self.default_tier = "Developer"
         """The tier reset() goes back to; the sandbox's --tier sets it."""
         self.tier = self.default_tier
@@ -71,6 +111,31 @@ class ApimEmulator(JsonServer):
         )
         self.route("GET", r"/operationResults/(?P<op>[^/]+)", self._operation_result)
         self.route("GET", _SERVICE + r"/tenant/operationResults/(?P<op>[^/]+)", self._operation)
+        self.route("GET", _SERVICE + r"/providers/Microsoft\.Authorization/permissions", self._permissions)
+
+    # -- Azure RBAC ----------------------------------------------------------------------------------------
+
+    def forbidden(self, request: Request) -> Response | None:
+        action = arm_action(request.method, request.path)
+        if action is None or _allowed(self.granted_actions, self.not_actions, action):
+            return None
+        message = (
+            f"The client '{self.principal_id}' with object id '{self.principal_id}' does not have authorization to "
+            f"perform action '{action}' over scope '{self.service_id}' or the scope is invalid. If access was "
+            "recently granted, please refresh your credentials."
+        )
+        return arm_error(403, "AuthorizationFailed", message)
+
+    def _permissions(self, request: Request, match: re.Match[str]) -> Response:
+        """GET <scope>/providers/Microsoft.Authorization/permissions (2022-04-01): the caller's effective
+        permissions at the scope, one entry per role assignment; here one."""
+        entry = {
+            "actions": list(self.granted_actions),
+            "notActions": list(self.not_actions),
+            "dataActions": [],
+            "notDataActions": [],
+        }
+        return Response(200, {"value": [entry]})
 
     # -- state the tests and the sandbox change directly -------------------------------------------------
 
@@ -96,6 +161,7 @@ class ApimEmulator(JsonServer):
             self.latency_seconds = 0.0
             self.tier = self.default_tier
             self.service = self._initial_service()
+            self.granted_actions, self.not_actions = ["*"], []
 
     def put_backend_directly(self, backend_id: str, properties: dict[str, Any]) -> None:
         """Seed a backend as if someone else had created it (portal, another tool)."""

@@ -134,6 +134,10 @@ class JsonServer:
     def not_found(self, request: Request) -> Response:
         raise NotImplementedError
 
+    def forbidden(self, request: Request) -> Response | None:
+        """Authorization after authentication: a 403 when the caller's roles do not allow the request."""
+        return None
+
     def _take_fault(self, request: Request) -> Fault | None:
         with self.lock:
             for fault in self.faults:
@@ -154,6 +158,9 @@ class JsonServer:
     def _dispatch(self, request: Request) -> Response:
         if not self.authorized(request):
             return self.unauthorized()
+        denied = self.forbidden(request)
+        if denied is not None:
+            return denied
         fault = self._take_fault(request)
         if fault is not None:
             return Response(fault.status, fault.body, dict(fault.headers))

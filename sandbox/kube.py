@@ -49,6 +49,7 @@ from sandbox.kube_api import (
     openapi_v3_document,
     openapi_v3_index,
     parse_continue,
+    request_attributes,
     schema_causes,
     status,
     strategic_merge_patch,
@@ -82,6 +83,10 @@ class KubeEmulator(JsonServer):
         """Tests: compact right after the next page that carries a continue token, so that token expires (410)."""
         self.installed_namespaces: tuple[str, ...] = ()
         """Namespaces that exist from the start besides the cluster's own (the app's, made at installation)."""
+        self.rbac: list[dict[str, Any]] | None = None
+        """The caller's RBAC: rules as in a (Cluster)Role, each with an optional "namespace" (a Role's); None
+        allows everything. Tests load deploy/kubernetes/app-rbac.yaml here to prove it is enough."""
+        self.user = "system:serviceaccount:aks-apim-sync:aks-apim-sync"
         self._builtin_namespaces()
         for kind in KINDS:
             ns = rf"{kind.prefix}/namespaces/(?P<ns>[a-z0-9-]+)/{kind.plural}"
@@ -93,6 +98,7 @@ class KubeEmulator(JsonServer):
                 self.route(verb, ns + r"/(?P<name>[^/]+)", self._handler(kind, verb.lower()))
                 self.route(verb, ns + r"/(?P<name>[^/]+)/status", self._handler(kind, verb.lower()))
         self.route("GET", r"/version", lambda r, m: Response(200, VERSION))
+        self.route("POST", r"/apis/authorization\.k8s\.io/v1/selfsubjectaccessreviews", self._access_review)
         self.route("GET", r"/api/v1/namespaces", lambda r, m: self._namespace_list(r))
         self.route("POST", r"/api/v1/namespaces", self._create_namespace)
         self.route("GET", r"/api/v1/namespaces/(?P<name>[^/]+)", lambda r, m: self._namespace(m["name"]))
@@ -190,6 +196,7 @@ class KubeEmulator(JsonServer):
             self._builtin_namespaces()
             self.compact_after_next_page = False
             self.latency_seconds = 0.0
+            self.rbac = None
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create or replace an object as `kubectl apply` would, bypassing the HTTP layer (and its validation: tests
@@ -229,6 +236,51 @@ class KubeEmulator(JsonServer):
 
     def unauthorized(self) -> Response:
         return status(401, "Unauthorized", "Unauthorized")
+
+    def allows(self, verb: str, group: str, resource: str, namespace: str) -> bool:
+        if self.rbac is None:
+            return True
+        return any(
+            verb in rule.get("verbs", ())
+            and group in rule.get("apiGroups", ())
+            and resource in rule.get("resources", ())
+            and (not rule.get("namespace") or rule["namespace"] == namespace)
+            for rule in self.rbac
+        )
+
+    def forbidden(self, request: Request) -> Response | None:
+        """403 Forbidden, worded as the API server's RBAC authorizer words it."""
+        attributes = request_attributes(request.method, request.path, request.query)
+        if attributes is None or attributes.resource == "selfsubjectaccessreviews":
+            return None
+        if self.allows(attributes.verb, attributes.group, attributes.resource, attributes.namespace):
+            return None
+        where = f'in the namespace "{attributes.namespace}"' if attributes.namespace else "at the cluster scope"
+        subject = f'{attributes.resource} "{attributes.name}"' if attributes.name else attributes.resource
+        message = (
+            f'{subject} is forbidden: User "{self.user}" cannot {attributes.verb} resource "{attributes.resource}" '
+            f'in API group "{attributes.group}" {where}'
+        )
+        return status(403, "Forbidden", message, name=attributes.name, kind=attributes.resource)
+
+    def _access_review(self, request: Request, match: re.Match[str]) -> Response:
+        """SelfSubjectAccessReview: may the caller do this? Answered from the same RBAC model, never stored."""
+        review = json.loads(request.body or b"{}")
+        wanted = (review.get("spec") or {}).get("resourceAttributes") or {}
+        allowed = self.allows(
+            str(wanted.get("verb") or ""),
+            str(wanted.get("group") or ""),
+            str(wanted.get("resource") or ""),
+            str(wanted.get("namespace") or ""),
+        )
+        answer = {
+            "kind": "SelfSubjectAccessReview",
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": review.get("spec") or {},
+            "status": {"allowed": allowed, **({} if allowed else {"reason": ""})},
+        }
+        return Response(201, answer)
 
     def refuse_media_type(self, request: Request) -> Response | None:
         """Bodies are read as JSON (and YAML for apply patches); protobuf, which kubectl's typed requests send, only

@@ -83,6 +83,45 @@ as a set. Every other list (status.loadBalancer.ingress, Ingress rules and tls) 
 SET_MERGED = {"finalizers"}
 
 
+@dataclass(frozen=True)
+class RequestAttributes:
+    """What the API server's authorizer sees of a resource request (as in its RequestInfo)."""
+
+    verb: str
+    group: str
+    resource: str
+    namespace: str
+    name: str
+    subresource: str = ""
+
+    @property
+    def core(self) -> bool:
+        return self.group == ""
+
+
+_RESOURCE_PATH = re.compile(
+    r"^/(?:api/(?P<core>v1)|apis/(?P<group>[a-z0-9.-]+)/(?P<version>v[a-z0-9]+))"
+    r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<resource>[a-z]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[a-z]+))?$"
+)
+
+
+def request_attributes(method: str, path: str, query: dict[str, str]) -> RequestAttributes | None:
+    """The verb, group and resource of a resource request; None for discovery, /version and the like."""
+    match = _RESOURCE_PATH.match(path)
+    if match is None:
+        return None
+    namespace, resource, name = match["ns"] or "", match["resource"], match["name"] or ""
+    if resource == "namespaces" and not namespace and name:
+        namespace = name  # GET /api/v1/namespaces/<name>: the namespace itself
+    if name == "" and method == "GET":
+        verb = "watch" if query.get("watch") in ("true", "1") else "list"
+    else:
+        verb = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, "")
+        if method == "DELETE":
+            verb = "delete" if name else "deletecollection"
+    return RequestAttributes(verb, match["group"] or "", resource, namespace, name, match["sub"] or "")
+
+
 def api_group_list() -> dict[str, Any]:
     """Discovery of the named groups (unaggregated: kubectl falls back to it when the server offers no
     apidiscovery.k8s.io/v2, as API servers before 1.26 did)."""

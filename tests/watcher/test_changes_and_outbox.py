@@ -179,7 +179,7 @@ def test_too_many_waiting_changes_collapse_into_one_cluster_resync(topic: Topic,
 def test_watcher_rbac_is_read_only_on_what_it_watches() -> None:
     import yaml
 
-    documents = list(yaml.safe_load_all((ROOT / "watcher" / "deploy" / "watcher.yaml").read_text()))
+    documents = list(yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "watcher.yaml").read_text()))
     (role,) = [d for d in documents if d["kind"] == "ClusterRole"]
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
