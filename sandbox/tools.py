@@ -57,6 +57,12 @@ class Azurite:
     process: subprocess.Popen[bytes]
     port: int
     workspace: Path
+    https: bool = False
+
+    @property
+    def blob_service_uri(self) -> str:
+        """What AzureWebJobsStorage__blobServiceUri names (https, with OAuth on)."""
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.port}/{AZURITE_ACCOUNT}"
 
     @property
     def connection_string(self) -> str:
@@ -79,9 +85,13 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(5)
 
 
-def start_azurite(binary: str) -> Azurite:
+def start_azurite(binary: str, *, oauth_tls: tuple[Path, Path] | None = None) -> Azurite:
+    """Azurite's blob service; with `oauth_tls` (certificate, key) it serves https and demands Entra-style bearer
+    tokens (`--oauth basic`: issuer, audience and lifetime checked, not the signature), as the Functions storage
+    account does with shared keys turned off."""
     port = free_port()
     workspace = tempfile.mkdtemp(prefix="azurite-")
+    oauth = ["--oauth", "basic", "--cert", str(oauth_tls[0]), "--key", str(oauth_tls[1])] if oauth_tls else []
     process = subprocess.Popen(  # noqa: S603 - our own tool path and arguments
         [
             binary,
@@ -92,12 +102,13 @@ def start_azurite(binary: str) -> Azurite:
             "--location",
             workspace,
             *AZURITE_FLAGS,
+            *oauth,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     wait_for_port(port)
-    return Azurite(process, port, Path(workspace))
+    return Azurite(process, port, Path(workspace), https=oauth_tls is not None)
 
 
 @dataclass

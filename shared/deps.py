@@ -57,7 +57,7 @@ def build_dependencies(settings: Settings, *, sleep: Callable[[float], None] = t
         apis=apim.api_store(),
         ca_store=_keyvault_ca_store(settings, arm_credential),
         keyvault_certificate=_keyvault_certificate(settings, arm_credential),
-        lease=_lease_factory(settings),
+        lease=_lease_factory(settings, arm_credential),
         counter=counter,
         sleep=sleep,
     )
@@ -81,15 +81,30 @@ def _keyvault_ca_store(settings: Settings, credential: TokenCredential) -> CaSto
     return KeyVaultCaStore(mtls.ca_keyvault_url, mtls.ca_keyvault_name, credential, ca_bundle=settings.credentials.arm_ca_bundle)
 
 
-def _lease_factory(settings: Settings) -> LeaseFactory:
-    connection = settings.mtls.storage_connection
-    if not connection:
+def _lease_factory(settings: Settings, app_credential: TokenCredential) -> LeaseFactory:
+    from shared.adapters import credentials
+
+    mtls = settings.mtls
+    connection, account_url = mtls.storage_connection, mtls.storage_blob_uri
+    if not connection and not account_url:
         return no_lease
+    storage_credential: TokenCredential | None = None
+    if not connection:
+        sandbox_token = settings.credentials.sandbox_token
+        if sandbox_token:
+            storage_credential = credentials.SandboxCredential(sandbox_token, endpoint=str(account_url))
+        elif mtls.storage_client_id:
+            storage_credential = credentials.managed_identity(mtls.storage_client_id)
+        else:
+            storage_credential = app_credential
+    options = {"connection_verify": settings.credentials.arm_ca_bundle} if settings.credentials.arm_ca_bundle else {}
 
     def exclusive(name: str) -> AbstractContextManager[Lease]:
         from shared.adapters import lease  # azure-storage-blob: only when a lock is taken
 
-        return lease.exclusive(connection, name)
+        return lease.exclusive(
+            name, connection_string=connection, account_url=account_url, credential=storage_credential, **options
+        )
 
     return exclusive
 

@@ -1,8 +1,9 @@
 """One run at a time across all instances: a lease on a blob in the Functions storage account.
 
 The timer's own singleton lock does not cover an HTTP-triggered run, so rotation takes this lease
-(azure-storage-blob; AzureWebJobsStorage). A lease expires by itself if its holder dies, so a crash never
-blocks rotation for longer than the lease duration. The only module that imports azure-storage-blob.
+(azure-storage-blob; AzureWebJobsStorage, or the host's identity-based AzureWebJobsStorage__* settings). A
+lease expires by itself if its holder dies, so a crash never blocks rotation for longer than the lease
+duration. The only module that imports azure-storage-blob.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
+from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobLeaseClient, ContainerClient
 
@@ -31,9 +33,21 @@ class Lease:
 
 
 @contextmanager
-def exclusive(connection_string: str, name: str, **client_options: Any) -> Iterator[Lease]:
-    """Hold the lease `name` for the block; raises LeaseHeld at once when another instance holds it."""
-    container = ContainerClient.from_connection_string(connection_string, CONTAINER, **client_options)
+def exclusive(
+    name: str,
+    *,
+    connection_string: str | None = None,
+    account_url: str | None = None,
+    credential: TokenCredential | None = None,
+    **client_options: Any,
+) -> Iterator[Lease]:
+    """Hold the lease `name` for the block; raises LeaseHeld at once when another instance holds it. The
+    account is a connection string, or a blob service URL reached with a token credential (no shared key)."""
+    if connection_string is not None:
+        container = ContainerClient.from_connection_string(connection_string, CONTAINER, **client_options)
+    else:
+        assert account_url is not None and credential is not None
+        container = ContainerClient(account_url, CONTAINER, credential=credential, **client_options)
     blob = container.get_blob_client(f"{name}.lock")
     with storage(f"take the lock {name}"):
         with suppress(ResourceExistsError):

@@ -172,12 +172,17 @@ class MtlsSettings:
     grace_seconds: float
     """How long a superseded certificate is kept after the switch."""
     storage_connection: str | None
-    """AzureWebJobsStorage: the lock blob."""
+    """AzureWebJobsStorage (a connection string): the lock blob."""
     keyvault_secret_id: str | None
     keyvault_identity_client_id: str | None
     keyvault_issuer_ca: str | None
     """PEM (or a path to it) of the CA that issues the Key Vault certificate, for a secret that carries no chain;
     otherwise the issuer is read from the chain in each version."""
+    storage_blob_uri: str | None = None
+    """AzureWebJobsStorage__blobServiceUri (or __accountName): the lock blob through the app's managed identity,
+    the way the Functions host reaches its storage without shared keys."""
+    storage_client_id: str | None = None
+    """AzureWebJobsStorage__clientId: the user-assigned identity to use for it (else the app's credential)."""
     ca_keyvault_url: str | None = None
     """Keep the managed CA in this Key Vault (secret ca_keyvault_name) instead of a Kubernetes Secret."""
     ca_keyvault_name: str = "aks-apim-sync-ca"
@@ -279,6 +284,26 @@ def _choices(r: _Reader, name: str, allowed: tuple[str, ...], default: str) -> t
         r.problems.append((name, f"one or more of {', '.join(allowed)}, comma-separated"))
         return (default,)
     return chosen
+
+
+def _storage_blob_uri(r: _Reader) -> str | None:
+    """The Functions host's identity-based storage settings, read as the host reads them."""
+    uri = r.raw("AzureWebJobsStorage__blobServiceUri")
+    account = r.raw("AzureWebJobsStorage__accountName")
+    credential = r.raw("AzureWebJobsStorage__credential")
+    if credential is not None and credential.lower() != "managedidentity":
+        r.problems.append(("AzureWebJobsStorage__credential", "expected managedidentity"))
+    if uri is None and account is not None:
+        if not re.match(r"^[a-z0-9]{3,24}$", account):
+            r.problems.append(
+                ("AzureWebJobsStorage__accountName", "expected a storage account name (3-24 lowercase letters and digits)")
+            )
+            return None
+        uri = f"https://{account}.blob.core.windows.net"
+    if uri is not None and urlsplit(uri).scheme != "https":
+        r.problems.append(("AzureWebJobsStorage__blobServiceUri", "must be an https URL"))
+        return None
+    return uri.rstrip("/") if uri else None
 
 
 def _bool(text: str) -> bool:
@@ -447,6 +472,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         r.problems.append(("INGRESS_CONTROLLER_SERVICE", "expected <namespace>/<name>"))
 
     mtls = _mtls_settings(r)
+    if sandbox_token is not None and mtls.storage_blob_uri and not is_loopback_url(mtls.storage_blob_uri):
+        r.problems.append(("SANDBOX_TOKEN", "only allowed with a loopback AzureWebJobsStorage__blobServiceUri"))
     if sandbox_token is not None and mtls.ca_keyvault_url and not is_loopback_url(mtls.ca_keyvault_url):
         r.problems.append(("SANDBOX_TOKEN", "only allowed with a loopback CA_KEYVAULT_URL"))
     api_settings = ApiSettings(
@@ -503,6 +530,8 @@ def _mtls_settings(r: _Reader) -> MtlsSettings:
         ),
         grace_seconds=r.parsed("CERT_GRACE_SECONDS", d.grace_seconds, _seconds, "a finite, non-negative number of seconds"),
         storage_connection=r.raw("AzureWebJobsStorage"),
+        storage_blob_uri=_storage_blob_uri(r),
+        storage_client_id=r.raw("AzureWebJobsStorage__clientId"),
         keyvault_secret_id=r.raw("KEYVAULT_CERT_SECRET_ID"),
         keyvault_identity_client_id=r.raw("KEYVAULT_IDENTITY_CLIENT_ID"),
         keyvault_issuer_ca=r.raw("KEYVAULT_ISSUER_CA"),

@@ -66,8 +66,12 @@ def rotate(
         return RotationReport(dry_run=dry_run, skipped="CLIENT_CERTIFICATE_SOURCE is none")
     if dry_run:
         return _run(deps, dry_run=True, force=force, clock=clock, lease=None)
-    if not mtls.storage_connection:
-        error = RunError("InvalidSettings", "AzureWebJobsStorage is missing: rotation needs its lock", retryable=False)
+    if not mtls.storage_connection and not mtls.storage_blob_uri:
+        error = RunError(
+            "InvalidSettings",
+            "AzureWebJobsStorage (or AzureWebJobsStorage__blobServiceUri) is missing: rotation needs its lock",
+            retryable=False,
+        )
         return RotationReport(dry_run=False, error=error)
     try:
         with deps.lease("rotation") as lease:
