@@ -11,6 +11,7 @@ import pytest
 from sandbox.tools import Azurite, find_azurite, start_azurite
 from sandbox.world import World
 from shared.core import settings
+from shared.core.errors import InvalidSettings
 from shared.rotation.report import RotationReport
 from tests.conftest import require_tool
 from tests.rotation.support import Clock, rotate, steps
@@ -79,6 +80,6 @@ def test_the_hosts_identity_based_storage_settings_name_the_blob_service(
     ],
 )
 def test_wrong_identity_based_storage_settings_are_named(world: World, name: str, value: str) -> None:
-    with pytest.raises(settings.InvalidSettings) as invalid:
+    with pytest.raises(InvalidSettings) as invalid:
         settings.load_settings({**world.settings(), name: value})
     assert name in [n for n, _ in invalid.value.problems]
