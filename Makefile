@@ -38,7 +38,14 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-tools: node_modules/.installed
+# checkov (Bicep checks) pins dozens of packages of its own, so it lives in a venv of its own, apart from the app's.
+CHECKOV_VENV := .venv-checkov
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt || { rm -rf $(CHECKOV_VENV); exit 1; }
+	touch $@
+
+tools: node_modules/.installed $(CHECKOV_VENV)/.installed
 ifeq ($(NGINX),)
 	@if [ "$$(id -u)" = 0 ]; then apt-get install -y -q nginx >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q nginx >/dev/null); \
 	else echo "nginx is missing: sudo apt-get install nginx (the TLS rotation test needs it)"; fi
@@ -59,4 +66,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.api_event_cost
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .mypy_cache .pytest_cache .ruff_cache .import_linter_cache
