@@ -39,8 +39,8 @@ BINDING_SETTINGS = {"PERIODIC_RESYNC_SCHEDULE", "ROTATION_SCHEDULE"}
 
 
 def parsed(path: Path) -> dict[str, Any]:
-    document: dict[str, Any] = BicepParser().parse(file_path=path)
-    return document
+    document: Any = BicepParser().parse(file_path=path)
+    return dict(document)
 
 
 def walk(node: Any) -> Iterator[tuple[str, Any]]:
