@@ -2,8 +2,8 @@
 
 import azure.functions as func
 
-from functions import events, resync, rotation, timers
+from functions import doctor, events, resync, rotation, timers
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (events.bp, resync.bp, rotation.bp, timers.bp):
+for blueprint in (doctor.bp, events.bp, resync.bp, rotation.bp, timers.bp):
     app.register_functions(blueprint)

@@ -163,6 +163,17 @@ class ApimEmulator(JsonServer):
             self.service = self._initial_service()
             self.granted_actions, self.not_actions = ["*"], []
 
+    def put_named_value_directly(self, value_id: str, *, secret: bool = True) -> None:
+        """Seed a named value as the platform team makes it (portal, Bicep): the Option 1 token, say."""
+        with self.lock:
+            self.named_values[value_id] = {
+                "id": f"{self.service_id}/namedValues/{value_id}",
+                "type": "Microsoft.ApiManagement/service/namedValues",
+                "name": value_id,
+                "properties": {"displayName": value_id, "tags": [], "secret": secret, "value": "sandbox-only"},
+                "_etag": self._new_etag(),
+            }
+
     def put_backend_directly(self, backend_id: str, properties: dict[str, Any]) -> None:
         """Seed a backend as if someone else had created it (portal, another tool)."""
         with self.lock:

@@ -97,7 +97,7 @@ class KubeEmulator(JsonServer):
             for verb in ("GET", "PUT", "PATCH", "DELETE"):
                 self.route(verb, ns + r"/(?P<name>[^/]+)", self._handler(kind, verb.lower()))
                 self.route(verb, ns + r"/(?P<name>[^/]+)/status", self._handler(kind, verb.lower()))
-        self.route("GET", r"/version", lambda r, m: Response(200, VERSION))
+        self.route("GET", r"/version/?", lambda r, m: Response(200, VERSION))  # the Python client asks for /version/
         self.route("POST", r"/apis/authorization\.k8s\.io/v1/selfsubjectaccessreviews", self._access_review)
         self.route("GET", r"/api/v1/namespaces", lambda r, m: self._namespace_list(r))
         self.route("POST", r"/api/v1/namespaces", self._create_namespace)

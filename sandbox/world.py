@@ -20,6 +20,7 @@ RESOURCE_GROUP = "rg-sandbox"
 SERVICE_NAME = "apim-sandbox"
 CLUSTER_NAME = "aks-sandbox"
 OWNER_ID = "sandbox-owner"
+PUBLIC_AUTH_NAMED_VALUE = "aks-backend-token"
 TENANCY_NAMESPACE, TENANCY_CONFIGMAP = "aks-apim-sync", "aks-apim-sync-tenancy"
 AKS_RESOURCE_ID = (
     f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/{RESOURCE_GROUP}"
@@ -64,7 +65,7 @@ class World:
             "DEFAULT_MODE": "ingress",
             "KUBECONFIG": str(self.kubeconfig),
             "PUBLIC_AUTH_HEADER": "X-Apim-Backend-Token",
-            "PUBLIC_AUTH_NAMED_VALUE": "aks-backend-token",
+            "PUBLIC_AUTH_NAMED_VALUE": PUBLIC_AUTH_NAMED_VALUE,
             "MAX_RETRY_WAIT_SECONDS": "5",
             "PERIODIC_RESYNC_SCHEDULE": "0 */5 * * * *",
             "ROTATION_SCHEDULE": "0 0 3 * * *",
@@ -94,6 +95,11 @@ class World:
     def reset(self) -> None:
         self.apim.reset()
         self.kube.reset()
+        self.seed_platform()
+
+    def seed_platform(self) -> None:
+        """What the platform team made before installing the app: the Option 1 named value in APIM."""
+        self.apim.put_named_value_directly(PUBLIC_AUTH_NAMED_VALUE)
 
     def stop(self) -> None:
         self.apim.stop()
@@ -140,6 +146,8 @@ def start_world(directory: Path | None = None) -> World:
     kube.reset()
     kubeconfig = directory / "kubeconfig"
     _kubeconfig(kubeconfig, kube.url, tls.ca_cert, token)
-    return World(
+    world = World(
         directory=directory, tls=tls, apim=apim, kube=kube, kubeconfig=kubeconfig, token=token, owns_directory=owns_directory
     )
+    world.seed_platform()
+    return world

@@ -23,6 +23,7 @@ EXAMPLES = {
     "sync": "python -m shared sync --namespace shop --service orders --json",
     "allowlist": "python -m shared allowlist --dry-run                        # only the allow-list step",
     "rotate": "python -m shared rotate --dry-run                           # the next mTLS rotation steps",
+    "doctor": "python -m shared doctor                                     # check identity, roles, RBAC, storage",
 }
 NEXT_STEP = {
     "InvalidSettings": "fix the settings named above (README, Configuration), or pass --env-file",
@@ -71,16 +72,17 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m shared",
-        description="Keep APIM in step with the cluster, from a terminal. Commands: plan, sync, allowlist, rotate.",
+        description="Keep APIM in step with the cluster, from a terminal. Commands: plan, sync, allowlist, rotate, doctor.",
         epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()) + "\n\n" + (__doc__ or "").split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{plan,sync,allowlist,rotate}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{plan,sync,allowlist,rotate,doctor}")
     helps = {
         "plan": "show what sync would do (backends, APIs, allow-lists); writes nothing",
         "sync": "reconcile backends, APIs and allow-lists now",
         "allowlist": "refresh only the IP allow-lists of the cluster's entry points",
         "rotate": "run the mTLS certificate rotation (needs AzureWebJobsStorage for its lock)",
+        "doctor": "check a live setup (settings, identity, permissions, RBAC, storage, Key Vault); changes nothing",
     }
     for name, text in helps.items():
         command = commands.add_parser(
@@ -135,6 +137,12 @@ def _run(args: argparse.Namespace) -> int:
     from shared.rotation import rotate
 
     environ = {**os.environ, **(load_env_file(args.env_file) if args.env_file else {})}
+    if args.command == "doctor":
+        from shared import doctor
+
+        checked = doctor.run(environ)
+        _print(checked.to_json(), checked.to_text(), args.json)
+        return 1 if checked.failed else 0
     try:
         dependencies = deps.build_dependencies(settings.load_settings(environ))
     except errors.InvalidSettings as error:

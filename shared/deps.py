@@ -46,6 +46,7 @@ def build_dependencies(settings: Settings, *, sleep: Callable[[float], None] = t
     except Exception:  # noqa: BLE001 - any failure to read the file is the same answer: the setting is wrong
         raise InvalidSettings([("KUBECONFIG", "is not a kubeconfig the Kubernetes client can read")]) from None
     kube = KubeSource(kube_client, settings.kube, counter=counter)
+    lease_factory, lock_probe = _lease_factory(settings, arm_credential)
     return Dependencies(
         settings=settings,
         cluster=kube,
@@ -57,7 +58,9 @@ def build_dependencies(settings: Settings, *, sleep: Callable[[float], None] = t
         apis=apim.api_store(),
         ca_store=_keyvault_ca_store(settings, arm_credential),
         keyvault_certificate=_keyvault_certificate(settings, arm_credential),
-        lease=_lease_factory(settings, arm_credential),
+        lease=lease_factory,
+        lock_probe=lock_probe,
+        access=kube,
         counter=counter,
         sleep=sleep,
     )
@@ -81,13 +84,13 @@ def _keyvault_ca_store(settings: Settings, credential: TokenCredential) -> CaSto
     return KeyVaultCaStore(mtls.ca_keyvault_url, mtls.ca_keyvault_name, credential, ca_bundle=settings.credentials.arm_ca_bundle)
 
 
-def _lease_factory(settings: Settings, app_credential: TokenCredential) -> LeaseFactory:
+def _lease_factory(settings: Settings, app_credential: TokenCredential) -> tuple[LeaseFactory, Callable[[], None] | None]:
     from shared.adapters import credentials
 
     mtls = settings.mtls
     connection, account_url = mtls.storage_connection, mtls.storage_blob_uri
     if not connection and not account_url:
-        return no_lease
+        return no_lease, None
     storage_credential: TokenCredential | None = None
     if not connection:
         sandbox_token = settings.credentials.sandbox_token
@@ -106,7 +109,12 @@ def _lease_factory(settings: Settings, app_credential: TokenCredential) -> Lease
             name, connection_string=connection, account_url=account_url, credential=storage_credential, **options
         )
 
-    return exclusive
+    def probe() -> None:
+        from shared.adapters import lease
+
+        lease.probe(connection_string=connection, account_url=account_url, credential=storage_credential, **options)
+
+    return exclusive, probe
 
 
 def dependencies(environ: Mapping[str, str] | None = None) -> Dependencies:

@@ -123,6 +123,35 @@ class ApimSink:
         with arm(f"APIM service {self._settings.service_name}"):
             return self._client.api_management_service.get(*self._where, cls=raw)  # type: ignore[return-value]
 
+    def named_value_exists(self, name: str) -> bool:
+        try:
+            with arm(f"named value {name}"):
+                self._client.named_value.get(*self._where, name)
+        except errors.NotFound:
+            return False
+        return True
+
+    def effective_permissions(self) -> tuple[list[str], list[str]]:
+        """(actions, notActions) the caller holds on the APIM service, from ARM's Microsoft.Authorization/permissions
+        for that scope (every role assignment's entry together)."""
+        from azure.core.rest import HttpRequest
+
+        scope = (
+            f"/subscriptions/{self._settings.subscription_id}/resourceGroups/{self._settings.resource_group}"
+            f"/providers/Microsoft.ApiManagement/service/{self._settings.service_name}"
+        )
+        request = HttpRequest("GET", f"{scope}/providers/Microsoft.Authorization/permissions?api-version=2022-04-01")
+        with arm("list the identity's permissions on the APIM service"):
+            # This SDK generation names it _send_request; it runs the request through the client's own pipeline.
+            response = self._client._send_request(request)
+            response.raise_for_status()
+        actions: list[str] = []
+        not_actions: list[str] = []
+        for entry in response.json().get("value") or []:
+            actions += entry.get("actions") or []
+            not_actions += entry.get("notActions") or []
+        return actions, not_actions
+
     def api_store(self) -> ApimApis:
         """APIs, operations, policies, tags and products, through the same client."""
         return ApimApis(self._client, self._where)

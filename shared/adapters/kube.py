@@ -188,6 +188,27 @@ class KubeSource:
                     raise
         raise errors.RetryableError(f"the list of {namespace or 'all namespaces'} expired {RELISTS_ON_EXPIRY} times while paging")
 
+    def server_version(self) -> str:
+        with _translated("read the API server's version"):
+            response: Any = client.VersionApi(self._core.api_client).get_code(
+                _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )  # type: ignore[no-untyped-call]
+        return str(json.loads(response.data).get("gitVersion") or "")
+
+    def may(self, verb: str, group: str, resource: str, namespace: str) -> bool:
+        """A SelfSubjectAccessReview: may this identity do that (namespace "" = in every namespace)?"""
+        review: Any = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"verb": verb, "group": group, "resource": resource, "namespace": namespace}},
+        }
+        api = client.AuthorizationV1Api(self._core.api_client)  # type: ignore[no-untyped-call]
+        with _translated(f"ask whether {verb} {resource} is allowed"):
+            response: Any = api.create_self_subject_access_review(
+                review, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        return bool((json.loads(response.data).get("status") or {}).get("allowed"))
+
     def get_gateway(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._read_custom("Gateway", namespace, name)
 

@@ -32,6 +32,28 @@ class Lease:
             self._lease.renew()
 
 
+def _container(
+    connection_string: str | None, account_url: str | None, credential: TokenCredential | None, **options: Any
+) -> ContainerClient:
+    if connection_string is not None:
+        return ContainerClient.from_connection_string(connection_string, CONTAINER, **options)
+    assert account_url is not None and credential is not None
+    return ContainerClient(account_url, CONTAINER, credential=credential, **options)
+
+
+def probe(
+    *,
+    connection_string: str | None = None,
+    account_url: str | None = None,
+    credential: TokenCredential | None = None,
+    **options: Any,
+) -> None:
+    """Reach the lock's container (whether it exists yet or not) and change nothing: raises what a lock would meet."""
+    with storage("reach the lock container"):
+        # One try: a checklist should say "unreachable" in seconds, not after the SDK's minute of retries.
+        _container(connection_string, account_url, credential, retry_total=0, connection_timeout=5, **options).exists()
+
+
 @contextmanager
 def exclusive(
     name: str,
@@ -43,11 +65,7 @@ def exclusive(
 ) -> Iterator[Lease]:
     """Hold the lease `name` for the block; raises LeaseHeld at once when another instance holds it. The
     account is a connection string, or a blob service URL reached with a token credential (no shared key)."""
-    if connection_string is not None:
-        container = ContainerClient.from_connection_string(connection_string, CONTAINER, **client_options)
-    else:
-        assert account_url is not None and credential is not None
-        container = ContainerClient(account_url, CONTAINER, credential=credential, **client_options)
+    container = _container(connection_string, account_url, credential, **client_options)
     blob = container.get_blob_client(f"{name}.lock")
     with storage(f"take the lock {name}"):
         with suppress(ResourceExistsError):

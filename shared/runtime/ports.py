@@ -95,6 +95,20 @@ class ApimServiceReader(Protocol):
     def get_service(self) -> dict[str, Any]:
         """The APIM service resource as ARM returns it (addresses, VNet type, SKU, provisioning state)."""
 
+    def named_value_exists(self, name: str) -> bool: ...
+
+    def effective_permissions(self) -> tuple[list[str], list[str]]:
+        """(actions, notActions) this identity holds on the APIM service."""
+        ...
+
+
+class AccessProbe(Protocol):
+    """What `doctor` asks the cluster and the storage account, changing nothing."""
+
+    def server_version(self) -> str: ...
+
+    def may(self, verb: str, group: str, resource: str, namespace: str) -> bool: ...
+
 
 class ApiStore(Protocol):
     """APIs, operations, policies, tags and product links."""
@@ -195,6 +209,10 @@ class Dependencies:
     keyvault_certificate: KeyVaultCertificate | None = None
     """`keyvault` mode: the certificate's versions in Key Vault."""
     lease: LeaseFactory = no_lease
+    lock_probe: Callable[[], None] | None = None
+    """Reach the lock's container without changing anything (doctor); None when no storage is configured."""
+    access: AccessProbe | None = None
+    """The cluster side of doctor's checks."""
     counter: RequestCounter = field(default_factory=RequestCounter)
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic

@@ -26,6 +26,17 @@ def bindings() -> dict[str, list[dict[str, Any]]]:
 
 def test_indexed_functions_are_what_the_host_will_read() -> None:
     assert bindings() == {
+        "doctor": [
+            {
+                "direction": "IN",
+                "type": "httpTrigger",
+                "name": "req",
+                "methods": ["POST"],
+                "authLevel": "FUNCTION",
+                "route": "doctor",
+            },
+            {"direction": "OUT", "type": "http", "name": "$return"},
+        ],
         "on_event": [{"direction": "IN", "type": "eventGridTrigger", "name": "event"}],
         "resync": [
             {
