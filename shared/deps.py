@@ -18,6 +18,7 @@ from shared.core.errors import InvalidSettings
 from shared.core.settings import CertificateSource, Settings, load_settings
 from shared.runtime.counters import RequestCounter
 from shared.runtime.ports import CaStore, Dependencies, KeyVaultCertificate, Lease, LeaseFactory, no_lease
+from shared.runtime.telemetry import NoTelemetry, Telemetry
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -61,6 +62,7 @@ def build_dependencies(settings: Settings, *, sleep: Callable[[float], None] = t
         lease=lease_factory,
         lock_probe=lock_probe,
         access=kube,
+        telemetry=_telemetry(settings),
         counter=counter,
         sleep=sleep,
     )
@@ -82,6 +84,17 @@ def _keyvault_ca_store(settings: Settings, credential: TokenCredential) -> CaSto
     from shared.adapters.keyvault import KeyVaultCaStore  # azure-keyvault-secrets: only when configured
 
     return KeyVaultCaStore(mtls.ca_keyvault_url, mtls.ca_keyvault_name, credential, ca_bundle=settings.credentials.arm_ca_bundle)
+
+
+def _telemetry(settings: Settings) -> Telemetry:
+    connection_string = settings.telemetry.connection_string
+    if not connection_string:
+        return NoTelemetry()
+    from shared.adapters import credentials, telemetry  # OpenTelemetry and the Azure Monitor distro: only when on
+
+    client_id = settings.telemetry.client_id
+    telemetry.configure_azure_monitor(connection_string, credentials.managed_identity(client_id) if client_id else None)
+    return telemetry.OpenTelemetry()
 
 
 def _lease_factory(settings: Settings, app_credential: TokenCredential) -> tuple[LeaseFactory, Callable[[], None] | None]:

@@ -8,6 +8,7 @@ failing backend change does not stop the allow-lists, and the report shows both.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 from shared.allowlists import refresh
@@ -21,9 +22,12 @@ from shared.core.model import BackendId, Reason
 from shared.core.reporting import Report
 from shared.core.scope import Scope, Steps
 from shared.core.settings import CertificateSource
+from shared.runtime import telemetry
 from shared.runtime.cluster import read_cluster
 from shared.runtime.coalesce import RUNS
 from shared.runtime.ports import Dependencies
+
+log = logging.getLogger(__name__)
 
 __all__ = ["RunRequest", "Steps", "run"]
 
@@ -63,11 +67,24 @@ def run(
 
 
 def _run(request: RunRequest, deps: Dependencies) -> Report:
+    """One trace per run, a span per step, and the run's metrics from its report (shared.runtime.telemetry)."""
+    attributes = {"scope": request.scope.kind, "steps": request.steps.value, "dry_run": str(request.dry_run).lower()}
+    with deps.telemetry.span("aks_apim_sync.sync", attributes):
+        report = _steps(request, deps)
+        # Inside the span, so the line carries the run's trace id in Application Insights.
+        log.info("sync finished", extra={"counts": report.counts, "failed": report.failed, "scope": request.scope.kind})
+    deps.telemetry.emit(telemetry.sync_points(report.to_json(), failed=report.failed))
+    return report
+
+
+def _steps(request: RunRequest, deps: Dependencies) -> Report:
     scope, steps, dry_run = request.scope, request.steps, request.dry_run
+    span = deps.telemetry.span
     allow_mass_delete, backend_hints, api_hints = request.allow_mass_delete, request.backend_hints, request.api_hints
     started, requests_before = deps.monotonic(), deps.counter.snapshot()
     try:
-        exposure = of_view(read_cluster(scope, deps), deps.settings)
+        with span("aks_apim_sync.step.read_cluster"):
+            exposure = of_view(read_cluster(scope, deps), deps.settings)
     except SyncError as error:
         return failed_report(scope, error, reason=Reason.SOURCE_READ_FAILED, dry_run=dry_run)
     apis: ApisReport | None = None
@@ -76,9 +93,10 @@ def _run(request: RunRequest, deps: Dependencies) -> Report:
         """Publish APIs and re-point their policies; backends are deleted only once this has succeeded."""
         nonlocal apis
         if steps is Steps.ALL and apis is None:
-            apis = apis_step.reconcile_apis(
-                scope, deps, exposure, dry_run=dry_run, api_hints=api_hints, allow_mass_delete=allow_mass_delete
-            )
+            with span("aks_apim_sync.step.apis"):
+                apis = apis_step.reconcile_apis(
+                    scope, deps, exposure, dry_run=dry_run, api_hints=api_hints, allow_mass_delete=allow_mass_delete
+                )
         return apis is None or not apis.failed
 
     if steps is Steps.ALLOWLIST:
@@ -89,22 +107,25 @@ def _run(request: RunRequest, deps: Dependencies) -> Report:
             backends_reconciled=False,
         )
     else:
-        report = backends_step.reconcile(
-            scope,
-            deps,
-            dry_run=dry_run,
-            allow_mass_delete=allow_mass_delete,
-            backend_hints=backend_hints,
-            exposure=exposure,
-            before_deletes=api_step,
-        )
+        with span("aks_apim_sync.step.backends"):
+            report = backends_step.reconcile(
+                scope,
+                deps,
+                dry_run=dry_run,
+                allow_mass_delete=allow_mass_delete,
+                backend_hints=backend_hints,
+                exposure=exposure,
+                before_deletes=api_step,
+            )
     if not dry_run and deps.settings.mtls.source is not CertificateSource.NONE:
         report = _present_certificate(report, deps, exposure)
     api_step()  # when the backend step had no delete to wait for, the APIs come now
     if apis is not None:
         report = replace(report, apis=apis)
     if steps is not Steps.BACKENDS:
-        report = replace(report, allowlists=refresh.refresh(deps, scope=scope, dry_run=dry_run, exposure=exposure))
+        with span("aks_apim_sync.step.allowlists"):
+            allowlists = refresh.refresh(deps, scope=scope, dry_run=dry_run, exposure=exposure)
+        report = replace(report, allowlists=allowlists)
     if scope.service is not None and not exposure.services:
         gone = (
             f"Service {scope.namespace}/{scope.service} does not exist (or is outside NAMESPACES): only what was made "

@@ -32,6 +32,10 @@ class _CountRequests(SansIOHTTPPolicy):  # type: ignore[type-arg]
     def on_request(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]
         self._counter.add("arm", request.http_request.method)
 
+    def on_response(self, request: PipelineRequest, response: Any) -> None:  # type: ignore[type-arg]
+        if response.http_response.status_code == 429:
+            self._counter.throttled("arm")
+
 
 def observed_from_json(backend_id: str, properties: dict[str, Any], etag: str | None) -> ObservedBackend:
     credentials = properties.get("credentials") or {}

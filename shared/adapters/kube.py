@@ -155,7 +155,12 @@ class KubeSource:
 
         def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
             counter.add("kubernetes", method)
-            return original(method, url, *args, **kwargs)
+            try:
+                return original(method, url, *args, **kwargs)
+            except ApiException as error:
+                if error.status == 429:
+                    counter.throttled("kubernetes")
+                raise
 
         rest.request = counted
 

@@ -218,6 +218,14 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class TelemetrySettings:
+    connection_string: str | None = None
+    """APPLICATIONINSIGHTS_CONNECTION_STRING: telemetry is off without it. Never shown (it holds the key)."""
+    client_id: str | None = None
+    """ClientId in APPLICATIONINSIGHTS_AUTHENTICATION_STRING (Authorization=AAD): export with that identity."""
+
+
+@dataclass(frozen=True)
 class Settings:
     apim: ApimSettings
     kube: KubeSettings
@@ -228,6 +236,7 @@ class Settings:
     allowlist: AllowListSettings
     mtls: MtlsSettings
     apis: ApiSettings
+    telemetry: TelemetrySettings = TelemetrySettings()
     tenancy_policy: str = DEFAULT_TENANCY_LOCATION
     """<namespace>/<name> of the ConfigMap that holds the tenancy policy (key policy.yaml); only the platform
     team may write there."""
@@ -498,8 +507,17 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         allowlist=allowlist,
         mtls=mtls,
         apis=api_settings,
+        telemetry=_telemetry_settings(r),
         tenancy_policy=tenancy_policy,
     )
+
+
+def _telemetry_settings(r: _Reader) -> TelemetrySettings:
+    authentication = dict(
+        part.split("=", 1) for part in (r.raw("APPLICATIONINSIGHTS_AUTHENTICATION_STRING") or "").split(";") if "=" in part
+    )
+    client_id = authentication.get("ClientId") if authentication.get("Authorization", "").upper() == "AAD" else None
+    return TelemetrySettings(connection_string=r.raw("APPLICATIONINSIGHTS_CONNECTION_STRING"), client_id=client_id)
 
 
 _KEYVAULT_SECRET = re.compile(

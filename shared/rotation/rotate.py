@@ -8,6 +8,7 @@ PFX passwords are never logged, reported or put in an error message.
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,11 +24,14 @@ from shared.core.scope import Scope
 from shared.core.settings import CertificateSource, MtlsSettings
 from shared.rotation import decision as rotation
 from shared.rotation.report import RotationReport
+from shared.runtime import telemetry
 from shared.runtime.cluster import read_cluster, with_retries
 from shared.runtime.ports import CaStore, Dependencies, Lease
 
 MAX_STEPS = 12
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
+
+log = logging.getLogger(__name__)
 
 
 def policy_of(mtls: MtlsSettings) -> rotation.RotationPolicy:
@@ -60,7 +64,18 @@ def rotate(
     force: str | None = None,
     clock: Callable[[], datetime] | None = None,
 ) -> RotationReport:
+    """One rotation run, as one trace; its outcome and the certificates' days left become metrics."""
     clock = clock or deps.wall_clock
+    with deps.telemetry.span("aks_apim_sync.rotation", {"dry_run": str(dry_run).lower(), "force": force or "none"}):
+        report = _locked(deps, dry_run=dry_run, force=force, clock=clock)
+        steps = [str(step.get("step")) for step in report.steps]
+        log.info("rotation finished", extra={"steps": steps, "failed": report.failed, "skipped": report.skipped is not None})
+    if not dry_run and report.skipped is None:
+        deps.telemetry.emit(telemetry.rotation_points(report.to_json(), failed=report.failed, now=clock()))
+    return report
+
+
+def _locked(deps: Dependencies, *, dry_run: bool, force: str | None, clock: Callable[[], datetime]) -> RotationReport:
     mtls = deps.settings.mtls
     if mtls.source is CertificateSource.NONE:
         return RotationReport(dry_run=dry_run, skipped="CLIENT_CERTIFICATE_SOURCE is none")

@@ -16,6 +16,11 @@ class RequestCounter:
             self._counts[api] += 1
             self._counts[f"{api}.{'read' if method.upper() in ('GET', 'HEAD') else 'write'}"] += 1
 
+    def throttled(self, api: str) -> None:
+        """A 429 answer (counted besides the request itself)."""
+        with self._lock:
+            self._counts[f"{api}.throttled"] += 1
+
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)

@@ -18,6 +18,7 @@ from shared.core.model import BackendId, DesiredBackend, GatewayApiObjects, Ingr
 from shared.core.scope import Scope
 from shared.core.settings import Settings
 from shared.runtime.counters import RequestCounter
+from shared.runtime.telemetry import NoTelemetry, Telemetry
 
 
 class ClusterReader(Protocol):
@@ -213,6 +214,7 @@ class Dependencies:
     """Reach the lock's container without changing anything (doctor); None when no storage is configured."""
     access: AccessProbe | None = None
     """The cluster side of doctor's checks."""
+    telemetry: Telemetry = field(default_factory=NoTelemetry)
     counter: RequestCounter = field(default_factory=RequestCounter)
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic

@@ -17,6 +17,8 @@ OWNERS = {
     "azure.identity": {"shared/adapters/credentials.py"},
     "azure.storage.blob": {"shared/adapters/lease.py"},
     "azure.keyvault.secrets": {"shared/adapters/keyvault.py"},
+    "opentelemetry": {"shared/adapters/telemetry.py"},
+    "azure.monitor": {"shared/adapters/telemetry.py"},
 }
 """In the Functions app. The watcher is a program of its own: it talks to Kubernetes itself and is the only
 importer of azure-eventgrid."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -94,11 +95,19 @@ def test_timer_has_an_exponential_retry_policy() -> None:
     }
 
 
-def test_importing_the_app_loads_no_sdk() -> None:
-    heavy = "('kubernetes', 'azure.mgmt', 'azure.identity', 'azure.eventgrid', 'azure.storage', 'cryptography')"
+def test_importing_the_app_loads_no_sdk_with_telemetry_on_or_off() -> None:
+    heavy = (
+        "('kubernetes', 'azure.mgmt', 'azure.identity', 'azure.eventgrid', 'azure.storage', 'cryptography', "
+        "'opentelemetry', 'azure.monitor')"
+    )
     probe = f"import sys, function_app; print(sorted(m for m in sys.modules if m.startswith({heavy})))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout  # noqa: S603
-    assert out.strip() == "[]"
+    telemetry_on = {
+        **os.environ,
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-0000-0000-0000-000000000000",
+    }
+    for environ in (dict(os.environ), telemetry_on):
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=environ).stdout  # noqa: S603
+        assert out.strip() == "[]"
 
 
 def test_public_names_are_exported() -> None:
