@@ -22,6 +22,7 @@ from urllib.parse import quote
 from sandbox.apim_apis import ApiStore
 from sandbox.apim_tiers import service_body
 from sandbox.httpbase import JsonServer, Request, Response
+from sandbox.throttling import REMAINING_HEADER, TokenBuckets, arm_operation_class
 from sandbox.tls import TlsFiles
 
 API_VERSION = "2024-05-01"
@@ -83,6 +84,8 @@ class ApimEmulator(JsonServer):
         self.operations: dict[str, dict[str, Any]] = {}
         self.key_vault: Any = None
         """A sandbox.keyvault.KeyVaultEmulator: certificate entities that reference it present what it holds."""
+        self.buckets = TokenBuckets()
+        """ARM's request buckets: counting only (the remaining-quota headers) until throttle() enforces them."""
         self.granted_actions: list[str] = ["*"]
         self.not_actions: list[str] = []
         """The caller's effective Azure RBAC permissions on the service (actions, notActions): enforced on every
@@ -112,6 +115,30 @@ class ApimEmulator(JsonServer):
         self.route("GET", r"/operationResults/(?P<op>[^/]+)", self._operation_result)
         self.route("GET", _SERVICE + r"/tenant/operationResults/(?P<op>[^/]+)", self._operation)
         self.route("GET", _SERVICE + r"/providers/Microsoft\.Authorization/permissions", self._permissions)
+
+    # -- throttling (sandbox.throttling) --------------------------------------------------------------------
+
+    def admit(self, request: Request) -> Response | None:
+        if arm_action(request.method, request.path) is None and "/operationResults/" not in request.path:
+            return None
+        wait = self.buckets.take(arm_operation_class(request.method))
+        if wait is None:
+            return None
+        kind = {"reads": "Read", "writes": "Write", "deletes": "Delete"}[arm_operation_class(request.method)]
+        message = (
+            f"The request is being throttled as the limit has been reached for operation type - {kind}. "
+            "For more information, see - https://aka.ms/srpthrottlinglimits"
+        )
+        return arm_error(429, "TooManyRequests", message, **{"Retry-After": self.buckets.retry_after_header(wait)})
+
+    def decorate(self, request: Request, response: Response) -> Response:
+        kind = arm_operation_class(request.method)
+        response.headers[REMAINING_HEADER.format(kind=kind)] = str(self.buckets.remaining(kind))
+        return response
+
+    def throttle(self, *, time_scale: float = 1.0, enforce: bool = True) -> None:
+        """ARM's buckets from now on (reset() puts back counting-only buckets at full)."""
+        self.buckets = TokenBuckets(time_scale=time_scale, enforce=enforce)
 
     # -- Azure RBAC ----------------------------------------------------------------------------------------
 
@@ -162,6 +189,7 @@ class ApimEmulator(JsonServer):
             self.tier = self.default_tier
             self.service = self._initial_service()
             self.granted_actions, self.not_actions = ["*"], []
+            self.buckets = TokenBuckets()
 
     def put_named_value_directly(self, value_id: str, *, secret: bool = True) -> None:
         """Seed a named value as the platform team makes it (portal, Bicep): the Option 1 token, say."""

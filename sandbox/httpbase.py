@@ -138,6 +138,14 @@ class JsonServer:
         """Authorization after authentication: a 403 when the caller's roles do not allow the request."""
         return None
 
+    def admit(self, request: Request) -> Response | None:
+        """Throttling after authorization: a 429 when the caller's budget is spent."""
+        return None
+
+    def decorate(self, request: Request, response: Response) -> Response:
+        """Headers every answer carries (remaining quota)."""
+        return response
+
     def _take_fault(self, request: Request) -> Fault | None:
         with self.lock:
             for fault in self.faults:
@@ -161,6 +169,9 @@ class JsonServer:
         denied = self.forbidden(request)
         if denied is not None:
             return denied
+        throttled = self.admit(request)
+        if throttled is not None:
+            return throttled
         fault = self._take_fault(request)
         if fault is not None:
             return Response(fault.status, fault.body, dict(fault.headers))
@@ -188,7 +199,7 @@ class JsonServer:
         if self.latency_seconds:
             time.sleep(self.latency_seconds)
         try:
-            response = self._dispatch(request)
+            response = self.decorate(request, self._dispatch(request))
         except Exception as exc:  # noqa: BLE001 - an emulator bug must show as a 500, not a hung client
             response = Response(500, {"error": {"code": "EmulatorError", "message": repr(exc)}})
         with self.lock:

@@ -56,6 +56,7 @@ from sandbox.kube_api import (
     table,
     validation_causes,
 )
+from sandbox.throttling import TokenBuckets
 from sandbox.tls import TlsFiles
 
 
@@ -87,6 +88,8 @@ class KubeEmulator(JsonServer):
         """The caller's RBAC: rules as in a (Cluster)Role, each with an optional "namespace" (a Role's); None
         allows everything. Tests load deploy/kubernetes/app-rbac.yaml here to prove it is enough."""
         self.user = "system:serviceaccount:aks-apim-sync:aks-apim-sync"
+        self.throttle: TokenBuckets | None = None
+        """Priority and fairness for the app's flow: TokenBuckets({"requests": (size, per second)}, enforce=True)."""
         self._builtin_namespaces()
         for kind in KINDS:
             ns = rf"{kind.prefix}/namespaces/(?P<ns>[a-z0-9-]+)/{kind.plural}"
@@ -197,6 +200,7 @@ class KubeEmulator(JsonServer):
             self.compact_after_next_page = False
             self.latency_seconds = 0.0
             self.rbac = None
+            self.throttle = None
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create or replace an object as `kubectl apply` would, bypassing the HTTP layer (and its validation: tests
@@ -247,6 +251,19 @@ class KubeEmulator(JsonServer):
             and (not rule.get("namespace") or rule["namespace"] == namespace)
             for rule in self.rbac
         )
+
+    def admit(self, request: Request) -> Response | None:
+        """API priority and fairness, as far as a client sees it: 429 with Retry-After when the flow is full."""
+        if self.throttle is None or request_attributes(request.method, request.path, request.query) is None:
+            return None
+        if request.query.get("watch") in ("true", "1"):
+            return None  # a watch holds a long-running seat, not a request's
+        wait = self.throttle.take("requests")
+        if wait is None:
+            return None
+        answer = status(429, "TooManyRequests", "Too many requests, please try again later.")
+        answer.headers["Retry-After"] = self.throttle.retry_after_header(wait)
+        return answer
 
     def forbidden(self, request: Request) -> Response | None:
         """403 Forbidden, worded as the API server's RBAC authorizer words it."""

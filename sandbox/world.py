@@ -67,6 +67,9 @@ class World:
             "PUBLIC_AUTH_HEADER": "X-Apim-Backend-Token",
             "PUBLIC_AUTH_NAMED_VALUE": PUBLIC_AUTH_NAMED_VALUE,
             "MAX_RETRY_WAIT_SECONDS": "5",
+            # The emulator's buckets refill in real time unless throttle(time_scale=...) says otherwise; the app's
+            # model runs as fast so that tests not about pacing are not paced (the throttling tests set both).
+            "ARM_PACING_TIME_SCALE": "1000",
             "PERIODIC_RESYNC_SCHEDULE": "0 */5 * * * *",
             "ROTATION_SCHEDULE": "0 0 3 * * *",
             **self.tier_settings,

@@ -23,6 +23,31 @@ from shared.core import errors, ownership
 from shared.core.model import BackendId, BackendSpec, DesiredBackend, ObservedBackend, OwnerId, normalise_headers
 from shared.core.settings import ApimSettings
 from shared.runtime.counters import RequestCounter
+from shared.runtime.pacing import Pacer, operation_class, pacer_for
+
+
+class _Pace(SansIOHTTPPolicy):  # type: ignore[type-arg]
+    """Each request waits for its token (shared.runtime.pacing); each answer corrects the model: the
+    remaining-quota header, and a 429's Retry-After."""
+
+    def __init__(self, pacer: Pacer) -> None:
+        self._pacer = pacer
+
+    def on_request(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]
+        self._pacer.acquire(operation_class(request.http_request.method))
+
+    def on_response(self, request: PipelineRequest, response: Any) -> None:  # type: ignore[type-arg]
+        kind = operation_class(request.http_request.method)
+        headers = response.http_response.headers
+        remaining = headers.get(f"x-ms-ratelimit-remaining-subscription-global-{kind}")
+        with suppress(ValueError):
+            if remaining is not None:
+                self._pacer.observe(kind, float(remaining))
+        if response.http_response.status_code == 429:
+            retry_after: float | None = None
+            with suppress(TypeError, ValueError):
+                retry_after = float(headers.get("Retry-After"))
+            self._pacer.throttled(kind, retry_after)
 
 
 class _CountRequests(SansIOHTTPPolicy):  # type: ignore[type-arg]
@@ -90,7 +115,17 @@ class ApimSink:
             connection_timeout=10,
             read_timeout=30,
             connection_verify=ca_bundle or True,
-            per_retry_policies=[_CountRequests(counter)],
+            per_retry_policies=[
+                _Pace(
+                    pacer_for(
+                        settings.arm_endpoint,
+                        settings.subscription_id,
+                        share=settings.budget_share,
+                        time_scale=settings.pacing_time_scale,
+                    )
+                ),
+                _CountRequests(counter),
+            ],
         )
         self._where = (settings.resource_group, settings.service_name)
 

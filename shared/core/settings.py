@@ -49,6 +49,12 @@ class ApimSettings:
     """Azure Resource Manager endpoint, e.g. https://management.azure.com (sovereign clouds differ)."""
     arm_scope: str
     """Token scope for ARM; defaults to <ARM_ENDPOINT>/.default."""
+    budget_share: float = 0.5
+    """ARM_BUDGET_SHARE: the share of ARM's request buckets this app may spend (others in the subscription
+    keep the rest)."""
+    pacing_time_scale: float = 1.0
+    """ARM_PACING_TIME_SCALE: how much faster than real time the buckets refill; only against a loopback
+    endpoint (the sandbox's throttling emulator runs its clock as fast)."""
 
     @property
     def service_id(self) -> str:
@@ -315,6 +321,20 @@ def _storage_blob_uri(r: _Reader) -> str | None:
     return uri.rstrip("/") if uri else None
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise ValueError(text)
+    return value
+
+
+def _scale(text: str) -> float:
+    value = float(text)
+    if not 1 <= value < float("inf"):
+        raise ValueError(text)
+    return value
+
+
 def _bool(text: str) -> bool:
     lowered = text.lower()
     if lowered in ("true", "1", "yes"):
@@ -377,7 +397,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         service_name=r.required("APIM_SERVICE_NAME"),
         arm_endpoint=arm_endpoint,
         arm_scope=r.raw("ARM_SCOPE") or f"{arm_endpoint}/.default",
+        budget_share=r.parsed("ARM_BUDGET_SHARE", 0.5, _share, "a fraction above 0 and at most 1, e.g. 0.5"),
+        pacing_time_scale=r.parsed("ARM_PACING_TIME_SCALE", 1.0, _scale, "a number of 1 or more"),
     )
+    if apim.pacing_time_scale != 1.0 and not is_loopback_url(arm_endpoint):
+        r.problems.append(("ARM_PACING_TIME_SCALE", "only with a loopback ARM_ENDPOINT (the sandbox)"))
 
     namespaces = tuple(ns.strip() for ns in (r.raw("NAMESPACES") or "").split(",") if ns.strip() not in ("", "*"))
     for ns in namespaces:
