@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, replace
 
 from shared.allowlists import refresh
+from shared.allowlists.report import AllowListReport
 from shared.apis import reconcile as apis_step
 from shared.apis.report import ApisReport
 from shared.backends import reconcile as backends_step
@@ -28,6 +29,10 @@ from shared.runtime.coalesce import RUNS
 from shared.runtime.ports import Dependencies
 
 log = logging.getLogger(__name__)
+TIME_SPENT = (
+    "the run's time budget (RUN_TIME_BUDGET_SECONDS) was spent; what is left is deferred to the next run (the timer, "
+    "or the next event), which plans it again from what APIM then holds"
+)
 
 __all__ = ["RunRequest", "Steps", "run"]
 
@@ -80,6 +85,11 @@ def _run(request: RunRequest, deps: Dependencies) -> Report:
 def _steps(request: RunRequest, deps: Dependencies) -> Report:
     scope, steps, dry_run = request.scope, request.steps, request.dry_run
     span = deps.telemetry.span
+    deadline = deps.monotonic() + deps.settings.sync.run_budget_seconds
+
+    def out_of_time() -> bool:
+        return deps.monotonic() > deadline
+
     allow_mass_delete, backend_hints, api_hints = request.allow_mass_delete, request.backend_hints, request.api_hints
     started, requests_before = deps.monotonic(), deps.counter.snapshot()
     try:
@@ -92,6 +102,8 @@ def _steps(request: RunRequest, deps: Dependencies) -> Report:
     def api_step() -> bool:
         """Publish APIs and re-point their policies; backends are deleted only once this has succeeded."""
         nonlocal apis
+        if steps is Steps.ALL and apis is None and out_of_time():
+            apis = ApisReport(dry_run=dry_run, skipped=TIME_SPENT)
         if steps is Steps.ALL and apis is None:
             with span("aks_apim_sync.step.apis"):
                 apis = apis_step.reconcile_apis(
@@ -116,16 +128,21 @@ def _steps(request: RunRequest, deps: Dependencies) -> Report:
                 backend_hints=backend_hints,
                 exposure=exposure,
                 before_deletes=api_step,
+                out_of_time=out_of_time,
             )
     if not dry_run and deps.settings.mtls.source is not CertificateSource.NONE:
         report = _present_certificate(report, deps, exposure)
     api_step()  # when the backend step had no delete to wait for, the APIs come now
     if apis is not None:
         report = replace(report, apis=apis)
-    if steps is not Steps.BACKENDS:
+    if steps is not Steps.BACKENDS and out_of_time():
+        report = replace(report, allowlists=AllowListReport(dry_run=dry_run, skipped=TIME_SPENT))
+    elif steps is not Steps.BACKENDS:
         with span("aks_apim_sync.step.allowlists"):
             allowlists = refresh.refresh(deps, scope=scope, dry_run=dry_run, exposure=exposure)
         report = replace(report, allowlists=allowlists)
+    if out_of_time():
+        report = replace(report, notes=(*report.notes, f"incomplete: {TIME_SPENT}"))
     if scope.service is not None and not exposure.services:
         gone = (
             f"Service {scope.namespace}/{scope.service} does not exist (or is outside NAMESPACES): only what was made "

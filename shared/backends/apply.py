@@ -19,6 +19,13 @@ from shared.runtime.apply import NOTHING_TO_DO, NothingToDo, Refused, Writer, ap
 
 DELETE_WAITS = "an API policy could not be moved off this backend yet; it is deleted by a later run, once nothing routes to it"
 
+DEFERRED = Outcome(
+    "deferred",
+    reason=Reason.TIME_BUDGET_SPENT.value,
+    message="not started: the run's time budget (RUN_TIME_BUDGET_SECONDS) was spent; the next run continues",
+    retryable=True,
+)
+
 Decider = Callable[[BackendId, ObservedBackend | None], "BackendChange | Refusal | BackendId | None"]
 
 
@@ -65,9 +72,12 @@ def apply_plan(
     max_wait_seconds: float,
     sleep: Callable[[float], None],
     before_deletes: Callable[[], bool] = lambda: True,
+    out_of_time: Callable[[], bool] = lambda: False,
 ) -> dict[BackendId, Outcome]:
     """Creates, then updates, then `before_deletes` (what must move off the old backends first), then deletes;
-    each phase concurrent within itself. Deletes wait for a later run when `before_deletes` answers False."""
+    each phase concurrent within itself. Deletes wait for a later run when `before_deletes` answers False.
+    Once `out_of_time` answers True no further write starts: the rest is `deferred` to the next run, which plans
+    it again from what APIM then holds (nothing written is written twice)."""
     writer = backend_writer(store, decide_again)
     outcomes: dict[BackendId, Outcome] = {}
     phases: Sequence[type] = (CreateBackend, UpdateBackend, DeleteBackend)
@@ -78,8 +88,12 @@ def apply_plan(
                 waiting = Outcome("refused", reason=Reason.DELETE_WAITS_FOR_ROUTING.value, message=DELETE_WAITS)
                 outcomes.update((c.id, waiting) for c in batch)
                 continue
-            results = pool.map(
-                lambda c: apply_change(c, writer, attempts=attempts, max_wait_seconds=max_wait_seconds, sleep=sleep)[0], batch
-            )
+
+            def one(change: BackendChange) -> Outcome:
+                if out_of_time():
+                    return DEFERRED
+                return apply_change(change, writer, attempts=attempts, max_wait_seconds=max_wait_seconds, sleep=sleep)[0]
+
+            results = pool.map(one, batch)
             outcomes.update(zip((c.id for c in batch), results, strict=True))
     return outcomes

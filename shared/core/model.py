@@ -105,6 +105,7 @@ class Reason(StrEnum):
     OUT_OF_SCOPE = "OutOfScope"
     CLAIMED_BY_OTHER_NAMESPACE = "ClaimedByOtherNamespace"
     DELETE_WAITS_FOR_ROUTING = "DeleteWaitsForRouting"
+    TIME_BUDGET_SPENT = "TimeBudgetSpent"
 
 
 @dataclass(frozen=True, order=True)

@@ -22,7 +22,8 @@ class Outcome:
     """What apply did with one change."""
 
     status: str
-    """applied | failed | refused (re-read showed the plan no longer holds) | noop (re-read showed nothing to do)."""
+    """applied | failed | refused (re-read showed the plan no longer holds) | noop (re-read showed nothing to do) |
+    deferred (not started: the run's time budget was spent)."""
     reason: str | None = None
     message: str | None = None
     retryable: bool = False
@@ -121,7 +122,7 @@ class Report:
         for change in self.changes:
             counts[change["action"]] += 1
         failed = sum(1 for c in self.changes if c["outcome"] == "failed")
-        return {
+        shown = {
             **counts,
             "unchanged": self.unchanged,
             "refused": len(self.refusals),
@@ -129,6 +130,13 @@ class Report:
             "invalid": len(self.errors),
             "failed": failed,
         }
+        deferred = sum(1 for c in self.changes if c["outcome"] == "deferred")
+        return {**shown, "deferred": deferred} if deferred else shown
+
+    @property
+    def incomplete(self) -> bool:
+        """The time budget ran out: some changes were deferred to the next run."""
+        return any(c["outcome"] == "deferred" for c in self.changes) or any("time budget" in n for n in self.notes)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -142,6 +150,7 @@ class Report:
             "warnings": list(self.warnings),
             "notes": list(self.notes),
             "counts": self.counts,
+            **({"incomplete": True} if self.incomplete else {}),
             "allowlists": self.allowlists.to_json() if self.allowlists is not None else None,
             "apis": self.apis.to_json() if self.apis is not None else None,
             "duration_ms": self.duration_ms,

@@ -110,6 +110,9 @@ class SyncSettings:
     """Attempts per remote call for transient faults (429, 5xx, timeouts, 409/412)."""
     max_retry_wait_seconds: float
     """Longest single wait between attempts, whatever Retry-After says."""
+    run_budget_seconds: float = 540.0
+    """RUN_TIME_BUDGET_SECONDS: no write starts later than this into a run (host.json's functionTimeout of 10
+    minutes less a minute's margin for the writes in flight and the report); the rest goes to the next run."""
 
 
 @dataclass(frozen=True)
@@ -452,6 +455,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         apply_concurrency=r.parsed("APPLY_CONCURRENCY", 4, _positive_int, "a positive whole number"),
         max_attempts=r.parsed("MAX_ATTEMPTS", 5, _positive_int, "a positive whole number"),
         max_retry_wait_seconds=r.parsed("MAX_RETRY_WAIT_SECONDS", 20.0, _seconds, "a finite, non-negative number of seconds"),
+        run_budget_seconds=r.parsed("RUN_TIME_BUDGET_SECONDS", 540.0, _seconds, "a finite, non-negative number of seconds"),
     )
 
     header, named_value = r.raw("PUBLIC_AUTH_HEADER"), r.raw("PUBLIC_AUTH_NAMED_VALUE")

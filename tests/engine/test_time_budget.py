@@ -1,0 +1,44 @@
+"""A run stops starting writes before the function's timeout: what is left is reported as deferred, and the next
+run continues where the plan left off, without writing anything twice."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any
+
+from sandbox.world import World
+from shared import sync
+from shared.core.scope import Scope
+from tests.conftest import service
+
+CLUSTER = Scope("aks-sandbox")
+
+
+def test_a_run_out_of_time_defers_the_rest_and_the_next_run_finishes_it_without_repeating_a_write(
+    world: World, make_deps: Any
+) -> None:
+    for i in range(40):
+        world.kube.apply(service(f"svc-{i:02d}"))
+    ticks = itertools.count()
+    # Every look at the clock is a second later: the budget of 30 "seconds" runs out part-way through the writes.
+    slow = dataclasses.replace(
+        make_deps(RUN_TIME_BUDGET_SECONDS="30", APPLY_CONCURRENCY="1"), monotonic=lambda: float(next(ticks))
+    )
+
+    first = sync.run(CLUSTER, slow)
+
+    outcomes = [c["outcome"] for c in first.changes]
+    assert first.incomplete and not first.failed
+    assert 0 < outcomes.count("applied") < 40 and outcomes.count("applied") + outcomes.count("deferred") == 40
+    assert first.counts["deferred"] == outcomes.count("deferred")
+    assert all(c["error_reason"] == "TimeBudgetSpent" for c in first.changes if c["outcome"] == "deferred")
+    assert first.to_json()["incomplete"] is True
+    assert first.apis is not None and "time budget" in (first.apis.to_json().get("skipped") or "")
+    assert any(note.startswith("incomplete:") for note in first.notes)
+
+    world.apim.clear_log()
+    second = sync.run(CLUSTER, make_deps())
+
+    assert not second.incomplete and len(world.apim.backends) == 40
+    assert len([r for r in world.apim.writes() if "/backends/" in r.path]) == outcomes.count("deferred")
