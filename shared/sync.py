@@ -107,7 +107,13 @@ def _steps(request: RunRequest, deps: Dependencies) -> Report:
         if steps is Steps.ALL and apis is None:
             with span("aks_apim_sync.step.apis"):
                 apis = apis_step.reconcile_apis(
-                    scope, deps, exposure, dry_run=dry_run, api_hints=api_hints, allow_mass_delete=allow_mass_delete
+                    scope,
+                    deps,
+                    exposure,
+                    dry_run=dry_run,
+                    api_hints=api_hints,
+                    allow_mass_delete=allow_mass_delete,
+                    out_of_time=out_of_time,
                 )
         return apis is None or not apis.failed
 

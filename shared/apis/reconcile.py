@@ -6,6 +6,8 @@ that namespace's Services once. Claims whose backend is not there yet (pending, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -37,6 +39,7 @@ def reconcile_apis(
     dry_run: bool = False,
     api_hints: frozenset[str] = frozenset(),
     allow_mass_delete: bool = False,
+    out_of_time: Callable[[], bool] = lambda: False,
 ) -> ApisReport:
     """`api_hints`: APIs the Service claimed before (from its event). A one-Service run that neither claims an
     API now nor did before costs nothing; a Service that dropped its api-id without an event telling so is
@@ -108,7 +111,7 @@ def reconcile_apis(
     problems += [_problem(p) for p in plan.refusals]
     entries = [{**c.to_json(), "outcome": "planned"} for c in plan.changes]
     if not dry_run:
-        entries = _apply(plan, store, deps)
+        entries = _apply(plan, store, deps, out_of_time)
     return ApisReport(dry_run=dry_run, changes=tuple(entries), problems=tuple(problems), unchanged=plan.unchanged)
 
 
@@ -222,36 +225,55 @@ def _openapi_operations(
         return None
 
 
-def _apply(plan: api_plan.ApiPlan, store: ApiStore, deps: Dependencies) -> list[dict[str, Any]]:
-    """In plan order, each change under the apply contract (shared.runtime.apply); a failed or refused change
-    of an API stops that API's later changes, never another API's."""
-    entries: list[dict[str, Any]] = []
-    broken: set[str] = set()
+def _apply(
+    plan: api_plan.ApiPlan, store: ApiStore, deps: Dependencies, out_of_time: Callable[[], bool] = lambda: False
+) -> list[dict[str, Any]]:
+    """Each API's changes in plan order, under the apply contract (shared.runtime.apply); a failed or refused
+    change of an API stops that API's later changes, never another API's. APIs that lose a delete go first, one
+    at a time (a path they free may be what another API is about to take); the others run side by side, up to
+    APPLY_CONCURRENCY, so a first sync of many APIs keeps up with the pace ARM allows. Once `out_of_time`
+    answers True no API starts: its changes are deferred to the next run."""
+    by_api: dict[str, list[api_plan.ApiChange]] = {}
+    for change in plan.changes:
+        by_api.setdefault(change.api_id, []).append(change)
     writer = _writer(store, tag_for(deps), deps.settings.sync.owner_id)
     sync_settings = deps.settings.sync
-    for change in plan.changes:
-        entry = {**change.to_json(), "outcome": "applied"}
-        if change.api_id in broken:
-            entries.append({**entry, "outcome": "skipped", "message": "an earlier change of this API failed"})
-            continue
-        outcome, _ = apply_change(
-            change,
-            writer,
-            attempts=sync_settings.max_attempts,
-            max_wait_seconds=sync_settings.max_retry_wait_seconds,
-            sleep=deps.sleep,
-        )
-        if outcome.status == "noop":
-            continue
-        if outcome.status in ("failed", "refused"):
-            broken.add(change.api_id)
-            entry.update(outcome=outcome.status, message=outcome.message, retryable=outcome.retryable)
-            if outcome.status == "refused":
-                entry["reason"] = outcome.reason
-        if outcome.attempts > 1:
-            entry["attempts"] = outcome.attempts
-        entries.append(entry)
-    return entries
+
+    def one_api(changes: list[api_plan.ApiChange]) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = []
+        if out_of_time():
+            return [{**c.to_json(), "outcome": "deferred", "reason": Reason.TIME_BUDGET_SPENT} for c in changes]
+        broken = False
+        for change in changes:
+            entry = {**change.to_json(), "outcome": "applied"}
+            if broken:
+                entries.append({**entry, "outcome": "skipped", "message": "an earlier change of this API failed"})
+                continue
+            outcome, _ = apply_change(
+                change,
+                writer,
+                attempts=sync_settings.max_attempts,
+                max_wait_seconds=sync_settings.max_retry_wait_seconds,
+                sleep=deps.sleep,
+            )
+            if outcome.status == "noop":
+                continue
+            if outcome.status in ("failed", "refused"):
+                broken = True
+                entry.update(outcome=outcome.status, message=outcome.message, retryable=outcome.retryable)
+                if outcome.status == "refused":
+                    entry["reason"] = outcome.reason
+            if outcome.attempts > 1:
+                entry["attempts"] = outcome.attempts
+            entries.append(entry)
+        return entries
+
+    deleting = [api for api, changes in by_api.items() if any(c.action is Action.DELETE for c in changes)]
+    results = {api: one_api(by_api[api]) for api in deleting}
+    side_by_side = [api for api in by_api if api not in results]
+    with ThreadPoolExecutor(max_workers=sync_settings.apply_concurrency, thread_name_prefix="apis") as pool:
+        results.update(zip(side_by_side, pool.map(lambda api: one_api(by_api[api]), side_by_side), strict=True))
+    return [entry for api in by_api for entry in results[api]]
 
 
 def _writer(store: ApiStore, tag: str, owner: str) -> Writer[api_plan.ApiChange]:

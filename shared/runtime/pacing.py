@@ -20,6 +20,7 @@ ARM_LIMITS = {"reads": (250.0, 25.0), "writes": (200.0, 10.0), "deletes": (200.0
 
 
 _EPSILON = 1e-9
+SAFETY_MARGIN = 0.05
 
 
 def operation_class(method: str) -> str:
@@ -40,8 +41,9 @@ class _Budget:
 
     @property
     def reserve(self) -> float:
-        """What is left for other clients: we never spend the bucket below it."""
-        return self.size * (1 - self.share)
+        """What is left for other clients: we never spend the bucket below it. At least a twentieth of it even at
+        share 1, for the requests in flight between ARM counting the bucket down and our reading of the header."""
+        return max(self.size * (1 - self.share), self.size * SAFETY_MARGIN)
 
 
 class Pacer:
