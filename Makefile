@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.noop_resync
 	$(BIN)/python -m bench.event_cost
 	$(BIN)/python -m bench.api_event_cost
+	$(BIN)/python -m bench.paced_first_sync 1000
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .mypy_cache .pytest_cache .ruff_cache .import_linter_cache
