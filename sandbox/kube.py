@@ -590,6 +590,9 @@ class KubeEmulator(JsonServer):
                         and label_selector_matches(labels, obj["metadata"].get("labels") or {})
                         and field_selector_matches(fields, obj)
                     ]
+                    # What a bookmark may claim: no further than the history these events were taken from, so an
+                    # event recorded after this look is never skipped by a bookmark sent before it.
+                    horizon = self.history[-1][0] if self.history else last_seen
                     if not events:
                         self._changed.wait(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
                 for rv, event, obj in events:
@@ -598,7 +601,7 @@ class KubeEmulator(JsonServer):
                     yield json.dumps({"type": event, "object": shown}).encode() + b"\n"
                 if bookmarks and time.monotonic() - last_bookmark >= self.bookmark_interval_seconds:
                     last_bookmark = time.monotonic()
-                    current = max(last_seen, self.history[-1][0] if self.history else last_seen)
+                    current = max(last_seen, horizon)
                     marker = {"kind": kind.kind, "apiVersion": kind.group_version, "metadata": {"resourceVersion": str(current)}}
                     yield json.dumps({"type": "BOOKMARK", "object": marker}).encode() + b"\n"
 

@@ -48,7 +48,9 @@ class ClusterWatcher:
         self.policies: dict[changes.ObjectKey, str] = {}
         self.trust: dict[changes.ObjectKey, str] = {}
         self.routes: dict[changes.ObjectKey, changes.RouteState] = {}
-        self.gateway_objects: dict[changes.ObjectKey, str] = {}
+        self.gateway_objects: dict[str, dict[changes.ObjectKey, str]] = {}
+        """kind -> its objects' fingerprints; one table per kind, since a relist of one kind must not take
+        another kind's objects of the same name for deleted ones."""
         self.relists = 0
         self.ready = threading.Event()
         self._listed = threading.Semaphore(0)
@@ -227,7 +229,7 @@ class ClusterWatcher:
         if kind == "HTTPRoute":
             return self.routes
         if kind in _GATEWAY_API:
-            return self.gateway_objects
+            return self.gateway_objects.setdefault(kind, {})
         return self.trust if kind.startswith("Trust:") else tables.get(kind, self.policies)
 
     def _apply(self, kind: str, key: changes.ObjectKey, before: Any, after: Any, *, report: bool) -> None:
