@@ -84,7 +84,7 @@ def diagnose(deps: Dependencies) -> DoctorReport:
     """Every check after the settings; each one runs whatever the others found."""
     settings = deps.settings
     features = enabled_features(settings)
-    checks = [settings_check_passed(settings)]
+    checks = [_settings_check(settings)]
     service = _attempt(checks, "APIM service", deps.apim_service.get_service, _apim_fix)
     if service is not None:
         sku = (service.get("sku") or {}).get("name", "?")
@@ -107,7 +107,7 @@ def diagnose(deps: Dependencies) -> DoctorReport:
     return DoctorReport(tuple(checks))
 
 
-def settings_check_passed(settings: Settings) -> Check:
+def _settings_check(settings: Settings) -> Check:
     features = ", ".join(sorted(f.value for f in enabled_features(settings)))
     return Check("settings", True, f"valid; features: {features}")
 
