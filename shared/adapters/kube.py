@@ -66,13 +66,21 @@ def _translated(what: str) -> AbstractContextManager[None]:
     return errors.translating(translate, what)
 
 
+NO_SDK_RETRIES = urllib3.util.Retry(total=0, redirect=0, respect_retry_after_header=False, raise_on_status=False)
+"""urllib3 would otherwise retry a 429 or 503 with Retry-After itself, sleeping in real time where no counter,
+no pacing and no test sees it; shared.runtime.retry is the one retry loop."""
+
+
 def api_client_for(settings: KubeSettings, token: RefreshingToken | None) -> client.ApiClient:
     """A kubeconfig for local runs and the sandbox; otherwise the AKS server URL, CA and an Entra token."""
     if settings.kubeconfig:
-        loaded: client.ApiClient = config.new_client_from_config(config_file=settings.kubeconfig)  # type: ignore[no-untyped-call]
-        return loaded
+        from_file = client.Configuration()
+        config.load_kube_config(config_file=settings.kubeconfig, client_configuration=from_file)  # type: ignore[no-untyped-call]
+        from_file.retries = NO_SDK_RETRIES
+        return client.ApiClient(from_file)
     assert settings.api_server and settings.ca_cert and token is not None
     configuration = client.Configuration(host=settings.api_server)
+    configuration.retries = NO_SDK_RETRIES
     if settings.ca_cert.lstrip().startswith("-----BEGIN"):
         configuration.ssl_ca_cert = None
         configuration.ca_cert_data = settings.ca_cert
@@ -156,11 +164,14 @@ class KubeSource:
         def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
             counter.add("kubernetes", method)
             try:
-                return original(method, url, *args, **kwargs)
+                response = original(method, url, *args, **kwargs)
             except ApiException as error:
                 if error.status == 429:
                     counter.throttled("kubernetes")
                 raise
+            if getattr(response, "status", None) == 429:  # this client checks the status above the REST layer
+                counter.throttled("kubernetes")
+            return response
 
         rest.request = counted
 

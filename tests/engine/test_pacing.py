@@ -133,3 +133,13 @@ def test_the_pacer_keeps_to_its_share_and_to_what_arm_says_is_left() -> None:
     waits.clear()
     pacer.acquire("writes")
     assert waits[0] == 3.0, "a Retry-After pauses the class"
+
+
+def test_a_kubernetes_429_is_waited_out_and_counted(world: World, make_deps: Any, sleeps: list[float]) -> None:
+    from sandbox.httpbase import Fault
+
+    many_services(world, 3)
+    world.kube.inject(Fault(429, method="GET", path_contains="/services", times=1, headers={"Retry-After": "2"}))
+    report = sync.run(CLUSTER, make_deps(APIS_ENABLED="false"))
+    assert not report.failed and len(world.apim.backends) == 3
+    assert report.requests["kubernetes.throttled"] == 1 and 2.0 in sleeps, "Retry-After honoured"
