@@ -213,23 +213,21 @@ def _storage_and_vault_checks(deps: Dependencies, features: frozenset[Feature]) 
                 )
             )
         else:
-            try:
-                deps.lock_probe()
-                checks.append(Check("rotation lock storage", True, "the lock container is reachable"))
-            except errors.SyncError as error:
-                fix = "grant the app identity Storage Blob Data Owner on the Functions storage account (infra/main.bicep does)"
-                checks.append(Check("rotation lock storage", False, str(error), fix))
+            fix = "grant the app identity Storage Blob Data Owner on the Functions storage account (infra/main.bicep does)"
+            checks.append(_readable("rotation lock storage", deps.lock_probe, "the lock container is reachable", fix))
     vault_fix = "grant the app identity Key Vault Secrets Officer (CA) or Key Vault Secrets User (certificate) on the vault"
     if deps.ca_store is not None:
-        try:
-            deps.ca_store.read()
-            checks.append(Check("Key Vault (CA)", True, "the CA secret is readable"))
-        except errors.SyncError as error:
-            checks.append(Check("Key Vault (CA)", False, str(error), vault_fix))
+        checks.append(_readable("Key Vault (CA)", deps.ca_store.read, "the CA secret is readable", vault_fix))
     if deps.keyvault_certificate is not None:
-        try:
-            deps.keyvault_certificate.version()
-            checks.append(Check("Key Vault (certificate)", True, "the certificate's secret is readable"))
-        except errors.SyncError as error:
-            checks.append(Check("Key Vault (certificate)", False, str(error), vault_fix))
+        read = deps.keyvault_certificate.version
+        checks.append(_readable("Key Vault (certificate)", read, "the certificate's secret is readable", vault_fix))
     return checks
+
+
+def _readable(name: str, read: Callable[[], object], detail: str, fix: str) -> Check:
+    """One read that must succeed: passed with `detail`, or failed with the error and `fix`."""
+    try:
+        read()
+    except errors.SyncError as error:
+        return Check(name, False, str(error), fix)
+    return Check(name, True, detail)

@@ -151,6 +151,16 @@ def _route_findings(exposure: Exposure) -> list[Finding]:
     ]
 
 
+def _gateway_preflight(exposure: Exposure) -> tuple[list[Mapping[str, Any]], list[Finding]]:
+    """The managed Gateways, and the warnings every Gateway writer gives: routes that do not attach, and load
+    balancers that lose client addresses or let the VNet in."""
+    findings = _route_findings(exposure)
+    gateways = exposure.managed_gateways()
+    for gateway in gateways:
+        findings += generated_service_findings(gateway, exposure.services)
+    return gateways, findings
+
+
 def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
     metadata = obj.get("metadata") or {}
     return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
@@ -162,10 +172,7 @@ class GatewayInfrastructureWriter:
     (Gateway API's infrastructure field; Istio and AKS's approuting-istio do). Nothing else on the Gateway."""
 
     def targets(self, exposure: Exposure) -> tuple[list[Target], list[Finding]]:
-        findings = _route_findings(exposure)
-        gateways = exposure.managed_gateways()
-        for gateway in gateways:
-            findings += generated_service_findings(gateway, exposure.services)
+        gateways, findings = _gateway_preflight(exposure)
         return [self._target(gateway) for gateway in gateways], findings
 
     def target_of(self, obj: Any, was: Target) -> Target | None:
@@ -198,10 +205,9 @@ class GeneratedServiceWriter:
     puts it back on every reconcile, which the next run reports as Restored."""
 
     def targets(self, exposure: Exposure) -> tuple[list[Target], list[Finding]]:
-        findings = _route_findings(exposure)
+        gateways, findings = _gateway_preflight(exposure)
         targets: list[Target] = []
-        for gateway in exposure.managed_gateways():
-            findings += generated_service_findings(gateway, exposure.services)
+        for gateway in gateways:
             namespace, name = _key(gateway)
             generated = [s for s in _generated_services(gateway, exposure.services) if s.type == "LoadBalancer"]
             if not generated:
@@ -263,10 +269,9 @@ class IstioAuthorizationPolicyWriter:
         self._gateway_of: dict[tuple[str, str], str] = {}
 
     def targets(self, exposure: Exposure) -> tuple[list[Target], list[Finding]]:
-        findings = _route_findings(exposure)
+        gateways, findings = _gateway_preflight(exposure)
         targets: list[Target] = []
-        for gateway in exposure.managed_gateways():
-            findings += generated_service_findings(gateway, exposure.services)
+        for gateway in gateways:
             namespace, gateway_name = _key(gateway)
             name = authorization_policy_name(gateway_name)
             self._gateway_of[(namespace, name)] = gateway_name

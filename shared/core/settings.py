@@ -324,13 +324,6 @@ def _storage_blob_uri(r: _Reader) -> str | None:
     return uri.rstrip("/") if uri else None
 
 
-def _share(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise ValueError(text)
-    return value
-
-
 def _scale(text: str) -> float:
     value = float(text)
     if not 1 <= value < float("inf"):
@@ -400,7 +393,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         service_name=r.required("APIM_SERVICE_NAME"),
         arm_endpoint=arm_endpoint,
         arm_scope=r.raw("ARM_SCOPE") or f"{arm_endpoint}/.default",
-        budget_share=r.parsed("ARM_BUDGET_SHARE", 0.5, _share, "a fraction above 0 and at most 1, e.g. 0.5"),
+        budget_share=r.parsed("ARM_BUDGET_SHARE", 0.5, _fraction, "a fraction above 0 and at most 1, e.g. 0.5"),
         pacing_time_scale=r.parsed("ARM_PACING_TIME_SCALE", 1.0, _scale, "a number of 1 or more"),
     )
     if apim.pacing_time_scale != 1.0 and not is_loopback_url(arm_endpoint):
