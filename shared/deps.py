@@ -12,12 +12,21 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.core.errors import InvalidSettings
 from shared.core.settings import CertificateSource, Settings, load_settings
 from shared.runtime.counters import RequestCounter
-from shared.runtime.ports import CaStore, Dependencies, KeyVaultCertificate, Lease, LeaseFactory, no_lease
+from shared.runtime.ports import (
+    CaStore,
+    Dependencies,
+    KeyVaultCertificate,
+    Lease,
+    LeaseFactory,
+    RunLedger,
+    RunTurn,
+    no_lease,
+)
 from shared.runtime.telemetry import NoTelemetry, Telemetry
 
 if TYPE_CHECKING:
@@ -47,7 +56,7 @@ def build_dependencies(settings: Settings, *, sleep: Callable[[float], None] = t
     except Exception:  # noqa: BLE001 - any failure to read the file is the same answer: the setting is wrong
         raise InvalidSettings([("KUBECONFIG", "is not a kubeconfig the Kubernetes client can read")]) from None
     kube = KubeSource(kube_client, settings.kube, counter=counter)
-    lease_factory, lock_probe = _lease_factory(settings, arm_credential)
+    lease_factory, lock_probe, run_ledger = _storage_locks(settings, arm_credential)
     return Dependencies(
         settings=settings,
         cluster=kube,
@@ -61,6 +70,7 @@ def build_dependencies(settings: Settings, *, sleep: Callable[[float], None] = t
         keyvault_certificate=_keyvault_certificate(settings, arm_credential),
         lease=lease_factory,
         lock_probe=lock_probe,
+        run_ledger=run_ledger,
         access=kube,
         telemetry=_telemetry(settings),
         counter=counter,
@@ -97,13 +107,40 @@ def _telemetry(settings: Settings) -> Telemetry:
     return telemetry.OpenTelemetry()
 
 
-def _lease_factory(settings: Settings, app_credential: TokenCredential) -> tuple[LeaseFactory, Callable[[], None] | None]:
+class _LazyRunLedger:
+    """A BlobRunLedger made on first use, so azure-storage-blob loads only when a run is coordinated."""
+
+    def __init__(self, **where: Any) -> None:
+        self._where = where
+        self._ledger: RunLedger | None = None
+
+    def _made(self) -> RunLedger:
+        if self._ledger is None:
+            from shared.adapters import lease
+
+            self._ledger = lease.BlobRunLedger(**self._where)
+        return self._ledger
+
+    def last_started(self, key: str) -> int:
+        return self._made().last_started(key)
+
+    def last_completed(self, key: str) -> int:
+        return self._made().last_completed(key)
+
+    def try_turn(self, key: str) -> RunTurn | None:
+        return self._made().try_turn(key)
+
+
+def _storage_locks(
+    settings: Settings, app_credential: TokenCredential
+) -> tuple[LeaseFactory, Callable[[], None] | None, RunLedger | None]:
+    """The rotation lock, doctor's probe of it, and the run ledger: all in the Functions storage account."""
     from shared.adapters import credentials
 
     mtls = settings.mtls
     connection, account_url = mtls.storage_connection, mtls.storage_blob_uri
     if not connection and not account_url:
-        return no_lease, None
+        return no_lease, None, None
     storage_credential: TokenCredential | None = None
     if not connection:
         sandbox_token = settings.credentials.sandbox_token
@@ -127,7 +164,8 @@ def _lease_factory(settings: Settings, app_credential: TokenCredential) -> tuple
 
         lease.probe(connection_string=connection, account_url=account_url, credential=storage_credential, **options)
 
-    return exclusive, probe
+    ledger = _LazyRunLedger(connection_string=connection, account_url=account_url, credential=storage_credential, **options)
+    return exclusive, probe, ledger
 
 
 def dependencies(environ: Mapping[str, str] | None = None) -> Dependencies:

@@ -8,6 +8,7 @@ failing backend change does not stop the allow-lists, and the report shows both.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, replace
 
@@ -18,15 +19,15 @@ from shared.apis.report import ApisReport
 from shared.backends import reconcile as backends_step
 from shared.backends.exposure import Exposure, of_view
 from shared.backends.report import failed_report
-from shared.core.errors import SyncError
+from shared.core.errors import LeaseHeld, SyncError
 from shared.core.model import BackendId, Reason
 from shared.core.reporting import Report
 from shared.core.scope import Scope, Steps
 from shared.core.settings import CertificateSource
 from shared.runtime import telemetry
-from shared.runtime.cluster import read_cluster
-from shared.runtime.coalesce import RUNS
-from shared.runtime.ports import Dependencies
+from shared.runtime.cluster import read_cluster, with_retries
+from shared.runtime.coalesce import RUNS, Covered, across_instances
+from shared.runtime.ports import Dependencies, RunLedger
 
 log = logging.getLogger(__name__)
 TIME_SPENT = (
@@ -60,32 +61,105 @@ def run(
     api_hints: frozenset[str] = frozenset(),
     coalesce: bool = False,
 ) -> Report:
-    """One run for one scope. `coalesce`: shared with identical requests of this worker (shared.runtime.coalesce):
-    20 events for one scope arriving together cost at most two runs, and each caller gets the report of a run
-    that started after it asked (events, the timer and HTTP resyncs ask for that)."""
+    """One run for one scope. `coalesce`: shared with identical requests of this worker and, when the Functions
+    storage account is configured, of every instance (shared.runtime.coalesce): 20 events for one scope arriving
+    together cost at most two runs, and each caller is served by a run that started after it asked (events, the
+    timer and HTTP resyncs ask for that). The run's time budget counts from the call, waiting included."""
+    asked = deps.monotonic()
     request = RunRequest(scope, steps, dry_run, allow_mass_delete, backend_hints, api_hints)
     if not coalesce:
-        return _run(request, deps)
-    report = RUNS.run((request, id(deps)), lambda: _run(request, deps))
+        return _run(request, deps, asked)
+    ledger = None if dry_run else deps.run_ledger  # dry runs write nothing, so they need no turn
+    if ledger is None:
+        report = RUNS.run((request, id(deps)), lambda: _run(request, deps, asked))
+    else:
+        key = _ledger_key(request)
+        try:
+            asked_after = with_retries(deps, lambda: ledger.last_started(key))
+        except SyncError as error:
+            log.warning("runs not coordinated across instances: %s", error)
+            return _uncoordinated(request, deps, asked, error)
+        work = lambda: _across_instances(request, deps, ledger, key, asked, asked_after)  # noqa: E731
+        report = RUNS.run((request, id(deps)), work, rank=asked_after)
     assert isinstance(report, Report)
     return report
 
 
-def _run(request: RunRequest, deps: Dependencies) -> Report:
+def _across_instances(
+    request: RunRequest, deps: Dependencies, ledger: RunLedger, key: str, asked: float, asked_after: int
+) -> Report:
+    budget = deps.settings.sync.run_budget_seconds
+    ran: list[Report] = []
+
+    def work() -> Report:
+        ran.append(_run(request, deps, asked))
+        return ran[0]
+
+    try:
+        outcome = across_instances(
+            ledger,
+            key,
+            work,
+            asked_after=asked_after,
+            # Half the budget at most is spent waiting, so a run that gets its turn still has time for its work.
+            give_up_at=asked + budget / 2,
+            monotonic=deps.monotonic,
+            sleep=deps.sleep,
+        )
+    except LeaseHeld as waited_too_long:
+        return failed_report(request.scope, waited_too_long, reason=Reason.RUN_IN_PROGRESS_ELSEWHERE, dry_run=False)
+    except SyncError as error:
+        # The ledger failed (storage unreachable): the run's own report comes first, and a run that did not
+        # happen happens uncoordinated, which is safe (every write is conditional) and costs only budget.
+        log.warning("runs not coordinated across instances: %s", error)
+        return ran[0] if ran else _uncoordinated(request, deps, asked, error)
+    if isinstance(outcome, Covered):
+        return _covered(request, outcome)
+    return outcome
+
+
+def _uncoordinated(request: RunRequest, deps: Dependencies, asked: float, error: SyncError) -> Report:
+    report = _run(request, deps, asked)
+    return replace(report, notes=(*report.notes, f"not coordinated with other instances: {error}"))
+
+
+def _ledger_key(request: RunRequest) -> str:
+    """The same text for the same request in every instance (a frozenset's order is not)."""
+    return json.dumps(
+        {
+            "scope": request.scope.to_json(),
+            "steps": request.steps.value,
+            "allow_mass_delete": request.allow_mass_delete,
+            "backend_hints": sorted(request.backend_hints),
+            "api_hints": sorted(request.api_hints),
+        },
+        sort_keys=True,
+    )
+
+
+def _covered(request: RunRequest, covered: Covered) -> Report:
+    note = (
+        f"served by run {covered.number} of this request on another instance of the app, which started after this "
+        "request was made; its report is in that instance's log"
+    )
+    return Report(scope=request.scope, dry_run=request.dry_run, notes=(note,), backends_reconciled=False)
+
+
+def _run(request: RunRequest, deps: Dependencies, asked: float) -> Report:
     """One trace per run, a span per step, and the run's metrics from its report (shared.runtime.telemetry)."""
     attributes = {"scope": request.scope.kind, "steps": request.steps.value, "dry_run": str(request.dry_run).lower()}
     with deps.telemetry.span("aks_apim_sync.sync", attributes):
-        report = _steps(request, deps)
+        report = _steps(request, deps, asked)
         # Inside the span, so the line carries the run's trace id in Application Insights.
         log.info("sync finished", extra={"counts": report.counts, "failed": report.failed, "scope": request.scope.kind})
     deps.telemetry.emit(telemetry.sync_points(report.to_json(), failed=report.failed))
     return report
 
 
-def _steps(request: RunRequest, deps: Dependencies) -> Report:
+def _steps(request: RunRequest, deps: Dependencies, asked: float) -> Report:
     scope, steps, dry_run = request.scope, request.steps, request.dry_run
     span = deps.telemetry.span
-    deadline = deps.monotonic() + deps.settings.sync.run_budget_seconds
+    deadline = asked + deps.settings.sync.run_budget_seconds
 
     def out_of_time() -> bool:
         return deps.monotonic() > deadline

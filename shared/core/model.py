@@ -106,6 +106,7 @@ class Reason(StrEnum):
     CLAIMED_BY_OTHER_NAMESPACE = "ClaimedByOtherNamespace"
     DELETE_WAITS_FOR_ROUTING = "DeleteWaitsForRouting"
     TIME_BUDGET_SPENT = "TimeBudgetSpent"
+    RUN_IN_PROGRESS_ELSEWHERE = "RunInProgressElsewhere"
 
 
 @dataclass(frozen=True, order=True)

@@ -186,6 +186,37 @@ class Lease(Protocol):
     def renew(self) -> None: ...
 
 
+class RunTurn(Protocol):
+    """This instance's turn to run one key (the key's lease is held until the block ends)."""
+
+    completed: int
+    """The number of the last run of the key that ended, as of taking the turn."""
+
+    def begin(self) -> int:
+        """Number this run (one more than the last started) and record it as started."""
+        ...
+
+    def end(self, number: int) -> None:
+        """Record run `number` as ended."""
+        ...
+
+    def __enter__(self) -> RunTurn: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class RunLedger(Protocol):
+    """Runs of a key across every instance of the app: their numbers, and one turn at a time."""
+
+    def last_started(self, key: str) -> int: ...
+
+    def last_completed(self, key: str) -> int: ...
+
+    def try_turn(self, key: str) -> RunTurn | None:
+        """The key's turn, or None at once while another instance has it."""
+        ...
+
+
 LeaseFactory = Callable[[str], AbstractContextManager[Lease]]
 """Hold the named lease for a block; raises LeaseHeld at once when another instance holds it."""
 
@@ -210,6 +241,9 @@ class Dependencies:
     keyvault_certificate: KeyVaultCertificate | None = None
     """`keyvault` mode: the certificate's versions in Key Vault."""
     lease: LeaseFactory = no_lease
+    run_ledger: RunLedger | None = None
+    """Where runs of a key are coordinated across instances (the Functions storage account); None: not configured,
+    runs coalesce only within this worker."""
     lock_probe: Callable[[], None] | None = None
     """Reach the lock's container without changing anything (doctor); None when no storage is configured."""
     access: AccessProbe | None = None

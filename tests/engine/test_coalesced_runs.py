@@ -3,13 +3,30 @@ shares one follow-up run that starts after it; 20 concurrent requests cost at mo
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from sandbox.tools import Azurite
 from sandbox.world import World
-from shared.runtime.coalesce import RUNS, Coalescer
+from shared import sync
+from shared.adapters.lease import BlobRunLedger
+from shared.core.scope import Scope
+from shared.core.errors import LeaseHeld, RetryableError
+from shared.runtime.coalesce import RUNS, Coalescer, Covered, across_instances
+from tests.conftest import service
 from tests.events.test_on_event import app, deliver
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER = Scope("aks-sandbox")
 
 __all__ = ["app"]  # the fixture
 
@@ -85,3 +102,119 @@ def test_a_burst_of_cluster_resync_events_costs_at_most_two_runs(app: World) -> 
     for thread in threads:
         thread.join(30)
     assert RUNS.runs - before <= 2
+
+
+# -- across instances: a leased blob per request in the Functions storage account (Azurite) ---------------------
+
+
+def _ledger(azurite: Azurite) -> BlobRunLedger:
+    return BlobRunLedger(connection_string=azurite.connection_string)
+
+
+def test_a_run_in_progress_on_another_instance_is_waited_for_not_joined(azurite: Azurite) -> None:
+    key, mine, theirs = f"cluster-{uuid.uuid4()}", _ledger(azurite), _ledger(azurite)
+    their_turn = theirs.try_turn(key)
+    assert their_turn is not None
+    with their_turn:
+        their_run = their_turn.begin()
+
+        def their_run_ends(_seconds: float) -> None:
+            their_turn.end(their_run)
+            their_turn.__exit__(None, None, None)
+
+        outcome = across_instances(
+            mine,
+            key,
+            lambda: "mine ran",
+            asked_after=mine.last_started(key),
+            give_up_at=time.monotonic() + 30,
+            monotonic=time.monotonic,
+            sleep=their_run_ends,
+        )
+    assert outcome == "mine ran", "their run may have read the cluster before this request's change"
+    assert (mine.last_started(key), mine.last_completed(key)) == (2, 2)
+
+
+def test_a_request_served_meanwhile_by_a_later_run_on_another_instance_runs_nothing(azurite: Azurite) -> None:
+    key, mine, theirs = f"cluster-{uuid.uuid4()}", _ledger(azurite), _ledger(azurite)
+    first = theirs.try_turn(key)
+    assert first is not None
+    first.__enter__()
+    first.begin()  # run 1 is in progress when this request asks
+
+    def others_run_meanwhile(_seconds: float) -> None:
+        first.end(1)
+        first.__exit__(None, None, None)
+        second = theirs.try_turn(key)  # another instance's follow-up takes the turn first: run 2
+        assert second is not None
+        with second:
+            second.end(second.begin())
+
+    outcome = across_instances(
+        mine,
+        key,
+        lambda: "mine ran",
+        asked_after=mine.last_started(key),
+        give_up_at=time.monotonic() + 30,
+        monotonic=time.monotonic,
+        sleep=others_run_meanwhile,
+    )
+    assert outcome == Covered(2)
+    assert mine.last_started(key) == 2, "no third run"
+
+
+def test_a_request_that_waits_too_long_is_left_to_a_later_delivery(azurite: Azurite) -> None:
+    key, mine, theirs = f"cluster-{uuid.uuid4()}", _ledger(azurite), _ledger(azurite)
+    turn = theirs.try_turn(key)
+    assert turn is not None
+    with turn:
+        turn.begin()
+        with pytest.raises(LeaseHeld) as raised:
+            across_instances(
+                mine,
+                key,
+                lambda: "mine ran",
+                asked_after=mine.last_started(key),
+                give_up_at=time.monotonic() + 0.3,
+                monotonic=time.monotonic,
+                sleep=time.sleep,
+                poll_seconds=0.1,
+            )
+    assert isinstance(raised.value, RetryableError)
+
+
+def test_twenty_requests_across_two_worker_processes_cost_at_most_two_runs(world: World, azurite: Azurite) -> None:
+    for name in ("cart", "orders", "search"):
+        world.kube.apply(service(name, "shop"))
+    world.apim.latency_seconds = 0.05  # a run takes a while, as against real ARM
+    env_file = world.write_env_file({"AzureWebJobsStorage": azurite.connection_string, "ALLOWLIST_ENABLED": "false"})
+    world.kube.clear_log()
+    workers = [
+        subprocess.Popen(  # noqa: S603 - our own module and arguments
+            [sys.executable, "-m", "tests.engine.burst_worker", str(env_file), "10"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={k: v for k, v in os.environ.items() if k != "CI"},
+        )
+        for _ in range(2)
+    ]
+    seen = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err
+        seen.append(json.loads(out))
+    cluster_reads = [r for r in world.kube.log if r.method == "GET" and r.path.split("?")[0].endswith("/services")]
+    assert sum(s["answered"] for s in seen) == 20
+    assert len(cluster_reads) <= 2, f"{len(cluster_reads)} runs read the cluster; workers saw {seen}"
+    assert len(world.apim.backends) == 3
+
+
+def test_an_unreachable_ledger_does_not_stop_the_run(world: World, make_deps: Any) -> None:
+    world.kube.apply(service("cart", "shop"))
+    unreachable = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:9/x;"
+    deps = make_deps(AzureWebJobsStorage=unreachable, ALLOWLIST_ENABLED="false")
+    report = sync.run(CLUSTER, deps, coalesce=True)
+    assert not report.failed and len(world.apim.backends) == 1
+    assert any(n.startswith("not coordinated with other instances") for n in report.notes)
