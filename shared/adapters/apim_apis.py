@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from shared.adapters.azure_errors import translate_arm as translate
@@ -40,6 +41,23 @@ class ApimApis:
         with errors.translating(translate, "list APIs"):
             listed = self._client.api.list_by_service(*self._where, filter=odata_filter)
             return {str(a.name): (str(a.path or ""), str(a.description or "")) for a in listed}
+
+    def all_api_properties(self, odata_filter: str | None = None) -> dict[str, dict[str, Any]]:
+        """api id -> the API's properties as the listing holds them (no ETag: an update reads its API first)."""
+
+        def properties(items: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+            return [(str(a.name), dict(a.serialize(keep_readonly=True).get("properties") or {})) for a in items]
+
+        with errors.translating(translate, "list APIs"):
+            return dict(self._client.api.list_by_service(*self._where, filter=odata_filter, cls=properties))
+
+    def api_ids_in(self, product_id: str) -> frozenset[str]:
+        """The APIs in the product, listed (pages of 100); a product that does not exist holds none."""
+        try:
+            with errors.translating(translate, f"list APIs of product {product_id}"):
+                return frozenset(str(a.name) for a in self._client.product_api.list_by_product(*self._where, product_id))
+        except errors.NotFound:
+            return frozenset()
 
     def is_tagged(self, api_id: str, tag_id: str) -> bool:
         found = self._absent_is_none(f"tag {tag_id} of API {api_id}", self._client.tag.get_by_api, api_id, tag_id)
@@ -93,16 +111,30 @@ class ApimApis:
         found = self._get(api_id)
         return str(found[0].get("description") or "") if found is not None else None
 
-    def observe(self, api_id: str, *, tagged: bool, products: list[str]) -> apis.ObservedApi | None:
-        found = self._get(api_id)
-        if found is None:
-            return None
-        raw, etag = found
+    def observe(
+        self,
+        api_id: str,
+        *,
+        tagged: bool,
+        products: list[str],
+        listed: Mapping[str, Any] | None = None,
+        members: Mapping[str, frozenset[str]] | None = None,
+    ) -> apis.ObservedApi | None:
+        """`listed`: the API's properties from this run's listing, which spares its GET (the API then has no ETag,
+        so an update of it reads it first); `members`: product id -> its APIs, listed, which spares a read per
+        product."""
+        if listed is not None:
+            raw, etag = dict(listed), ""
+        else:
+            found = self._get(api_id)
+            if found is None:
+                return None
+            raw, etag = found
         policy, policy_etag = self.policy(api_id) or (None, None)
         operations: dict[str, apis.ObservedOperation] = {}
         with errors.translating(translate, f"list operations of API {api_id}"):
-            listed = list(self._client.api_operation.list_by_api(*self._where, api_id))
-        for operation in listed:
+            listed_operations = list(self._client.api_operation.list_by_api(*self._where, api_id))
+        for operation in listed_operations:
             # The API's policy routes every operation: an operation's own policy is read only while it may
             # still hold a block from before (once), so a run's cost does not grow per operation.
             description = str(operation.description or "")
@@ -116,8 +148,11 @@ class ApimApis:
                 policy=op_policy,
                 policy_etag=op_etag,
             )
+        members = members or {}
         member_of = frozenset(
-            p for p in {*products, *apis.marked_products(str(raw.get("description") or ""))} if self._member(p, api_id)
+            p
+            for p in {*products, *apis.marked_products(str(raw.get("description") or ""))}
+            if (api_id in members[p] if p in members else self._member(p, api_id))
         )
         return apis.ObservedApi(
             id=api_id,

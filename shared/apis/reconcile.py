@@ -6,7 +6,7 @@ that namespace's Services once. Claims whose backend is not there yet (pending, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -62,7 +62,8 @@ def reconcile_apis(
         # A namespace's run lists only the APIs that can matter to it (its own, and those whose id or path its
         # claims meet): its cost does not grow with the APIs of other namespaces.
         odata = None if scope.namespace is None else api_plan.scoped_filter(claims, scope.namespace, api_hints)
-        listing = with_retries(deps, lambda: store.all_apis(odata))
+        listed = with_retries(deps, lambda: store.all_api_properties(odata))
+        listing = {a: (str(p.get("path") or ""), str(p.get("description") or "")) for a, p in listed.items()}
         all_paths = {api_id: path for api_id, (path, _) in listing.items()}
         owner_namespaces = api_plan.owner_namespaces(listing, owner)
         if scope.namespace is not None:
@@ -77,13 +78,19 @@ def reconcile_apis(
         existing_products = with_retries(deps, store.product_ids) if wants_products else frozenset()
         # A namespace's run looks only at its own APIs: its cost does not grow with the APIs of other namespaces.
         in_scope = {a for a in tagged if namespaces is None or owner_namespaces.get(a) in namespaces}
+        to_observe = [a for a in sorted(set(desired.apis) | in_scope) if a in listed]
+        wanted_products = {a: list(desired.apis[a].products) if a in desired.apis else [] for a in to_observe}
+        members = _listed_members(store, deps, listed, wanted_products) if scope.namespace is None else {}
         observed: dict[str, apis.ObservedApi] = {}
-        for api_id in sorted(set(desired.apis) | in_scope):
-            if api_id not in all_paths:
-                continue
-            wanted = desired.apis.get(api_id)
-            products = list(wanted.products) if wanted else []
-            found = with_retries(deps, lambda a=api_id, p=products: store.observe(a, tagged=a in tagged, products=p))  # type: ignore[misc]
+        for api_id in to_observe:
+
+            def observe(a: str = api_id) -> apis.ObservedApi | None:
+                found: apis.ObservedApi | None = store.observe(
+                    a, tagged=a in tagged, products=wanted_products[a], listed=listed[a], members=members
+                )
+                return found
+
+            found = with_retries(deps, observe)
             if found is not None:
                 observed[api_id] = found
     except SyncError as error:
@@ -113,6 +120,19 @@ def reconcile_apis(
     if not dry_run:
         entries = _apply(plan, store, deps, out_of_time)
     return ApisReport(dry_run=dry_run, changes=tuple(entries), problems=tuple(problems), unchanged=plan.unchanged)
+
+
+def _listed_members(
+    store: ApiStore, deps: Dependencies, listed: Mapping[str, Mapping[str, Any]], wanted_products: Mapping[str, list[str]]
+) -> dict[str, frozenset[str]]:
+    """product id -> its APIs, for the products whose listing (pages of 100 of at most every listed API) costs
+    fewer reads than asking about each API in it: a full run with many APIs reads membership per product."""
+    asks: dict[str, int] = {}
+    for api_id, products in wanted_products.items():
+        for product in {*products, *apis.marked_products(str(listed[api_id].get("description") or ""))}:
+            asks[product] = asks.get(product, 0) + 1
+    pages = -(-len(listed) // 100)
+    return {p: with_retries(deps, lambda p=p: store.api_ids_in(p)) for p, n in sorted(asks.items()) if n > pages}  # type: ignore[misc]
 
 
 def _in_reach(scoped: frozenset[str] | None, watched: tuple[str, ...]) -> frozenset[str] | None:
@@ -300,7 +320,11 @@ def _writer(store: ApiStore, tag: str, owner: str) -> Writer[api_plan.ApiChange]
             return replace(change, body=body, etag=etag or None)
         return change  # idempotent writes keyed by id: writing again is deciding again
 
-    return Writer(write=lambda change: _execute(change, store, tag), decide_again=decide_again)
+    def read_first(change: api_plan.ApiChange) -> bool:
+        """An API observed from the listing has no ETag: its update reads it first, and writes on what it read."""
+        return change.kind is Kind.API and change.action is Action.UPDATE and change.etag is None
+
+    return Writer(write=lambda change: _execute(change, store, tag), decide_again=decide_again, read_first=read_first)
 
 
 def _execute(change: api_plan.ApiChange, store: ApiStore, tag: str) -> None:

@@ -129,7 +129,20 @@ class ApiStore(Protocol):
     def policy(self, api_id: str, operation_id: str | None = None) -> tuple[str, str] | None:
         """A policy as rawxml and its ETag; None when there is none."""
 
-    def observe(self, api_id: str, *, tagged: bool, products: list[str]) -> Any: ...
+    def all_api_properties(self, odata_filter: str | None = None) -> dict[str, dict[str, Any]]:
+        """api id -> the API's properties, listed (no ETags)."""
+
+    def api_ids_in(self, product_id: str) -> frozenset[str]: ...
+
+    def observe(
+        self,
+        api_id: str,
+        *,
+        tagged: bool,
+        products: list[str],
+        listed: Mapping[str, Any] | None = None,
+        members: Mapping[str, frozenset[str]] | None = None,
+    ) -> Any: ...
 
     def product_ids(self) -> frozenset[str]: ...
 

@@ -397,3 +397,21 @@ def test_a_one_service_event_costs_the_same_with_a_hundred_apis_and_a_big_one_el
             "operations", f"apis/finance-0/operations/op-{j}", f"op-{j}", {"method": "GET", "urlTemplate": f"/x{j}"}
         )
     assert arm_reads_of_the_event() == alone <= 10
+
+
+def test_a_full_run_reads_each_api_twice_not_once_per_property_and_product(world: World, make_deps: Any) -> None:
+    """The listing gives every API's properties and one listing per product its members: what is left per API
+    is its policy and its operations, so a no-op full run with 150 APIs in a product stays near 300 reads."""
+    world.set_tenancy_policy(GENEROUS_POLICY)
+    side = world.apim.api_side
+    side.products["starter"] = side._entity("products", "products/starter", "starter", {"displayName": "Starter"})
+    for i in range(150):
+        world.kube.apply(api_service(f"svc-{i}", f"api-{i}", **{"apim-sync.io/products": "starter"}))
+    deps = make_deps(ALLOWLIST_ENABLED="false")
+    run(deps)
+    assert sum(1 for p, _ in side.product_apis if p == "starter") == 150
+    world.apim.clear_log()
+    second = run(deps)
+    api_reads = [r for r in world.apim.log if r.method in ("GET", "HEAD") and "/apis" in r.path]
+    assert world.apim.writes() == [] and second.to_json()["apis"]["changes"] == []
+    assert len(api_reads) <= 2 * 150 + 10, f"{len(api_reads)} reads"
