@@ -19,8 +19,8 @@ from sandbox.tools import Azurite
 from sandbox.world import World
 from shared import sync
 from shared.adapters.lease import BlobRunLedger
-from shared.core.scope import Scope
 from shared.core.errors import LeaseHeld, RetryableError
+from shared.core.scope import Scope
 from shared.runtime.coalesce import RUNS, Coalescer, Covered, across_instances
 from tests.conftest import service
 from tests.events.test_on_event import app, deliver
