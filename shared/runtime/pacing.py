@@ -61,7 +61,9 @@ class Pacer:
         self._lock = threading.Lock()
         now = clock()
         self._budgets = {
-            kind: _Budget(size, share, refill * share * time_scale, size * share, now)
+            # At most (1 - SAFETY_MARGIN) of the refill even at share 1: a bucket that others drained rebuilds its
+            # reserve instead of being spent at exactly the rate it refills, one 429 away from empty.
+            kind: _Budget(size, share, refill * min(share, 1 - SAFETY_MARGIN) * time_scale, size * share, now)
             for kind, (size, refill) in (limits or ARM_LIMITS).items()
         }
         self.waited_seconds = 0.0
@@ -88,11 +90,13 @@ class Pacer:
             self._sleep(wait)
 
     def observe(self, kind: str, remaining: float) -> None:
-        """ARM says `remaining` tokens are left in the whole bucket: never more for us than that above the reserve."""
+        """ARM says `remaining` tokens are left in the whole bucket: never more for us than that above the reserve.
+        Below the reserve the model goes into debt, so nothing is spent until the bucket has rebuilt it (spending
+        each token as it refills would keep the bucket one request away from a 429)."""
         with self._lock:
             budget = self._budgets[kind]
             self._refill(budget, self._clock())
-            budget.tokens = min(budget.tokens, max(0.0, remaining - budget.reserve))
+            budget.tokens = min(budget.tokens, remaining - budget.reserve)
 
     def throttled(self, kind: str, retry_after_seconds: float | None) -> None:
         """A 429: nothing of that class until Retry-After has passed (or one token's refill time without it)."""
@@ -100,9 +104,9 @@ class Pacer:
             budget = self._budgets[kind]
             now = self._clock()
             wait = retry_after_seconds if retry_after_seconds is not None else 1 / budget.refill_per_second
+            self._refill(budget, now)
             budget.paused_until = max(budget.paused_until, now + wait)
-            budget.tokens = 0.0
-            budget.updated = now
+            budget.tokens = min(budget.tokens, 0.0)  # a debt the header told of stays owed
 
 
 _pacers: dict[tuple[str, str, float, float], Pacer] = {}

@@ -143,3 +143,34 @@ def test_a_kubernetes_429_is_waited_out_and_counted(world: World, make_deps: Any
     report = sync.run(CLUSTER, make_deps(APIS_ENABLED="false"))
     assert not report.failed and len(world.apim.backends) == 3
     assert report.requests["kubernetes.throttled"] == 1 and 2.0 in sleeps, "Retry-After honoured"
+
+
+def test_retry_after_is_honoured_when_another_client_drains_the_bucket(world: World, make_deps: Any) -> None:
+    """Another tool of the subscription spends ARM's write bucket after the app's last look at the headers (reads
+    say nothing of writes): the first writes meet 429s, and their Retry-After (whole seconds, at real speed) pauses
+    every writer of the worker; the retries' own backoff is not waited here (recorded), so only the pause holds
+    them back."""
+    many_services(world, 20)
+    world.apim.throttle(time_scale=1)
+    settings = {"ALLOWLIST_ENABLED": "false", "APIS_ENABLED": "false", "APPLY_CONCURRENCY": "4"}
+    deps = make_deps(**settings, ARM_BUDGET_SHARE="1", ARM_PACING_TIME_SCALE="1")
+    answer = world.apim.decorate
+    drained: list[bool] = []
+
+    def another_client_drains_the_write_bucket(request: Any, response: Any) -> Any:
+        if request.method == "GET" and request.path.endswith("/backends") and not drained:
+            drained.append(True)  # once: as the app lists the backends, just before its first write
+            while world.apim.buckets.take("writes") is None:
+                pass
+        return answer(request, response)
+
+    world.apim.decorate = another_client_drains_the_write_bucket  # type: ignore[method-assign]
+    try:
+        report = sync.run(CLUSTER, deps)
+    finally:
+        del world.apim.decorate
+    assert drained and not report.failed and len(world.apim.backends) == 20
+    statuses = [r.status for r in world.apim.log if r.method == "PUT"]
+    first_success = statuses.index(201)
+    assert 1 <= first_success <= 4, "one 429 per writer in flight at most: then all of them wait"
+    assert 429 not in statuses[first_success:], f"after the pause, none: {statuses}"
