@@ -8,6 +8,7 @@ line, then answers each line read on stdin with one JSON line of what the ARM em
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
 
@@ -33,6 +34,13 @@ def service(i: int) -> dict[str, object]:
     }
 
 
+def _shape(path: str) -> str:
+    """A request path with its ids left out, so reads can be counted by kind."""
+    path = path.split("/providers/Microsoft.ApiManagement/service/", 1)[-1].split("?", 1)[0]
+    collections = "apis|backends|products|operations|tags|policies|operationResults"
+    return re.sub(rf"/({collections})/[^/]+", r"/\1/{}", "/" + path.split("/", 1)[-1])
+
+
 def main(count: int, time_scale: float) -> None:
     world = start_world()
     try:
@@ -45,7 +53,9 @@ def main(count: int, time_scale: float) -> None:
                 seen = Counter(arm_operation_class(r.method) for r in world.apim.log if r.status != 429)
                 answered_429 = world.apim.buckets.answered_429
                 failed = sum(1 for r in world.apim.log if r.status >= 400 and r.status not in (404, 429))
-            print(json.dumps({"requests": dict(seen), "answered_429": answered_429, "failed": failed}), flush=True)
+                reads = Counter(_shape(r.path) for r in world.apim.log if r.method == "GET" and r.status != 429)
+            shown = {"requests": dict(seen), "answered_429": answered_429, "failed": failed, "reads": dict(reads)}
+            print(json.dumps(shown), flush=True)
     finally:
         world.stop()
 

@@ -18,11 +18,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from sandbox.throttling import ARM_BUCKETS
 from shared import deps, sync
 from shared.__main__ import load_env_file
 from shared.core import settings
+from shared.core.reporting import Report
 from shared.core.scope import Scope
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +39,21 @@ def lower_bound_seconds(requests: dict[str, int], share: float) -> float:
     )
 
 
-def converge(count: int, *, paced: bool) -> dict[str, float]:
+def _failed(report: Report) -> int:
+    steps = (report.apis, report.allowlists)
+    failed_steps = sum(1 for step in steps if step is not None for c in step.changes if c.get("outcome") == "failed")
+    return int(report.counts["failed"]) + failed_steps
+
+
+def _stats(emulators: subprocess.Popen[str]) -> dict[str, Any]:
+    assert emulators.stdin is not None and emulators.stdout is not None
+    emulators.stdin.write("stats\n")
+    emulators.stdin.flush()
+    seen: dict[str, Any] = json.loads(emulators.stdout.readline())
+    return seen
+
+
+def converge(count: int, *, paced: bool) -> dict[str, Any]:
     emulators = subprocess.Popen(  # noqa: S603 - our own module
         [sys.executable, "-m", "bench.emulators", str(count), str(TIME_SCALE)],
         cwd=ROOT,
@@ -63,21 +79,24 @@ def converge(count: int, *, paced: bool) -> dict[str, float]:
         runs = failed_changes = 0
         while runs < MAX_RUNS:
             runs += 1
+            run_started = time.perf_counter()
             report = sync.run(scope, dependencies)
-            failed_changes += report.counts["failed"] + sum(
-                1
-                for step in (report.apis, report.allowlists)
-                if step is not None
-                for c in step.changes
-                if c.get("outcome") == "failed"
-            )
-            if not report.has_changes and not report.incomplete:
+            failed_now = _failed(report)
+            failed_changes += failed_now
+            if os.environ.get("BENCH_VERBOSE"):
+                seconds = (time.perf_counter() - run_started) * TIME_SCALE
+                print(f"run {runs}: {seconds:.0f} s simulated, {json.dumps(report.requests)}", file=sys.stderr)
+            # Converged: a run that did all it planned (nothing deferred, nothing failed) leaves APIM as desired.
+            if not report.incomplete and not failed_now:
                 break
         simulated = (time.perf_counter() - started) * TIME_SCALE
-        emulators.stdin.write("stats\n")
-        emulators.stdin.flush()
-        seen = json.loads(emulators.stdout.readline())
+        seen = _stats(emulators)
+        # Proven, not assumed: one more run (not timed) must find nothing to do.
+        check = sync.run(scope, dependencies)
+        verified = not check.has_changes and not check.failed
         bound = lower_bound_seconds(seen["requests"], share)
+        if os.environ.get("BENCH_VERBOSE"):
+            print(json.dumps(seen["reads"], indent=1, sort_keys=True), file=sys.stderr)
         return {
             "simulated": simulated,
             "bound": bound,
@@ -86,6 +105,7 @@ def converge(count: int, *, paced: bool) -> dict[str, float]:
             "runs": runs,
             "writes": seen["requests"].get("writes", 0),
             "reads": seen["requests"].get("reads", 0),
+            "verified": verified,
         }
     finally:
         emulators.stdin.close()
@@ -95,7 +115,7 @@ def converge(count: int, *, paced: bool) -> dict[str, float]:
 def main(sizes: list[int]) -> None:
     print(
         f"{'services':>8} {'mode':>8} {'ARM reads':>9} {'ARM writes':>10} {'sim. s':>8} {'bound s':>8} {'ratio':>6} {'429s':>6} "
-        f"{'failed':>6} {'runs':>5} {'app RSS MB':>10}"
+        f"{'failed':>6} {'runs':>5} {'verified':>8} {'app RSS MB':>10}"
     )
     for size in sizes:
         for paced in (True, False)[: 1 if os.environ.get("BENCH_PACED_ONLY") else 2]:
@@ -105,7 +125,7 @@ def main(sizes: list[int]) -> None:
             print(
                 f"{size:>8} {'paced' if paced else 'unpaced':>8} {result['reads']:>9.0f} {result['writes']:>10.0f} "
                 f"{result['simulated']:>8.0f} {result['bound']:>8.0f} {ratio:>6.2f} {result['answered_429']:>6.0f} "
-                f"{result['failed']:>6.0f} {result['runs']:>5.0f} {rss_mb:>10.0f}",
+                f"{result['failed']:>6.0f} {result['runs']:>5.0f} {'yes' if result['verified'] else 'NO':>8} {rss_mb:>10.0f}",
                 flush=True,
             )
 

@@ -1,7 +1,8 @@
 """APIM's APIs, operations, policies, tags and product links, over the client that shared.adapters.apim builds.
 
-Bodies are sent as raw JSON, so what is written is what the plan shows. It does not import the SDK itself:
-the client is handed in, so azure-mgmt-apimanagement has one importer.
+Bodies are sent as raw JSON, so what is written is what the plan shows. It does not import
+azure-mgmt-apimanagement itself: the client is handed in, so that SDK has one importer (azure-mgmt-core's
+polling is imported here).
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import io
 import json
 from collections.abc import Mapping
 from typing import Any
+
+from azure.core.polling.base_polling import LocationPolling, StatusCheckPolling
+from azure.mgmt.core.polling.arm_polling import ARMPolling, AzureAsyncOperationPolling
 
 from shared.adapters.azure_errors import translate_arm as translate
 from shared.apis import claims as apis
@@ -182,14 +186,18 @@ class ApimApis:
             return frozenset(str(p.name) for p in self._client.product.list_by_service(*self._where))
 
     def put_api(self, api_id: str, properties: dict[str, Any], *, if_match: str | None = None) -> None:
-        """If-Match on updates: a concurrent edit of the API is a 412 (retried on the next run), never lost."""
+        """If-Match on updates: a concurrent edit of the API is a 412 (retried on the next run), never lost.
+
+        Polled only when APIM says the PUT runs on (Azure-AsyncOperation or Location). The SDK's default would
+        also read the API back after every 201 without a provisioningState, which APIM's answer to a PUT without
+        an import is: one needless ARM read per API created."""
         poller = self._call(
             f"API {api_id}",
             self._client.api.begin_create_or_update,
             api_id,
             _body(properties),
             if_match=if_match,
-            polling_interval=0,
+            polling=ARMPolling(0, lro_algorithms=[AzureAsyncOperationPolling(), LocationPolling(), StatusCheckPolling()]),
         )
         with errors.translating(translate, f"API {api_id}"):
             poller.result()

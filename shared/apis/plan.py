@@ -165,15 +165,20 @@ def plan_apis(
     create_products: bool,
     owner_namespaces: Mapping[str, str] | None = None,
     watched: frozenset[str] = frozenset(),
+    only: Collection[str] | None = None,
 ) -> ApiPlan:
     """`all_paths`: api id -> path of every API in APIM; `owner_namespaces`: api id -> namespace of the APIs
     this deployment owns; `namespaces`: whose APIs this run may delete (None: all); `watched`: NAMESPACES, to
-    report the owned APIs it leaves out."""
+    report the owned APIs it leaves out; `only`: plan these APIs alone (of the desired, and of the observed),
+    each decided as in the whole plan: a run plans the APIs no Service claims together, then each claimed API on
+    its own, as it is observed."""
     owner_namespaces = owner_namespaces or {}
     changes: list[ApiChange] = []
     refusals: list[apis.ApiProblem] = []
     unchanged = 0
     for api_id, want in sorted(desired.apis.items()):
+        if only is not None and api_id not in only:
+            continue
         have = observed.get(api_id)
         conflict = _path_conflict(want, desired, all_paths, owner_namespaces)
         if conflict is not None:
@@ -205,6 +210,8 @@ def plan_apis(
         unchanged += same
     outside = 0
     for api_id, have in sorted(observed.items()):
+        if only is not None and api_id not in only:
+            continue
         if api_id in desired.apis or api_id in desired.held or not owned(have, owner):
             continue
         mark = apis.parse_api_mark(have.description)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.apis import claims as apis
@@ -81,45 +81,103 @@ def reconcile_apis(
         to_observe = [a for a in sorted(set(desired.apis) | in_scope) if a in listed]
         wanted_products = {a: list(desired.apis[a].products) if a in desired.apis else [] for a in to_observe}
         members = _listed_members(store, deps, listed, wanted_products) if scope.namespace is None else {}
-        observed: dict[str, apis.ObservedApi] = {}
-        for api_id in to_observe:
 
-            def observe(a: str = api_id) -> apis.ObservedApi | None:
-                found: apis.ObservedApi | None = store.observe(
-                    a, tagged=a in tagged, products=wanted_products[a], listed=listed[a], members=members
-                )
-                return found
+        def observe(api_id: str) -> apis.ObservedApi | None:
+            found: apis.ObservedApi | None = with_retries(
+                deps,
+                lambda: store.observe(
+                    api_id, tagged=api_id in tagged, products=wanted_products[api_id], listed=listed[api_id], members=members
+                ),
+            )
+            return found
 
-            found = with_retries(deps, observe)
-            if found is not None:
-                observed[api_id] = found
+        # The APIs no Service claims (the ones a run may delete) are observed and planned first, together: the
+        # delete guard weighs them at once, and a path they free is free before another API takes it.
+        leaving = [a for a in to_observe if a not in desired.apis]
+        observed = {a: found for a in leaving if (found := observe(a)) is not None}
     except SyncError as error:
         return ApisReport(dry_run=dry_run, error=RunError.of(error))
-    plan = api_plan.plan_apis(
-        desired,
-        observed,
-        all_paths=all_paths,
-        owner_namespaces=owner_namespaces,
-        owner=deps.settings.sync.owner_id,
-        namespaces=_in_reach(namespaces, deps.settings.kube.namespaces),
-        watched=frozenset(deps.settings.kube.namespaces),
-        keep_apis=deps.settings.apis.keep_apis,
-        existing_products=frozenset(existing_products),
-        create_products=deps.settings.apis.create_products,
-    )
     sync_settings = deps.settings.sync
-    plan = api_plan.cap_api_deletes(
-        plan,
-        owned=sum(1 for a in observed.values() if api_plan.owned(a, sync_settings.owner_id)),
+
+    def plan_of(observed: Mapping[str, apis.ObservedApi], only: frozenset[str]) -> api_plan.ApiPlan:
+        return api_plan.plan_apis(
+            desired,
+            observed,
+            only=only,
+            all_paths=all_paths,
+            owner_namespaces=owner_namespaces,
+            owner=sync_settings.owner_id,
+            namespaces=_in_reach(namespaces, deps.settings.kube.namespaces),
+            watched=frozenset(deps.settings.kube.namespaces),
+            keep_apis=deps.settings.apis.keep_apis,
+            existing_products=frozenset(existing_products),
+            create_products=deps.settings.apis.create_products,
+        )
+
+    first = api_plan.cap_api_deletes(
+        plan_of(observed, frozenset(leaving)),
+        owned=sum(1 for a in to_observe if a in tagged and a in owner_namespaces),
         max_deletes=sync_settings.max_deletes_per_run,
         max_fraction=sync_settings.max_delete_fraction,
         allow_mass_delete=allow_mass_delete or sync_settings.allow_mass_delete,
     )
-    problems += [_problem(p) for p in plan.refusals]
-    entries = [{**c.to_json(), "outcome": "planned"} for c in plan.changes]
-    if not dry_run:
-        entries = _apply(plan, store, deps, out_of_time)
-    return ApisReport(dry_run=dry_run, changes=tuple(entries), problems=tuple(problems), unchanged=plan.unchanged)
+    problems += [_problem(p) for p in first.refusals]
+    writer = _writer(store, tag_for(deps), owner)
+    by_api: dict[str, list[api_plan.ApiChange]] = {}
+    for change in first.changes:
+        by_api.setdefault(change.api_id, []).append(change)
+    entries = [e for changes in by_api.values() for e in _apply_api(changes, writer, deps, out_of_time, dry_run)]
+
+    def claimed(api_id: str) -> _ApiResult:
+        """Observe, plan and apply one claimed API: each API's reads and writes follow each other, while other
+        APIs' go on beside them, so ARM's read and write buckets are spent at once, not one after the other."""
+        if out_of_time():
+            return _ApiResult(problems=[_deferred(api_id)])
+        try:
+            have = observe(api_id) if api_id in listed else None
+        except SyncError as error:
+            return _ApiResult(error=error)
+        plan = plan_of({api_id: have} if have is not None else {}, frozenset({api_id}))
+        return _ApiResult(
+            entries=_apply_api(list(plan.changes), writer, deps, out_of_time, dry_run),
+            problems=[_problem(p) for p in plan.refusals],
+            unchanged=plan.unchanged,
+        )
+
+    with ThreadPoolExecutor(max_workers=sync_settings.apply_concurrency, thread_name_prefix="apis") as pool:
+        new = [a for a in sorted(desired.apis) if a not in listed]
+        order = _interleaved(new, [a for a in sorted(desired.apis) if a in listed])
+        by_id = dict(zip(order, pool.map(claimed, order), strict=True))
+    results = [by_id[a] for a in sorted(desired.apis)]  # the report in API order, however they ran
+    failures = [r.error for r in results if r.error is not None]
+    return ApisReport(
+        dry_run=dry_run,
+        changes=(*entries, *(e for r in results for e in r.entries)),
+        problems=(*problems, *(p for r in results for p in r.problems)),
+        unchanged=first.unchanged + sum(r.unchanged for r in results),
+        error=RunError.of(failures[0]) if failures else None,
+    )
+
+
+def _interleaved(first: list[str], second: list[str]) -> list[str]:
+    """Both lists in their own order, spread evenly through each other: new APIs (writes only) go beside existing
+    ones (reads first, and often nothing to write), so a run spends ARM's write and read buckets side by side."""
+    spread = [((i + 0.5) / len(first), 0, a) for i, a in enumerate(first)]
+    spread += [((i + 0.5) / len(second), 1, a) for i, a in enumerate(second)]
+    return [a for _, _, a in sorted(spread)]
+
+
+@dataclass
+class _ApiResult:
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[dict[str, str]] = field(default_factory=list)
+    unchanged: int = 0
+    error: SyncError | None = None
+
+
+def _deferred(api_id: str) -> dict[str, str]:
+    message = "not reconciled: the run's time budget (RUN_TIME_BUDGET_SECONDS) was spent; the next run does it"
+    return {"object": f"API {api_id}", "field": "", "reason": Reason.TIME_BUDGET_SPENT, "message": message}
 
 
 def _listed_members(
@@ -245,55 +303,46 @@ def _openapi_operations(
         return None
 
 
-def _apply(
-    plan: api_plan.ApiPlan, store: ApiStore, deps: Dependencies, out_of_time: Callable[[], bool] = lambda: False
+def _apply_api(
+    changes: list[api_plan.ApiChange],
+    writer: Writer[api_plan.ApiChange],
+    deps: Dependencies,
+    out_of_time: Callable[[], bool],
+    dry_run: bool,
 ) -> list[dict[str, Any]]:
-    """Each API's changes in plan order, under the apply contract (shared.runtime.apply); a failed or refused
-    change of an API stops that API's later changes, never another API's. APIs that lose a delete go first, one
-    at a time (a path they free may be what another API is about to take); the others run side by side, up to
-    APPLY_CONCURRENCY, so a first sync of many APIs keeps up with the pace ARM allows. Once `out_of_time`
-    answers True no API starts: its changes are deferred to the next run."""
-    by_api: dict[str, list[api_plan.ApiChange]] = {}
-    for change in plan.changes:
-        by_api.setdefault(change.api_id, []).append(change)
-    writer = _writer(store, tag_for(deps), deps.settings.sync.owner_id)
+    """One API's changes in plan order, under the apply contract (shared.runtime.apply); a failed or refused
+    change stops this API's later changes, never another API's. Once `out_of_time` answers True the API does not
+    start: its changes are deferred to the next run. A dry run shows them planned."""
+    if dry_run:
+        return [{**c.to_json(), "outcome": "planned"} for c in changes]
+    if out_of_time():
+        return [{**c.to_json(), "outcome": "deferred", "reason": Reason.TIME_BUDGET_SPENT} for c in changes]
     sync_settings = deps.settings.sync
-
-    def one_api(changes: list[api_plan.ApiChange]) -> list[dict[str, Any]]:
-        entries: list[dict[str, Any]] = []
-        if out_of_time():
-            return [{**c.to_json(), "outcome": "deferred", "reason": Reason.TIME_BUDGET_SPENT} for c in changes]
-        broken = False
-        for change in changes:
-            entry = {**change.to_json(), "outcome": "applied"}
-            if broken:
-                entries.append({**entry, "outcome": "skipped", "message": "an earlier change of this API failed"})
-                continue
-            outcome, _ = apply_change(
-                change,
-                writer,
-                attempts=sync_settings.max_attempts,
-                max_wait_seconds=sync_settings.max_retry_wait_seconds,
-                sleep=deps.sleep,
-            )
-            if outcome.status == "noop":
-                continue
-            if outcome.status in ("failed", "refused"):
-                broken = True
-                entry.update(outcome=outcome.status, message=outcome.message, retryable=outcome.retryable)
-                if outcome.status == "refused":
-                    entry["reason"] = outcome.reason
-            if outcome.attempts > 1:
-                entry["attempts"] = outcome.attempts
-            entries.append(entry)
-        return entries
-
-    deleting = [api for api, changes in by_api.items() if any(c.action is Action.DELETE for c in changes)]
-    results = {api: one_api(by_api[api]) for api in deleting}
-    side_by_side = [api for api in by_api if api not in results]
-    with ThreadPoolExecutor(max_workers=sync_settings.apply_concurrency, thread_name_prefix="apis") as pool:
-        results.update(zip(side_by_side, pool.map(lambda api: one_api(by_api[api]), side_by_side), strict=True))
-    return [entry for api in by_api for entry in results[api]]
+    entries: list[dict[str, Any]] = []
+    broken = False
+    for change in changes:
+        entry = {**change.to_json(), "outcome": "applied"}
+        if broken:
+            entries.append({**entry, "outcome": "skipped", "message": "an earlier change of this API failed"})
+            continue
+        outcome, _ = apply_change(
+            change,
+            writer,
+            attempts=sync_settings.max_attempts,
+            max_wait_seconds=sync_settings.max_retry_wait_seconds,
+            sleep=deps.sleep,
+        )
+        if outcome.status == "noop":
+            continue
+        if outcome.status in ("failed", "refused"):
+            broken = True
+            entry.update(outcome=outcome.status, message=outcome.message, retryable=outcome.retryable)
+            if outcome.status == "refused":
+                entry["reason"] = outcome.reason
+        if outcome.attempts > 1:
+            entry["attempts"] = outcome.attempts
+        entries.append(entry)
+    return entries
 
 
 def _writer(store: ApiStore, tag: str, owner: str) -> Writer[api_plan.ApiChange]:

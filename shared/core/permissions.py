@@ -80,6 +80,7 @@ ARM_OPERATIONS: tuple[ArmOperation, ...] = (
     _arm("product.list_by_service", "service/products/read", _A),
     _arm("product.create_or_update", "service/products/write", _P),
     _arm("product_api.check_entity_exists", "service/products/apis/read", _A),
+    _arm("product_api.list_by_product", "service/products/apis/read", _A),
     _arm("product_api.create_or_update", "service/products/apis/write", _A),
     _arm("product_api.delete", "service/products/apis/delete", _A),
     _arm("tag.create_or_update", "service/tags/write", _A),

@@ -415,3 +415,26 @@ def test_a_full_run_reads_each_api_twice_not_once_per_property_and_product(world
     api_reads = [r for r in world.apim.log if r.method in ("GET", "HEAD") and "/apis" in r.path]
     assert world.apim.writes() == [] and second.to_json()["apis"]["changes"] == []
     assert len(api_reads) <= 2 * 150 + 10, f"{len(api_reads)} reads"
+
+
+def test_an_api_that_cannot_be_read_holds_back_only_itself(world: World, deps: Dependencies) -> None:
+    world.kube.apply(api_service("orders", operations="GET /orders"))
+    world.kube.apply(api_service("billing", "billing", operations="GET /invoices"))
+    run(deps)
+    world.kube.apply(api_service("orders", operations="GET /orders, POST /orders"))
+    world.kube.apply(api_service("billing", "billing", operations="GET /invoices, POST /invoices"))
+    world.apim.inject(Fault(403, method="GET", path_contains="/apis/orders/policies", times=99))
+    report = sync.run(CLUSTER, deps)
+    apis_report = report.to_json()["apis"]
+    assert report.failed and "orders" in apis_report["error"]["message"]
+    assert {"POST /invoices", "GET /invoices"} <= set(routed_to(world, "billing")), "the other API went ahead"
+    assert "POST /orders" not in routed_to(world, "orders"), "the unreadable API was left as it was"
+
+
+def test_creating_an_api_reads_nothing_back(world: World, deps: Dependencies) -> None:
+    """APIM answers a PUT without an import at once (201, no provisioningState): nothing to poll, nothing to
+    read back, however the SDK would poll by default."""
+    world.kube.apply(api_service("orders", operations="GET /orders"))
+    run(deps)
+    assert "orders" in world.apim.api_side.apis
+    assert [r.path for r in world.apim.log if r.method == "GET" and "/apis/orders" in r.path] == []
