@@ -54,8 +54,8 @@ class NoTelemetry:
         return None
 
 
-def _run_points(kind: str, failed: bool, duration_seconds: float | None) -> list[Point]:
-    attributes = {"run.kind": kind, "run.outcome": "failed" if failed else "ok"}
+def _run_points(kind: str, outcome: str, duration_seconds: float | None) -> list[Point]:
+    attributes = {"run.kind": kind, "run.outcome": outcome}
     points = [Point(RUNS, "counter", 1, attributes)]
     if duration_seconds is not None:
         points.append(Point(RUN_DURATION, "histogram", duration_seconds, attributes))
@@ -73,8 +73,10 @@ def _change_points(step: str, changes: Sequence[Mapping[str, Any]]) -> list[Poin
 
 
 def sync_points(report: Mapping[str, Any], *, failed: bool) -> list[Point]:
-    """From a sync report's JSON (shared.core.reporting.Report.to_json)."""
-    points = _run_points("sync", failed, report.get("duration_ms", 0) / 1000)
+    """From a sync report's JSON (shared.core.reporting.Report.to_json). A run that spent its time budget is
+    `incomplete` (its deferred changes are counted by outcome): a first sync's progress, run by run."""
+    outcome = "failed" if failed else "incomplete" if report.get("incomplete") else "ok"
+    points = _run_points("sync", outcome, report.get("duration_ms", 0) / 1000)
     points += _change_points("backends", report.get("changes") or [])
     refused = Counter(str(r.get("reason") or "") for r in [*(report.get("refusals") or []), *(report.get("errors") or [])])
     for step in ("apis", "allowlists"):
@@ -97,7 +99,7 @@ def sync_points(report: Mapping[str, Any], *, failed: bool) -> list[Point]:
 def rotation_points(report: Mapping[str, Any], *, failed: bool, now: datetime) -> list[Point]:
     """From a rotation report's JSON: the run, its steps, and the days left of the newest certificate and CA
     (the ones presented and trusted once the rotation has switched)."""
-    points = _run_points("rotation", failed, None)
+    points = _run_points("rotation", "failed" if failed else "ok", None)
     points += _change_points(
         "rotation", [{"outcome": s.get("outcome"), "reason": s.get("reason")} for s in report.get("steps") or []]
     )

@@ -4,6 +4,7 @@ the emulators: metric names, attributes and values, one trace per run with a spa
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import re
 from collections.abc import Iterator
@@ -172,3 +173,15 @@ def test_the_alert_rules_query_metrics_and_attributes_the_app_emits() -> None:
 
 def test_telemetry_is_off_without_a_connection_string(make_deps: Any) -> None:
     assert isinstance(make_deps().telemetry, telemetry.NoTelemetry)
+
+
+def test_a_run_out_of_time_is_counted_incomplete_with_its_deferred_changes(world: World, observed: Any, readers: Readers) -> None:
+    for i in range(10):
+        world.kube.apply(service(f"svc-{i}"))
+    ticks = itertools.count()
+    deps = dataclasses.replace(observed(RUN_TIME_BUDGET_SECONDS="5", APPLY_CONCURRENCY="1"), monotonic=lambda: float(next(ticks)))
+    report = sync.run(CLUSTER, deps)
+
+    points = readers.points()
+    assert points[(telemetry.RUNS, (("run.kind", "sync"), ("run.outcome", "incomplete")))] == 1
+    assert points[(telemetry.CHANGES, (("outcome", "deferred"), ("step", "backends")))] == report.counts["deferred"] > 0

@@ -13,6 +13,8 @@ from shared.core.scope import Scope
 from tests.conftest import service
 
 CLUSTER = Scope("aks-sandbox")
+BUDGET_FOR_SOME_APIS = "30"
+"""Clock ticks (one per look at the clock): past the backends, part-way through the APIs."""
 
 
 def test_a_run_out_of_time_defers_the_rest_and_the_next_run_finishes_it_without_repeating_a_write(
@@ -42,3 +44,30 @@ def test_a_run_out_of_time_defers_the_rest_and_the_next_run_finishes_it_without_
 
     assert not second.incomplete and len(world.apim.backends) == 40
     assert len([r for r in world.apim.writes() if "/backends/" in r.path]) == outcomes.count("deferred")
+
+
+def test_apis_not_started_in_time_are_reported_and_the_next_run_makes_them_without_repeating_a_write(
+    world: World, make_deps: Any
+) -> None:
+    for i in range(12):
+        annotations = {"apim-sync.io/api-id": f"api-{i:02d}", "apim-sync.io/operations": "GET /items"}
+        world.kube.apply(service(f"svc-{i:02d}", annotations=annotations))
+    ticks = itertools.count()
+    slow = dataclasses.replace(
+        make_deps(RUN_TIME_BUDGET_SECONDS=BUDGET_FOR_SOME_APIS, APPLY_CONCURRENCY="1", ALLOWLIST_ENABLED="false"),
+        monotonic=lambda: float(next(ticks)),
+    )
+
+    first = sync.run(CLUSTER, slow).to_json()
+
+    assert first["incomplete"] is True and not first["counts"]["failed"]
+    made = {c["api"] for c in first["apis"]["changes"] if c["kind"] == "api" and c["outcome"] == "applied"}
+    put_off = {p["object"].removeprefix("API ") for p in first["apis"]["problems"] if p["reason"] == "TimeBudgetSpent"}
+    put_off |= {c["api"] for c in first["apis"]["changes"] if c["outcome"] == "deferred"}
+    assert made and put_off and made | put_off == {f"api-{i:02d}" for i in range(12)}
+
+    writes_before = len(world.apim.writes())
+    second = sync.run(CLUSTER, make_deps(ALLOWLIST_ENABLED="false"))
+    assert not second.incomplete and set(world.apim.api_side.apis) == made | put_off
+    assert not any(c["api"] in made for c in second.to_json()["apis"]["changes"]), "nothing made before is written again"
+    assert len(world.apim.writes()) > writes_before
