@@ -27,6 +27,7 @@ from shared.core.settings import CertificateSource
 from shared.runtime import telemetry
 from shared.runtime.cluster import read_cluster, with_retries
 from shared.runtime.coalesce import RUNS, Covered, across_instances
+from shared.runtime.deadline import Deadline
 from shared.runtime.ports import Dependencies, RunLedger
 
 log = logging.getLogger(__name__)
@@ -159,10 +160,8 @@ def _run(request: RunRequest, deps: Dependencies, asked: float) -> Report:
 def _steps(request: RunRequest, deps: Dependencies, asked: float) -> Report:
     scope, steps, dry_run = request.scope, request.steps, request.dry_run
     span = deps.telemetry.span
-    deadline = asked + deps.settings.sync.run_budget_seconds
-
-    def out_of_time() -> bool:
-        return deps.monotonic() > deadline
+    deadline = Deadline(asked + deps.settings.sync.run_budget_seconds, deps.monotonic)
+    out_of_time = deadline.passed
 
     allow_mass_delete, backend_hints, api_hints = request.allow_mass_delete, request.backend_hints, request.api_hints
     started, requests_before = deps.monotonic(), deps.counter.snapshot()
@@ -187,7 +186,7 @@ def _steps(request: RunRequest, deps: Dependencies, asked: float) -> Report:
                     dry_run=dry_run,
                     api_hints=api_hints,
                     allow_mass_delete=allow_mass_delete,
-                    out_of_time=out_of_time,
+                    deadline=deadline,
                 )
         return apis is None or not apis.failed
 
@@ -208,7 +207,7 @@ def _steps(request: RunRequest, deps: Dependencies, asked: float) -> Report:
                 backend_hints=backend_hints,
                 exposure=exposure,
                 before_deletes=api_step,
-                out_of_time=out_of_time,
+                deadline=deadline,
             )
     if not dry_run and deps.settings.mtls.source is not CertificateSource.NONE:
         report = _present_certificate(report, deps, exposure)

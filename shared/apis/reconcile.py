@@ -6,7 +6,7 @@ that namespace's Services once. Claims whose backend is not there yet (pending, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,6 +24,7 @@ from shared.core.scope import Scope
 from shared.core.tenancy import ASK_PLATFORM, NamespaceGrant
 from shared.runtime.apply import NOTHING_TO_DO, NothingToDo, Refused, Writer, apply_change
 from shared.runtime.cluster import read_cluster, with_retries
+from shared.runtime.deadline import Deadline
 from shared.runtime.ports import ApiStore, Dependencies
 
 
@@ -39,7 +40,7 @@ def reconcile_apis(
     dry_run: bool = False,
     api_hints: frozenset[str] = frozenset(),
     allow_mass_delete: bool = False,
-    out_of_time: Callable[[], bool] = lambda: False,
+    deadline: Deadline | None = None,
 ) -> ApisReport:
     """`api_hints`: APIs the Service claimed before (from its event). A one-Service run that neither claims an
     API now nor did before costs nothing; a Service that dropped its api-id without an event telling so is
@@ -47,6 +48,7 @@ def reconcile_apis(
     """
     if not deps.settings.apis.enabled:
         return ApisReport(dry_run=dry_run, skipped="APIS_ENABLED is false")
+    deadline = deadline or Deadline.never()
     claims_now = any(s.annotations.get(exposure.context.keys.api_id, "").strip() for s in exposure.services)
     if scope.service is not None and not claims_now and not api_hints:
         return ApisReport(dry_run=dry_run)
@@ -126,12 +128,12 @@ def reconcile_apis(
     by_api: dict[str, list[api_plan.ApiChange]] = {}
     for change in first.changes:
         by_api.setdefault(change.api_id, []).append(change)
-    entries = [e for changes in by_api.values() for e in _apply_api(changes, writer, deps, out_of_time, dry_run)]
+    entries = [e for changes in by_api.values() for e in _apply_api(changes, writer, deps, deadline, dry_run)]
 
     def claimed(api_id: str) -> _ApiResult:
         """Observe, plan and apply one claimed API: each API's reads and writes follow each other, while other
         APIs' go on beside them, so ARM's read and write buckets are spent at once, not one after the other."""
-        if out_of_time():
+        if deadline.passed():
             return _ApiResult(problems=[_deferred(api_id)])
         try:
             have = observe(api_id) if api_id in listed else None
@@ -139,7 +141,7 @@ def reconcile_apis(
             return _ApiResult(error=error)
         plan = plan_of({api_id: have} if have is not None else {}, frozenset({api_id}))
         return _ApiResult(
-            entries=_apply_api(list(plan.changes), writer, deps, out_of_time, dry_run),
+            entries=_apply_api(list(plan.changes), writer, deps, deadline, dry_run),
             problems=[_problem(p) for p in plan.refusals],
             unchanged=plan.unchanged,
         )
@@ -307,16 +309,24 @@ def _apply_api(
     changes: list[api_plan.ApiChange],
     writer: Writer[api_plan.ApiChange],
     deps: Dependencies,
-    out_of_time: Callable[[], bool],
+    deadline: Deadline,
     dry_run: bool,
 ) -> list[dict[str, Any]]:
     """One API's changes in plan order, under the apply contract (shared.runtime.apply); a failed or refused
-    change stops this API's later changes, never another API's. Once `out_of_time` answers True the API does not
-    start: its changes are deferred to the next run. A dry run shows them planned."""
+    change stops this API's later changes, never another API's. Once the deadline has passed the API does not
+    start: its changes are deferred to the next run. A dry run shows them planned. An API's writes are one
+    piece of the deadline's measured margin."""
     if dry_run:
         return [{**c.to_json(), "outcome": "planned"} for c in changes]
-    if out_of_time():
+    if deadline.passed():
         return [{**c.to_json(), "outcome": "deferred", "reason": Reason.TIME_BUDGET_SPENT} for c in changes]
+    with deadline.piece():
+        return _apply_in_order(changes, writer, deps)
+
+
+def _apply_in_order(
+    changes: list[api_plan.ApiChange], writer: Writer[api_plan.ApiChange], deps: Dependencies
+) -> list[dict[str, Any]]:
     sync_settings = deps.settings.sync
     entries: list[dict[str, Any]] = []
     broken = False

@@ -16,6 +16,7 @@ from shared.backends.plan import BackendChange, BackendPlan, CreateBackend, Dele
 from shared.core.model import BackendId, DesiredBackend, ObservedBackend, Reason
 from shared.core.reporting import Outcome
 from shared.runtime.apply import NOTHING_TO_DO, NothingToDo, Refused, Writer, apply_change
+from shared.runtime.deadline import Deadline
 
 DELETE_WAITS = "an API policy could not be moved off this backend yet; it is deleted by a later run, once nothing routes to it"
 
@@ -72,12 +73,13 @@ def apply_plan(
     max_wait_seconds: float,
     sleep: Callable[[float], None],
     before_deletes: Callable[[], bool] = lambda: True,
-    out_of_time: Callable[[], bool] = lambda: False,
+    deadline: Deadline | None = None,
 ) -> dict[BackendId, Outcome]:
     """Creates, then updates, then `before_deletes` (what must move off the old backends first), then deletes;
     each phase concurrent within itself. Deletes wait for a later run when `before_deletes` answers False.
-    Once `out_of_time` answers True no further write starts: the rest is `deferred` to the next run, which plans
+    Once the deadline has passed no further write starts: the rest is `deferred` to the next run, which plans
     it again from what APIM then holds (nothing written is written twice)."""
+    deadline = deadline or Deadline.never()
     writer = backend_writer(store, decide_again)
     outcomes: dict[BackendId, Outcome] = {}
     phases: Sequence[type] = (CreateBackend, UpdateBackend, DeleteBackend)
@@ -90,9 +92,10 @@ def apply_plan(
                 continue
 
             def one(change: BackendChange) -> Outcome:
-                if out_of_time():
+                if deadline.passed():
                     return DEFERRED
-                return apply_change(change, writer, attempts=attempts, max_wait_seconds=max_wait_seconds, sleep=sleep)[0]
+                with deadline.piece():
+                    return apply_change(change, writer, attempts=attempts, max_wait_seconds=max_wait_seconds, sleep=sleep)[0]
 
             results = pool.map(one, batch)
             outcomes.update(zip((c.id for c in batch), results, strict=True))

@@ -21,6 +21,7 @@ from shared.core.reporting import Report, RunError
 from shared.core.scope import Scope
 from shared.runtime.cluster import read_cluster, with_retries
 from shared.runtime.counters import RequestCounter
+from shared.runtime.deadline import Deadline
 from shared.runtime.ports import Dependencies
 
 
@@ -33,7 +34,7 @@ def reconcile(
     backend_hints: frozenset[BackendId] = frozenset(),
     exposure: Exposure | None = None,
     before_deletes: Callable[[], bool] = lambda: True,
-    out_of_time: Callable[[], bool] = lambda: False,
+    deadline: Deadline | None = None,
 ) -> Report:
     """Reconcile what the scope covers. `backend_hints` are further backend ids worth a look (an event's
     record of the ids a Service used before it changed); they only widen what is read, never what is owned.
@@ -98,7 +99,7 @@ def reconcile(
         deps.backends,
         decide_again=decide_again,
         before_deletes=before_deletes,
-        out_of_time=out_of_time,
+        deadline=deadline,
         concurrency=sync.apply_concurrency,
         attempts=sync.max_attempts,
         max_wait_seconds=sync.max_retry_wait_seconds,

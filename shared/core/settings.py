@@ -111,8 +111,9 @@ class SyncSettings:
     max_retry_wait_seconds: float
     """Longest single wait between attempts, whatever Retry-After says."""
     run_budget_seconds: float = 540.0
-    """RUN_TIME_BUDGET_SECONDS: no write starts later than this into a run (host.json's functionTimeout of 10
-    minutes less a minute's margin for the writes in flight and the report); the rest goes to the next run."""
+    """RUN_TIME_BUDGET_SECONDS: a run's work ends within this (host.json's functionTimeout of 10 minutes less a
+    minute for the report): no piece of work starts that, as long as the longest one timed so far, would end
+    past it (shared.runtime.deadline); the rest goes to the next run."""
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ from typing import Any
 from sandbox.world import World
 from shared import sync
 from shared.core.scope import Scope
+from shared.runtime.deadline import Deadline
 from tests.conftest import service
 
 CLUSTER = Scope("aks-sandbox")
-BUDGET_FOR_SOME_APIS = "30"
+BUDGET_FOR_SOME_APIS = "46"
 """Clock ticks (one per look at the clock): past the backends, part-way through the APIs."""
 
 
@@ -71,3 +72,14 @@ def test_apis_not_started_in_time_are_reported_and_the_next_run_makes_them_witho
     assert not second.incomplete and set(world.apim.api_side.apis) == made | put_off
     assert not any(c["api"] in made for c in second.to_json()["apis"]["changes"]), "nothing made before is written again"
     assert len(world.apim.writes()) > writes_before
+
+
+def test_no_work_starts_that_would_end_past_the_budget_as_long_as_the_longest_piece_so_far() -> None:
+    now = [0.0]
+    deadline = Deadline(100.0, lambda: now[0])
+    with deadline.piece():
+        now[0] += 30.0  # an API's writes, paced: 30 s
+    now[0] = 69.0
+    assert not deadline.passed(), "a 30 s piece started now ends at 99 s"
+    now[0] = 71.0
+    assert deadline.passed(), "one started now would end at 101 s, past the budget: the margin is measured"
