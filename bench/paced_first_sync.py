@@ -87,7 +87,7 @@ def converge(count: int, *, paced: bool) -> dict[str, Any]:
                 seconds = (time.perf_counter() - run_started) * TIME_SCALE
                 print(f"run {runs}: {seconds:.0f} s simulated, {json.dumps(report.requests)}", file=sys.stderr)
             # Converged: a run that did all it planned (nothing deferred, nothing failed) leaves APIM as desired.
-            if not report.incomplete and not failed_now:
+            if not report.incomplete and not report.failed:
                 break
         simulated = (time.perf_counter() - started) * TIME_SCALE
         seen = _stats(emulators)
