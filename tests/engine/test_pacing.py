@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,28 @@ def test_retry_after_is_honoured_when_another_client_drains_the_bucket(world: Wo
     first_success = statuses.index(201)
     assert 1 <= first_success <= 4, "one 429 per writer in flight at most: then all of them wait"
     assert 429 not in statuses[first_success:], f"after the pause, none: {statuses}"
+
+
+def test_concurrent_runs_in_one_worker_share_one_budget_without_a_429(world: World, make_deps: Any) -> None:
+    """Two runs at once in one worker (a timer's and an event's, say), each with the clients it was built with,
+    at the whole budget (share 1): together they keep to ARM's bucket."""
+    many_services(world, 250, "shop")
+    many_services(world, 250, "blog")
+    world.apim.throttle(time_scale=TIME_SCALE)
+    settings = {"ALLOWLIST_ENABLED": "false", "APIS_ENABLED": "false", "ARM_BUDGET_SHARE": "1"}
+    timer_deps, event_deps = (
+        make_deps(**settings, ARM_PACING_TIME_SCALE=str(TIME_SCALE)),
+        make_deps(**settings, ARM_PACING_TIME_SCALE=str(TIME_SCALE)),
+    )
+    reports: list[Any] = []
+    runs = [
+        threading.Thread(target=lambda d=d, ns=ns: reports.append(sync.run(Scope("aks-sandbox", ns), d)))
+        for d, ns in ((timer_deps, "shop"), (event_deps, "blog"))
+    ]
+    for thread in runs:
+        thread.start()
+    for thread in runs:
+        thread.join(120)
+    assert len(reports) == 2 and not any(r.failed for r in reports)
+    assert len(world.apim.backends) == 500
+    assert world.apim.buckets.answered_429 == 0
