@@ -111,6 +111,20 @@ def _ledger(azurite: Azurite) -> BlobRunLedger:
     return BlobRunLedger(connection_string=azurite.connection_string)
 
 
+def _ask(ledger: BlobRunLedger, key: str, *, sleep: Any, waiting_at_most: float = 30) -> str | Covered:
+    """A request for `key` made now, whose run would answer "mine ran"; `sleep` is where others act meanwhile."""
+    return across_instances(
+        ledger,
+        key,
+        lambda: "mine ran",
+        asked_after=ledger.last_started(key),
+        give_up_at=time.monotonic() + waiting_at_most,
+        monotonic=time.monotonic,
+        sleep=sleep,
+        poll_seconds=0.1,
+    )
+
+
 def test_a_run_in_progress_on_another_instance_is_waited_for_not_joined(azurite: Azurite) -> None:
     key, mine, theirs = f"cluster-{uuid.uuid4()}", _ledger(azurite), _ledger(azurite)
     their_turn = theirs.try_turn(key)
@@ -122,15 +136,7 @@ def test_a_run_in_progress_on_another_instance_is_waited_for_not_joined(azurite:
             their_turn.end(their_run)
             their_turn.__exit__(None, None, None)
 
-        outcome = across_instances(
-            mine,
-            key,
-            lambda: "mine ran",
-            asked_after=mine.last_started(key),
-            give_up_at=time.monotonic() + 30,
-            monotonic=time.monotonic,
-            sleep=their_run_ends,
-        )
+        outcome = _ask(mine, key, sleep=their_run_ends)
     assert outcome == "mine ran", "their run may have read the cluster before this request's change"
     assert (mine.last_started(key), mine.last_completed(key)) == (2, 2)
 
@@ -150,15 +156,7 @@ def test_a_request_served_meanwhile_by_a_later_run_on_another_instance_runs_noth
         with second:
             second.end(second.begin())
 
-    outcome = across_instances(
-        mine,
-        key,
-        lambda: "mine ran",
-        asked_after=mine.last_started(key),
-        give_up_at=time.monotonic() + 30,
-        monotonic=time.monotonic,
-        sleep=others_run_meanwhile,
-    )
+    outcome = _ask(mine, key, sleep=others_run_meanwhile)
     assert outcome == Covered(2)
     assert mine.last_started(key) == 2, "no third run"
 
@@ -170,16 +168,7 @@ def test_a_request_that_waits_too_long_is_left_to_a_later_delivery(azurite: Azur
     with turn:
         turn.begin()
         with pytest.raises(LeaseHeld) as raised:
-            across_instances(
-                mine,
-                key,
-                lambda: "mine ran",
-                asked_after=mine.last_started(key),
-                give_up_at=time.monotonic() + 0.3,
-                monotonic=time.monotonic,
-                sleep=time.sleep,
-                poll_seconds=0.1,
-            )
+            _ask(mine, key, sleep=time.sleep, waiting_at_most=0.3)
     assert isinstance(raised.value, RetryableError)
 
 
