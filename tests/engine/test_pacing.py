@@ -200,3 +200,20 @@ def test_concurrent_runs_in_one_worker_share_one_budget_without_a_429(world: Wor
     assert len(reports) == 2 and not any(r.failed for r in reports)
     assert len(world.apim.backends) == 500
     assert world.apim.buckets.answered_429 == 0
+
+
+def test_a_first_sync_larger_than_a_run_converges_over_runs_without_a_429_or_a_failed_write(world: World, make_deps: Any) -> None:
+    for i in range(100):
+        annotations = {"apim-sync.io/api-id": f"api-{i:03d}", "apim-sync.io/operations": "GET /items"} if i % 2 else {}
+        world.kube.apply(service(f"svc-{i:03d}", annotations=annotations))
+    world.apim.throttle(time_scale=TIME_SCALE)
+    deps = make_deps(ALLOWLIST_ENABLED="false", ARM_PACING_TIME_SCALE=str(TIME_SCALE), RUN_TIME_BUDGET_SECONDS="1")
+    reports = []
+    while not reports or reports[-1].incomplete:
+        assert len(reports) < 20
+        reports.append(sync.run(CLUSTER, deps))
+    assert len(reports) > 1, "more than one run's budget of work"
+    assert not any(r.failed for r in reports)
+    assert world.apim.buckets.answered_429 == 0
+    assert len(world.apim.backends) == 100 and len(world.apim.api_side.apis) == 50
+    assert not sync.run(CLUSTER, deps).has_changes, "converged"
