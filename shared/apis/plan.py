@@ -13,7 +13,7 @@ from typing import Any
 
 from shared.apis import claims as apis
 from shared.core.model import OwnerId, Reason
-from shared.core.tenancy import paths_overlap, segments
+from shared.core.tenancy import segments
 
 
 class Action(StrEnum):
@@ -131,24 +131,60 @@ def scoped_filter(claims: Sequence[apis.ApiClaim], namespace: str, api_hints: Co
     return " or ".join(sorted(terms))
 
 
+class PathIndex:
+    """API ids by the segments of their paths: the APIs whose path overlaps a given one (equal, under or above it,
+    as tenancy.paths_overlap says), found without comparing it with every API. Built once per run."""
+
+    def __init__(self, paths: Mapping[str, str]) -> None:
+        self._at: dict[tuple[str, ...], list[str]] = {}
+        self._under: dict[tuple[str, ...], list[str]] = {}
+        for api_id, path in paths.items():
+            parts = segments(path)
+            self._at.setdefault(parts, []).append(api_id)
+            for depth in range(1, len(parts)):
+                self._under.setdefault(parts[:depth], []).append(api_id)
+
+    def overlapping(self, path: str) -> list[str]:
+        parts = segments(path)
+        if not parts:
+            return sorted(self._at.get((), []))  # the root path overlaps only itself
+        found = {*self._at.get(parts, ()), *self._under.get(parts, ())}
+        for depth in range(1, len(parts)):
+            found.update(self._at.get(parts[:depth], ()))
+        return sorted(found)
+
+
+@dataclass(frozen=True)
+class ApiPaths:
+    """The paths a run weighs claims against: every API's in APIM, and every API's the claims ask for."""
+
+    held: Mapping[str, str]
+    held_index: PathIndex
+    asked_index: PathIndex
+
+    @classmethod
+    def of(cls, all_paths: Mapping[str, str], desired: apis.DesiredApis) -> ApiPaths:
+        asked = {api_id: want.path for api_id, want in desired.apis.items()}
+        return cls(all_paths, PathIndex(all_paths), PathIndex(asked))
+
+
 def _path_conflict(
     want: apis.DesiredApi,
     desired: apis.DesiredApis,
-    all_paths: Mapping[str, str],
+    paths: ApiPaths,
     owner_namespaces: Mapping[str, str],
 ) -> str | None:
     """Why `want` may not take its path: it equals, or lies under or above (by segments), the path of an API
     that another namespace (or nobody of ours) holds, or that another namespace asks for in this run."""
-    for other, path in sorted(all_paths.items()):
-        if other == want.id or not paths_overlap(want.path, path.strip("/")):
+    for other in paths.held_index.overlapping(want.path):
+        if other == want.id or owner_namespaces.get(other) == want.namespace:
             continue
-        if owner_namespaces.get(other) == want.namespace:
-            continue
-        return f"'/{want.path}' overlaps '/{path.strip('/')}', the path of API '{other}' of another owner"
-    if want.id in all_paths:
+        return f"'/{want.path}' overlaps '/{paths.held[other].strip('/')}', the path of API '{other}' of another owner"
+    if want.id in paths.held:
         return None  # it holds its path already; a newcomer that overlaps it is the one refused
-    for other, wanted in sorted(desired.apis.items()):
-        if other != want.id and wanted.namespace != want.namespace and paths_overlap(want.path, wanted.path):
+    for other in paths.asked_index.overlapping(want.path):
+        wanted = desired.apis[other]
+        if other != want.id and wanted.namespace != want.namespace:
             return f"'/{want.path}' overlaps '/{wanted.path}', which namespace {wanted.namespace} asks for too"
     return None
 
@@ -166,6 +202,7 @@ def plan_apis(
     owner_namespaces: Mapping[str, str] | None = None,
     watched: frozenset[str] = frozenset(),
     only: Collection[str] | None = None,
+    paths: ApiPaths | None = None,
 ) -> ApiPlan:
     """`all_paths`: api id -> path of every API in APIM; `owner_namespaces`: api id -> namespace of the APIs
     this deployment owns; `namespaces`: whose APIs this run may delete (None: all); `watched`: NAMESPACES, to
@@ -173,14 +210,15 @@ def plan_apis(
     each decided as in the whole plan: a run plans the APIs no Service claims together, then each claimed API on
     its own, as it is observed."""
     owner_namespaces = owner_namespaces or {}
+    paths = paths or ApiPaths.of(all_paths, desired)
     changes: list[ApiChange] = []
     refusals: list[apis.ApiProblem] = []
     unchanged = 0
-    for api_id, want in sorted(desired.apis.items()):
-        if only is not None and api_id not in only:
-            continue
+    planned = sorted(desired.apis) if only is None else sorted(a for a in only if a in desired.apis)
+    for api_id in planned:
+        want = desired.apis[api_id]
         have = observed.get(api_id)
-        conflict = _path_conflict(want, desired, all_paths, owner_namespaces)
+        conflict = _path_conflict(want, desired, paths, owner_namespaces)
         if conflict is not None:
             refusals.append(apis.ApiProblem(f"API {api_id}", "api-path", Reason.PATH_TAKEN, conflict))
             continue

@@ -101,11 +101,14 @@ def reconcile_apis(
         return ApisReport(dry_run=dry_run, error=RunError.of(error))
     sync_settings = deps.settings.sync
 
+    paths = api_plan.ApiPaths.of(all_paths, desired)
+
     def plan_of(observed: Mapping[str, apis.ObservedApi], only: frozenset[str]) -> api_plan.ApiPlan:
         return api_plan.plan_apis(
             desired,
             observed,
             only=only,
+            paths=paths,
             all_paths=all_paths,
             owner_namespaces=owner_namespaces,
             owner=sync_settings.owner_id,

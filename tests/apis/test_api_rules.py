@@ -139,3 +139,15 @@ def test_splicing_the_managed_block_keeps_every_other_byte_and_is_idempotent(ope
     assert policy_backend(routed) == backend_id
     assert with_managed_block(routed, backend_id) == routed
     assert with_managed_block(routed, None) == operator
+
+
+_segment = st.sampled_from(["shop", "orders", "v1", "v2", "a"])
+_path = st.lists(_segment, max_size=4).map("/".join)
+
+
+@given(st.dictionaries(st.text("abcdef", min_size=1, max_size=3), _path, max_size=12), _path)
+def test_the_path_index_finds_exactly_the_apis_whose_path_overlaps(paths: dict[str, str], path: str) -> None:
+    from shared.apis.plan import PathIndex
+    from shared.core.tenancy import paths_overlap
+
+    assert PathIndex(paths).overlapping(path) == sorted(a for a, p in paths.items() if paths_overlap(path, p))

@@ -208,7 +208,7 @@ def test_a_first_sync_larger_than_a_run_converges_over_runs_without_a_429_or_a_f
         world.kube.apply(service(f"svc-{i:03d}", annotations=annotations))
     world.apim.throttle(time_scale=TIME_SCALE)
     deps = make_deps(ALLOWLIST_ENABLED="false", ARM_PACING_TIME_SCALE=str(TIME_SCALE), RUN_TIME_BUDGET_SECONDS="1")
-    reports = []
+    reports: list[Any] = []
     while not reports or reports[-1].incomplete:
         assert len(reports) < 20
         reports.append(sync.run(CLUSTER, deps))
