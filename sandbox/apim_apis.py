@@ -217,7 +217,9 @@ class ApiStore:
             return problem
         if match["api"] not in self.apis:
             return self.error(404, "ResourceNotFound", "Api not found.")
-        found = [o for (a, _), o in sorted(self.operations.items()) if a == match["api"]]
+        # Filtered, then sorted: an API's operations cost what they are, not what every API's are (a real
+        # APIM's answer does not slow down with the size of the service; the emulator should not either).
+        found = [o for _, o in sorted((k, o) for k, o in self.operations.items() if k[0] == match["api"])]
         return self.emulator.paged(request, found, self._shown)
 
     def _operation(self, request: Request, match: re.Match[str]) -> Response:
@@ -367,7 +369,7 @@ class ApiStore:
         problem = self.emulator.checked(request, match)
         if problem:
             return problem
-        found = [self.apis[a] for p, a in sorted(self.product_apis) if p == match["product"] and a in self.apis]
+        found = [self.apis[a] for p, a in sorted(k for k in self.product_apis if k[0] == match["product"]) if a in self.apis]
         return self.emulator.paged(request, found, self._shown)
 
     def _product_api(self, request: Request, match: re.Match[str]) -> Response:
