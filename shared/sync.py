@@ -218,7 +218,7 @@ def _steps(request: RunRequest, deps: Dependencies, asked: float) -> Report:
         report = replace(report, allowlists=AllowListReport(dry_run=dry_run, skipped=TIME_SPENT))
     elif steps is not Steps.BACKENDS:
         with span("aks_apim_sync.step.allowlists"):
-            allowlists = refresh.refresh(deps, scope=scope, dry_run=dry_run, exposure=exposure)
+            allowlists = refresh.refresh(deps, scope=scope, dry_run=dry_run, exposure=exposure, deadline=deadline)
         report = replace(report, allowlists=allowlists)
     if out_of_time():
         report = replace(report, notes=(*report.notes, f"incomplete: {TIME_SPENT}"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, TypeVar
 
 import urllib3
 from kubernetes import client, config
@@ -25,6 +25,7 @@ from shared.core.scope import Scope
 from shared.core.settings import KubeSettings
 from shared.runtime.counters import RequestCounter
 
+T = TypeVar("T")
 RELISTS_ON_EXPIRY = 3
 """Gateway API's label on the resources an implementation generates for a Gateway (Istio, Envoy Gateway)."""
 PAGE_SIZE = 500
@@ -183,10 +184,20 @@ class KubeSource:
         return list(self._settings.namespaces) or [None]
 
     def _pages(self, list_in: Callable[..., Any], list_all: Callable[..., Any], namespace: str | None) -> list[dict[str, Any]]:
-        """Every item, page by page. A continue token the server has expired (410 after compaction) starts the
+        return self._pages_as(list_in, list_all, namespace, lambda item: item)
+
+    def _pages_as(
+        self,
+        list_in: Callable[..., Any],
+        list_all: Callable[..., Any],
+        namespace: str | None,
+        convert: Callable[[dict[str, Any]], T],
+    ) -> list[T]:
+        """Every item, page by page, each converted as its page arrives (so a large cluster's raw JSON is held a
+        page at a time, not whole). A continue token the server has expired (410 after compaction) starts the
         list again from the first page, since the pages so far and the rest would not be one consistent list."""
         for _ in range(RELISTS_ON_EXPIRY):
-            items: list[dict[str, Any]] = []
+            items: list[T] = []
             token: str | None = None
             try:
                 while True:
@@ -195,7 +206,7 @@ class KubeSource:
                         kwargs["_continue"] = token
                     response = list_in(namespace, **kwargs) if namespace else list_all(**kwargs)
                     body = json.loads(response.data)
-                    items += body.get("items") or []
+                    items += [convert(item) for item in body.get("items") or []]
                     token = (body.get("metadata") or {}).get("continue")
                     if not token:
                         return items
@@ -298,10 +309,9 @@ class KubeSource:
         views: list[ServiceView] = []
         for namespace in self._namespaces(scope):
             with _translated(f"list Services in {namespace or 'all namespaces'}"):
-                for item in self._pages(
-                    self._core.list_namespaced_service, self._core.list_service_for_all_namespaces, namespace
-                ):
-                    views.append(service_view(item))
+                views += self._pages_as(
+                    self._core.list_namespaced_service, self._core.list_service_for_all_namespaces, namespace, service_view
+                )
         return views
 
     def _read(self, what: str, read: Callable[..., Any], namespace: str, name: str) -> dict[str, Any] | None:
@@ -324,10 +334,12 @@ class KubeSource:
         views: list[IngressView] = []
         for namespace in self._namespaces(scope):
             with _translated(f"list Ingresses in {namespace or 'all namespaces'}"):
-                for item in self._pages(
-                    self._networking.list_namespaced_ingress, self._networking.list_ingress_for_all_namespaces, namespace
-                ):
-                    views.append(ingress_view(item))
+                views += self._pages_as(
+                    self._networking.list_namespaced_ingress,
+                    self._networking.list_ingress_for_all_namespaces,
+                    namespace,
+                    ingress_view,
+                )
         return views
 
     def get_service(self, namespace: str, name: str) -> ServiceView | None:

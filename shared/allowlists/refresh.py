@@ -19,6 +19,7 @@ from shared.core.reporting import RunError
 from shared.core.scope import Scope
 from shared.runtime.apply import NOTHING_TO_DO, NothingToDo, Writer, apply_change
 from shared.runtime.cluster import read_cluster, with_retries
+from shared.runtime.deadline import Deadline
 from shared.runtime.ports import Dependencies
 
 
@@ -49,8 +50,10 @@ def refresh(
     scope: Scope | None = None,
     dry_run: bool = False,
     exposure: Exposure | None = None,
+    deadline: Deadline | None = None,
 ) -> AllowListReport:
-    """`exposure` passes what the run already read and worked out for the same scope, saving a second read."""
+    """`exposure` passes what the run already read and worked out for the same scope, saving a second read.
+    Once the run's deadline has passed no further object is written: the rest is deferred to the next run."""
     settings = deps.settings.allowlist
     if not settings.enabled:
         return AllowListReport(dry_run=dry_run, skipped="ALLOWLIST_ENABLED is false")
@@ -104,7 +107,15 @@ def refresh(
 
     entries = [_entry(change, "planned") for change, _ in planned]
     if not dry_run:
-        entries = [_apply(change, writer, deps) for change, writer in planned]
+        deadline = deadline or Deadline.never()
+
+        def apply_in_time(change: allowlist.AllowListChange, writer: allowlist.AllowListWriter) -> dict[str, Any]:
+            if deadline.passed():
+                return _entry(change, "deferred", error_reason=Reason.TIME_BUDGET_SPENT)
+            with deadline.piece():
+                return _apply(change, writer, deps)
+
+        entries = [apply_in_time(change, writer) for change, writer in planned]
         unchanged += sum(1 for e in entries if e["outcome"] == "noop")
         entries = [e for e in entries if e["outcome"] != "noop"]
     return AllowListReport(

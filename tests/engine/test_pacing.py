@@ -147,29 +147,39 @@ def test_a_kubernetes_429_is_waited_out_and_counted(world: World, make_deps: Any
 
 
 def test_retry_after_is_honoured_when_another_client_drains_the_bucket(world: World, make_deps: Any) -> None:
-    """Another tool of the subscription spends ARM's write bucket after the app's last look at the headers (reads
-    say nothing of writes): the first writes meet 429s, and their Retry-After (whole seconds, at real speed) pauses
+    """Another tool of the subscription spends ARM's write bucket just as the app starts writing (its reads said
+    nothing of writes): the first writes meet 429s, and their Retry-After (whole seconds, at real speed) pauses
     every writer of the worker; the retries' own backoff is not waited here (recorded), so only the pause holds
     them back."""
     many_services(world, 20)
     world.apim.throttle(time_scale=1)
     settings = {"ALLOWLIST_ENABLED": "false", "APIS_ENABLED": "false", "APPLY_CONCURRENCY": "4"}
     deps = make_deps(**settings, ARM_BUDGET_SHARE="1", ARM_PACING_TIME_SCALE="1")
-    answer = world.apim.decorate
+    admit = world.apim.admit
     drained: list[bool] = []
 
-    def another_client_drains_the_write_bucket(request: Any, response: Any) -> Any:
-        if request.method == "GET" and request.path.endswith("/backends") and not drained:
-            drained.append(True)  # once: as the app lists the backends, just before its first write
+    def another_client_drains_the_write_bucket(request: Any) -> Any:
+        if request.method == "PUT" and not drained:
+            drained.append(True)  # once: just as the app's first write arrives
             while world.apim.buckets.take("writes") is None:
                 pass
-        return answer(request, response)
+        return admit(request)
 
-    world.apim.decorate = another_client_drains_the_write_bucket  # type: ignore[method-assign]
+    decorate = world.apim.decorate
+
+    def only_retry_after_on_a_429(request: Any, response: Any) -> Any:
+        """The 429s here say nothing of what is left: Retry-After alone must hold the writers back."""
+        decorated = decorate(request, response)
+        if decorated.status == 429:
+            decorated.headers = {k: v for k, v in decorated.headers.items() if not k.startswith("x-ms-ratelimit")}
+        return decorated
+
+    world.apim.admit = another_client_drains_the_write_bucket  # type: ignore[method-assign]
+    world.apim.decorate = only_retry_after_on_a_429  # type: ignore[method-assign]
     try:
         report = sync.run(CLUSTER, deps)
     finally:
-        del world.apim.decorate
+        del world.apim.admit, world.apim.decorate
     assert drained and not report.failed and len(world.apim.backends) == 20
     statuses = [r.status for r in world.apim.log if r.method == "PUT"]
     first_success = statuses.index(201)

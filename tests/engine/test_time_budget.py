@@ -15,7 +15,8 @@ from tests.conftest import service
 
 CLUSTER = Scope("aks-sandbox")
 BUDGET_FOR_SOME_APIS = "46"
-"""Clock ticks (one per look at the clock): past the backends, part-way through the APIs."""
+BUDGET_FOR_SOME_ALLOWLISTS = "55"
+"""Clock ticks (one per look at the clock): past the backends, part-way through the APIs (or the allow-lists)."""
 
 
 def test_a_run_out_of_time_defers_the_rest_and_the_next_run_finishes_it_without_repeating_a_write(
@@ -83,3 +84,22 @@ def test_no_work_starts_that_would_end_past_the_budget_as_long_as_the_longest_pi
     assert not deadline.passed(), "a 30 s piece started now ends at 99 s"
     now[0] = 71.0
     assert deadline.passed(), "one started now would end at 101 s, past the budget: the margin is measured"
+
+
+def test_allow_lists_not_written_in_time_are_deferred_and_the_next_run_writes_only_them(world: World, make_deps: Any) -> None:
+    for i in range(12):
+        world.kube.apply(service(f"svc-{i:02d}"))
+    ticks = itertools.count()
+    slow = dataclasses.replace(
+        make_deps(RUN_TIME_BUDGET_SECONDS=BUDGET_FOR_SOME_ALLOWLISTS, APPLY_CONCURRENCY="1", APIS_ENABLED="false"),
+        monotonic=lambda: float(next(ticks)),
+    )
+
+    first = sync.run(CLUSTER, slow).to_json()
+
+    outcomes = [c["outcome"] for c in first["allowlists"]["changes"]]
+    assert first["incomplete"] is True and "applied" in outcomes and "deferred" in outcomes
+    deferred = {c["object"] for c in first["allowlists"]["changes"] if c["outcome"] == "deferred"}
+    second = sync.run(CLUSTER, make_deps(APIS_ENABLED="false")).to_json()
+    assert {c["object"] for c in second["allowlists"]["changes"]} == deferred
+    assert all(c["outcome"] == "applied" for c in second["allowlists"]["changes"])
