@@ -25,7 +25,7 @@ from shared.core.cidrs import AddressSource, AllowListPolicy, canonical, network
 from shared.core.model import Reason
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Region:
     location: str
     public: tuple[str, ...] = ()
@@ -33,7 +33,7 @@ class Region:
     nat_outbound: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ApimAddresses:
     """The fields of the APIM service resource that decide who calls the backends."""
 
@@ -45,7 +45,7 @@ class ApimAddresses:
     """virtualNetworkConfiguration.subnetResourceId of the primary region, if any."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NoUsableAddresses:
     """Nothing safe to write: every allow-list stays as it is."""
 

@@ -28,7 +28,7 @@ from shared.core.model import IngressView, Mode, Reason, ServiceView
 SOURCE_RANGES_FIELD = "spec.loadBalancerSourceRanges"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Target:
     """One object whose allow-list fields are managed, with what each field holds now (None: absent)."""
 
@@ -43,7 +43,7 @@ class Target:
         return f"{self.kind} {self.namespace}/{self.name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Finding:
     """A preflight warning: the allow-list cannot work as intended, or was not written, and why."""
 
@@ -52,7 +52,7 @@ class Finding:
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AllowListChange:
     target: Target
     cidrs: tuple[str, ...]

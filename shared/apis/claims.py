@@ -45,7 +45,7 @@ EMPTY_POLICY = (
 _MARK = re.compile(r"managed-by=aks-apim-sync; owner=(?P<owner>[^;]+); namespace=(?P<namespace>[^;\s]+)")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ApiClaim:
     """What one Service's annotations ask of one API."""
 
@@ -62,7 +62,7 @@ class ApiClaim:
     """Option 1 with APIM's managed identity: the audience of the Entra token APIM sends to this backend."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ApiProblem:
     object: str
     field: str
@@ -70,7 +70,7 @@ class ApiProblem:
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DesiredOperation:
     id: str
     method: str
@@ -85,7 +85,7 @@ class DesiredOperation:
         return f"{self.method} {self.url_template}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DesiredApi:
     id: str
     namespace: str
@@ -100,7 +100,7 @@ class DesiredApi:
     default_audience: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DesiredApis:
     apis: Mapping[str, DesiredApi]
     held: frozenset[str]
@@ -108,7 +108,7 @@ class DesiredApis:
     problems: tuple[ApiProblem, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObservedOperation:
     id: str
     method: str
@@ -118,7 +118,7 @@ class ObservedOperation:
     policy_etag: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObservedApi:
     id: str
     path: str
@@ -377,14 +377,14 @@ def may_hold_a_block(description: str) -> bool:
     return description.startswith("managed-by=aks-apim-sync; source=") and ROUTED_BY_API_POLICY not in description
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Route:
     backend_id: str
     audience: str | None = None
     """Option 1 with APIM's managed identity: the audience of the token APIM adds for this backend."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Routing:
     """What the managed block of an API's policy does: the listed operations to their own backends, every
     other operation of the API to the default (none: APIM's own routing, the API's serviceUrl)."""

@@ -34,7 +34,7 @@ class Kind(StrEnum):
     PRODUCT = "product"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ApiChange:
     action: Action
     kind: Kind
@@ -58,7 +58,7 @@ class ApiChange:
         return shown
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ApiPlan:
     changes: tuple[ApiChange, ...] = ()
     refusals: tuple[apis.ApiProblem, ...] = ()
@@ -154,7 +154,7 @@ class PathIndex:
         return sorted(found)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ApiPaths:
     """The paths a run weighs claims against: every API's in APIM, and every API's the claims ask for."""
 

@@ -45,14 +45,14 @@ from shared.core.ownership import is_owned
 from shared.core.scope import Scope
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FieldChange:
     field: str
     before: object
     after: object
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CreateBackend:
     desired: DesiredBackend
 
@@ -61,7 +61,7 @@ class CreateBackend:
         return self.desired.id
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UpdateBackend:
     desired: DesiredBackend
     observed: ObservedBackend
@@ -72,7 +72,7 @@ class UpdateBackend:
         return self.desired.id
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeleteBackend:
     observed: ObservedBackend
     source: ServiceRef
@@ -85,7 +85,7 @@ class DeleteBackend:
 BackendChange = CreateBackend | UpdateBackend | DeleteBackend
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Refusal:
     id: BackendId
     reason: Reason
@@ -94,7 +94,7 @@ class Refusal:
     change: BackendChange | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DesiredSet:
     """Desired backends by id, plus the Services whose existing backends must be left alone."""
 
@@ -106,7 +106,7 @@ class DesiredSet:
     """Every Service the run saw asking to be exposed, healthy or not (built once: plans look it up per backend)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackendPlan:
     changes: tuple[BackendChange, ...] = ()
     refusals: tuple[Refusal, ...] = ()

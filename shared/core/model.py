@@ -109,7 +109,7 @@ class Reason(StrEnum):
     RUN_IN_PROGRESS_ELSEWHERE = "RunInProgressElsewhere"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ServiceRef:
     cluster: str
     namespace: str
@@ -123,7 +123,7 @@ class ServiceRef:
         return f"{self.cluster}/{self.namespace}/{self.name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OwnerMark:
     """Proof that this deployment created a backend, carried in the backend's description."""
 
@@ -158,7 +158,7 @@ def normalise_headers(headers: Mapping[str, object] | None) -> HeaderValues:
     return tuple(sorted((name, tuple(sorted(values))) for name, values in pairs.items() if values))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BackendSpec:
     """The curated projection of an APIM backend that aks-apim-sync manages and compares.
 
@@ -191,7 +191,7 @@ class BackendSpec:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DesiredBackend:
     id: BackendId
     source: ServiceRef
@@ -205,7 +205,7 @@ class DesiredBackend:
     """Option 1 with APIM's managed identity: the audience of the token APIM sends (in the API policies)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObservedBackend:
     id: BackendId
     spec: BackendSpec
@@ -215,14 +215,14 @@ class ObservedBackend:
     """Every property APIM returned, so that an update preserves what we do not manage."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServicePort:
     port: int
     name: str = ""
     protocol: str = "TCP"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceView:
     """What the Kubernetes source reports of one Service, already reduced to the fields we use."""
 
@@ -239,7 +239,7 @@ class ServiceView:
     """The gateway.networking.k8s.io/gateway-name label: the Gateway an implementation made this Service for."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IngressRoute:
     """One networking.k8s.io/v1 Ingress rule path (or Gateway API HTTPRoute rule) that routes to a Service."""
 
@@ -261,7 +261,7 @@ class IngressRoute:
     """HTTPRoute: '<namespace>/<name>' of the Gateway whose listener carries the route."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GatewayApiObjects:
     """What one read found of the Gateway API (HTTPRoutes, Gateways, ReferenceGrants): raw objects as the API
     server returned them, untrusted; shared.backends.gateway_routes reads them."""
@@ -273,7 +273,7 @@ class GatewayApiObjects:
     """Namespace -> labels; read only when a listener admits routes by a namespace Selector."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IngressView:
     """One Ingress: its annotations (for the allow-list) and the rules that route to Services."""
 
