@@ -149,10 +149,20 @@ def reconcile_apis(
             unchanged=plan.unchanged,
         )
 
-    with ThreadPoolExecutor(max_workers=sync_settings.apply_concurrency, thread_name_prefix="apis") as pool:
-        new = [a for a in sorted(desired.apis) if a not in listed]
-        order = _interleaved(new, [a for a in sorted(desired.apis) if a in listed])
-        by_id = dict(zip(order, pool.map(claimed, order), strict=True))
+    # New APIs (writes only) and existing ones (reads first, often nothing to write) go on side by side, each in
+    # pools of their own, so a run spends ARM's write and read buckets together and new APIs never wait behind
+    # the reading of existing ones. Existing APIs start at a point that moves with the clock: when a run's read
+    # budget covers only part of them, the next runs read the others, rather than the first ones again.
+    new = [a for a in sorted(desired.apis) if a not in listed]
+    existing = _rotated([a for a in sorted(desired.apis) if a in listed], int(deps.wall_clock().timestamp() // 60))
+    workers = sync_settings.apply_concurrency
+    with (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apis-new") as new_pool,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apis") as existing_pool,
+    ):
+        made = new_pool.map(claimed, new)
+        checked = existing_pool.map(claimed, existing)
+        by_id = {**dict(zip(new, made, strict=True)), **dict(zip(existing, checked, strict=True))}
     results = [by_id[a] for a in sorted(desired.apis)]  # the report in API order, however they ran
     failures = [r.error for r in results if r.error is not None]
     return ApisReport(
@@ -164,12 +174,13 @@ def reconcile_apis(
     )
 
 
-def _interleaved(first: list[str], second: list[str]) -> list[str]:
-    """Both lists in their own order, spread evenly through each other: new APIs (writes only) go beside existing
-    ones (reads first, and often nothing to write), so a run spends ARM's write and read buckets side by side."""
-    spread = [((i + 0.5) / len(first), 0, a) for i, a in enumerate(first)]
-    spread += [((i + 0.5) / len(second), 1, a) for i, a in enumerate(second)]
-    return [a for _, _, a in sorted(spread)]
+def _rotated(ids: list[str], turn: int) -> list[str]:
+    """The list started at a point that the golden ratio's stride moves from turn to turn, wrapping round: the
+    starts of successive turns spread evenly over the list, whatever its length."""
+    if not ids:
+        return ids
+    start = int((turn * 0.6180339887498949) % 1.0 * len(ids))
+    return ids[start:] + ids[:start]
 
 
 @dataclass
