@@ -153,7 +153,7 @@ def _run(request: RunRequest, deps: Dependencies, asked: float) -> Report:
         report = _steps(request, deps, asked)
         # Inside the span, so the line carries the run's trace id in Application Insights.
         log.info("sync finished", extra={"counts": report.counts, "failed": report.failed, "scope": request.scope.kind})
-    deps.telemetry.emit(telemetry.sync_points(report.to_json(), failed=report.failed))
+    deps.telemetry.emit(telemetry.sync_points(report))
     return report
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from shared.core.reporting import Report
+
 RUNS = "aks_apim_sync.runs"
 RUN_DURATION = "aks_apim_sync.run.duration"
 CHANGES = "aks_apim_sync.changes"
@@ -72,25 +74,27 @@ def _change_points(step: str, changes: Sequence[Mapping[str, Any]]) -> list[Poin
     return points
 
 
-def sync_points(report: Mapping[str, Any], *, failed: bool) -> list[Point]:
-    """From a sync report's JSON (shared.core.reporting.Report.to_json). A run that spent its time budget is
-    `incomplete` (its deferred changes are counted by outcome): a first sync's progress, run by run."""
-    outcome = "failed" if failed else "incomplete" if report.get("incomplete") else "ok"
-    points = _run_points("sync", outcome, report.get("duration_ms", 0) / 1000)
-    points += _change_points("backends", report.get("changes") or [])
-    refused = Counter(str(r.get("reason") or "") for r in [*(report.get("refusals") or []), *(report.get("errors") or [])])
-    for step in ("apis", "allowlists"):
-        part = report.get(step) or {}
-        points += _change_points(step, part.get("changes") or [])
-        refused.update(str(p.get("reason") or "") for p in part.get("problems") or [])
+def sync_points(report: Report) -> list[Point]:
+    """From a sync report, read in place (a first sync's report holds tens of thousands of entries: copying it
+    into JSON only to count them would double the run's peak memory at its very end). A run that spent its time
+    budget is `incomplete` (its deferred changes are counted by outcome): a first sync's progress, run by run."""
+    outcome = "failed" if report.failed else "incomplete" if report.incomplete else "ok"
+    points = _run_points("sync", outcome, report.duration_ms / 1000)
+    points += _change_points("backends", report.changes)
+    errors = [*report.errors, *({"reason": e.reason} for e in report.run_errors)]
+    refused = Counter(str(r.get("reason") or "") for r in [*report.refusals, *errors])
+    if report.allowlists is not None:
+        points += _change_points("allowlists", report.allowlists.changes)
+    if report.apis is not None:
+        points += _change_points("apis", report.apis.changes)
+        refused.update(str(p.get("reason") or "") for p in getattr(report.apis, "problems", ()))
     points += [Point(REFUSALS, "counter", n, {"reason": reason}) for reason, n in sorted(refused.items()) if reason]
-    requests = report.get("requests") or {}
     for service in ("arm", "kubernetes"):
-        if requests.get(service):
-            points.append(Point(REQUESTS, "counter", requests[service], {"service": service}))
-        if requests.get(f"{service}.throttled"):
-            points.append(Point(THROTTLED, "counter", requests[f"{service}.throttled"], {"service": service}))
-    cidrs = (report.get("allowlists") or {}).get("cidrs")
+        if report.requests.get(service):
+            points.append(Point(REQUESTS, "counter", report.requests[service], {"service": service}))
+        if report.requests.get(f"{service}.throttled"):
+            points.append(Point(THROTTLED, "counter", report.requests[f"{service}.throttled"], {"service": service}))
+    cidrs = getattr(report.allowlists, "cidrs", ())
     if cidrs:
         points.append(Point(ALLOWLIST_SIZE, "gauge", len(cidrs)))
     return points
