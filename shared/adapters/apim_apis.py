@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from azure.core.polling.base_polling import LocationPolling, StatusCheckPolling
@@ -18,6 +17,7 @@ from azure.mgmt.core.polling.arm_polling import ARMPolling, AzureAsyncOperationP
 from shared.adapters.azure_errors import translate_arm as translate
 from shared.apis import claims as apis
 from shared.core import errors
+from shared.runtime.ports import KnownOfApi
 
 
 def _body(properties: dict[str, Any]) -> io.BytesIO:
@@ -115,18 +115,9 @@ class ApimApis:
         found = self._get(api_id)
         return str(found[0].get("description") or "") if found is not None else None
 
-    def observe(
-        self,
-        api_id: str,
-        *,
-        tagged: bool,
-        products: list[str],
-        listed: Mapping[str, Any] | None = None,
-        members: Mapping[str, frozenset[str]] | None = None,
-    ) -> apis.ObservedApi | None:
-        """`listed`: the API's properties from this run's listing, which spares its GET (the API then has no ETag,
-        so an update of it reads it first); `members`: product id -> its APIs, listed, which spares a read per
-        product."""
+    def observe(self, api_id: str, known: KnownOfApi) -> apis.ObservedApi | None:
+        """See KnownOfApi for what each thing known spares."""
+        listed, members, tagged, products = known.listed, known.members, known.tagged, known.products
         if listed is not None:
             raw, etag = dict(listed), ""
         else:

@@ -25,7 +25,7 @@ from shared.core.tenancy import ASK_PLATFORM, NamespaceGrant
 from shared.runtime.apply import NOTHING_TO_DO, NothingToDo, Refused, Writer, apply_change
 from shared.runtime.cluster import read_cluster, with_retries
 from shared.runtime.deadline import Deadline
-from shared.runtime.ports import ApiStore, Dependencies
+from shared.runtime.ports import ApiStore, Dependencies, KnownOfApi
 
 
 def tag_for(deps: Dependencies) -> str:
@@ -87,9 +87,7 @@ def reconcile_apis(
         def observe(api_id: str) -> apis.ObservedApi | None:
             found: apis.ObservedApi | None = with_retries(
                 deps,
-                lambda: store.observe(
-                    api_id, tagged=api_id in tagged, products=wanted_products[api_id], listed=listed[api_id], members=members
-                ),
+                lambda: store.observe(api_id, KnownOfApi(api_id in tagged, wanted_products[api_id], listed[api_id], members)),
             )
             return found
 

@@ -7,7 +7,7 @@ them. Every method raises our error tree (shared.core.errors), never a client li
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -111,6 +111,19 @@ class AccessProbe(Protocol):
     def may(self, verb: str, group: str, resource: str, namespace: str) -> bool: ...
 
 
+@dataclass(frozen=True)
+class KnownOfApi:
+    """What a run already knows of an API when it observes it, so that observing costs fewer reads."""
+
+    tagged: bool
+    products: Sequence[str] = ()
+    """Products it should be in: their membership is checked."""
+    listed: Mapping[str, Any] | None = None
+    """Its properties from this run's listing: no GET (and so no ETag; an update reads it first)."""
+    members: Mapping[str, frozenset[str]] | None = None
+    """product id -> its APIs, listed: no read per product."""
+
+
 class ApiStore(Protocol):
     """APIs, operations, policies, tags and product links."""
 
@@ -134,15 +147,7 @@ class ApiStore(Protocol):
 
     def api_ids_in(self, product_id: str) -> frozenset[str]: ...
 
-    def observe(
-        self,
-        api_id: str,
-        *,
-        tagged: bool,
-        products: list[str],
-        listed: Mapping[str, Any] | None = None,
-        members: Mapping[str, frozenset[str]] | None = None,
-    ) -> Any: ...
+    def observe(self, api_id: str, known: KnownOfApi) -> Any: ...
 
     def product_ids(self) -> frozenset[str]: ...
 
