@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from contextlib import suppress
 from typing import Any
 
@@ -62,13 +63,16 @@ class _CountRequests(SansIOHTTPPolicy):  # type: ignore[type-arg]
             self._counter.throttled("arm")
 
 
-def observed_from_json(backend_id: str, properties: dict[str, Any], etag: str | None) -> ObservedBackend:
+def observed_from_json(
+    backend_id: str, properties: dict[str, Any], etag: str | None, *, keep_properties: bool = True
+) -> ObservedBackend:
+    """`keep_properties`: False for a listed backend, which is never the base of a write (see ObservedBackend)."""
     credentials = properties.get("credentials") or {}
     spec = BackendSpec(
         url=properties.get("url") or "",
         description=properties.get("description") or "",
         title=properties.get("title") or "",
-        protocol=properties.get("protocol") or "",
+        protocol=sys.intern(properties.get("protocol") or ""),
         headers=normalise_headers(credentials.get("header")),
     )
     return ObservedBackend(
@@ -76,7 +80,8 @@ def observed_from_json(backend_id: str, properties: dict[str, Any], etag: str | 
         spec=spec,
         mark=ownership.parse_mark(properties.get("description")),
         etag=etag,
-        raw_properties=properties,
+        raw_properties=properties if keep_properties else {},
+        certificate_ids=tuple(str(ref).rsplit("/", 1)[-1].lower() for ref in credentials.get("certificateIds") or ()),
     )
 
 
@@ -135,7 +140,7 @@ class ApimSink:
         with arm("list backends"):
             for item in self._client.backend.list_by_service(*self._where):
                 raw = item.serialize(keep_readonly=True)
-                observed = observed_from_json(item.name or "", raw.get("properties", {}), etag=None)
+                observed = observed_from_json(item.name or "", raw.get("properties", {}), etag=None, keep_properties=False)
                 found[observed.id] = observed
         return found
 

@@ -8,6 +8,7 @@ error tree here.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
@@ -98,16 +99,34 @@ def api_client_for(settings: KubeSettings, token: RefreshingToken | None) -> cli
     return client.ApiClient(configuration)
 
 
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+"""A copy of the whole object that `kubectl apply` keeps; never read, and often the largest annotation."""
+SHORT_TEXT = 64
+
+
+def _shared(text: str) -> str:
+    """One copy of a short text that recurs across thousands of objects (a namespace, an annotation key),
+    so a large cluster's views hold each once. Interned strings are freed when no longer used."""
+    return sys.intern(text) if len(text) <= SHORT_TEXT else text
+
+
+def _annotations(metadata: dict[str, Any]) -> dict[str, str]:
+    held: dict[str, Any] = metadata.get("annotations") or {}
+    return {_shared(k): v for k, v in held.items() if k != LAST_APPLIED}
+
+
 def service_view(item: dict[str, Any]) -> ServiceView:
     metadata, spec = item.get("metadata") or {}, item.get("spec") or {}
     ingress = ((item.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
     return ServiceView(
-        namespace=metadata.get("namespace", ""),
+        namespace=_shared(metadata.get("namespace", "")),
         name=metadata.get("name", ""),
-        annotations=dict(metadata.get("annotations") or {}),
-        type=spec.get("type") or "ClusterIP",
+        annotations=_annotations(metadata),
+        type=_shared(spec.get("type") or "ClusterIP"),
         ports=tuple(
-            ServicePort(port=int(p.get("port", 0)), name=p.get("name") or "", protocol=p.get("protocol") or "TCP")
+            ServicePort(
+                port=int(p.get("port", 0)), name=_shared(p.get("name") or ""), protocol=_shared(p.get("protocol") or "TCP")
+            )
             for p in spec.get("ports") or []
         ),
         load_balancer_addresses=tuple(a.get("ip") or a.get("hostname") for a in ingress if a.get("ip") or a.get("hostname")),
@@ -121,9 +140,9 @@ def service_view(item: dict[str, Any]) -> ServiceView:
 def ingress_view(item: dict[str, Any]) -> IngressView:
     metadata = item.get("metadata") or {}
     return IngressView(
-        namespace=metadata.get("namespace", ""),
+        namespace=_shared(metadata.get("namespace", "")),
         name=metadata.get("name", ""),
-        annotations=dict(metadata.get("annotations") or {}),
+        annotations=_annotations(metadata),
         resource_version=metadata.get("resourceVersion") or "",
         routes=tuple(ingress_routes(item)),
     )

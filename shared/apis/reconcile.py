@@ -26,6 +26,7 @@ from shared.runtime.apply import NOTHING_TO_DO, NothingToDo, Refused, Writer, ap
 from shared.runtime.cluster import read_cluster, with_retries
 from shared.runtime.deadline import Deadline
 from shared.runtime.ports import ApiStore, Dependencies, KnownOfApi
+from shared.runtime.workers import start_each
 
 
 def tag_for(deps: Dependencies) -> str:
@@ -158,9 +159,9 @@ def reconcile_apis(
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apis-new") as new_pool,
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apis") as existing_pool,
     ):
-        made = new_pool.map(claimed, new)
-        checked = existing_pool.map(claimed, existing)
-        by_id = {**dict(zip(new, made, strict=True)), **dict(zip(existing, checked, strict=True))}
+        made = start_each(new_pool, claimed, new, workers=workers)
+        checked = start_each(existing_pool, claimed, existing, workers=workers)
+        by_id = {**dict(zip(new, made(), strict=True)), **dict(zip(existing, checked(), strict=True))}
     results = [by_id[a] for a in sorted(desired.apis)]  # the report in API order, however they ran
     failures = [r.error for r in results if r.error is not None]
     return ApisReport(

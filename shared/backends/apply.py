@@ -17,6 +17,7 @@ from shared.core.model import BackendId, DesiredBackend, ObservedBackend, Reason
 from shared.core.reporting import Outcome
 from shared.runtime.apply import NOTHING_TO_DO, NothingToDo, Refused, Writer, apply_change
 from shared.runtime.deadline import Deadline
+from shared.runtime.workers import start_each
 
 DELETE_WAITS = "an API policy could not be moved off this backend yet; it is deleted by a later run, once nothing routes to it"
 
@@ -97,6 +98,6 @@ def apply_plan(
                 with deadline.piece():
                     return apply_change(change, writer, attempts=attempts, max_wait_seconds=max_wait_seconds, sleep=sleep)[0]
 
-            results = pool.map(one, batch)
+            results = start_each(pool, one, batch, workers=concurrency)()
             outcomes.update(zip((c.id for c in batch), results, strict=True))
     return outcomes

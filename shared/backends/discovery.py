@@ -6,6 +6,7 @@ so one broken Service cannot stop the others.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from shared.core.model import (
     BackendId,
     BackendSpec,
     DesiredBackend,
+    HeaderValues,
     IngressRoute,
     Mode,
     OwnerMark,
@@ -83,6 +85,12 @@ def managed_mode(service: ServiceView, ctx: AnnotationContext) -> Mode | None:
     return mode if mode in ctx.policy.grant(service.namespace).modes else None
 
 
+@functools.lru_cache(maxsize=8)
+def _token_header(name: str, named_value: str) -> HeaderValues:
+    """The header APIM sends with the named value's token: one value shared by every public backend of a run."""
+    return ((name, (f"{{{{{named_value}}}}}",)),)
+
+
 def backend_for(
     service: ServiceView, routes: Sequence[IngressRoute], ctx: AnnotationContext, *, route_notes: Sequence[str] = ()
 ) -> ServiceOutcome | None:
@@ -133,7 +141,7 @@ def backend_for(
         if withheld is not None:
             warnings.append(withheld)
         elif ctx.public_auth is PublicAuthMode.HEADER:
-            headers = ((ctx.public_auth_header or "", (f"{{{{{ctx.public_auth_named_value}}}}}",)),)
+            headers = _token_header(ctx.public_auth_header or "", ctx.public_auth_named_value or "")
         elif audience is None:
             warnings.append(
                 (

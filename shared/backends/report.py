@@ -33,7 +33,9 @@ def _change_entry(change: BackendChange, outcome: Outcome | None, dry_run: bool)
         "id": change.id,
         "source": str(source),
         "reason": reason.value,
-        "diff": diff,
+        # A deferred change is planned again, from what APIM then holds, by the run that makes it; its diff
+        # would say nothing that run will not, and at a large first sync it was most of what a report held.
+        "diff": {} if outcome is not None and outcome.status == "deferred" else diff,
         "outcome": "planned" if dry_run or outcome is None else outcome.status,
     }
     if outcome is not None and outcome.status != "applied":

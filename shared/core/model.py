@@ -212,7 +212,11 @@ class ObservedBackend:
     mark: OwnerMark | None = None
     etag: str | None = None
     raw_properties: Mapping[str, object] = field(default_factory=dict, compare=False, hash=False)
-    """Every property APIM returned, so that an update preserves what we do not manage."""
+    """Every property APIM returned, so that an update preserves what we do not manage. Only a backend read on
+    its own carries them (every update re-reads first); a listed one carries none, since thousands of copies
+    would be the largest thing a run holds."""
+    certificate_ids: tuple[str, ...] = field(default=(), compare=False, hash=False)
+    """The certificate entities APIM presents to it (credentials.certificateIds), by name, lower case."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,8 @@ list returns. Format (external-dns's TXT registry, in one line):
 
 from __future__ import annotations
 
+import sys
+
 from shared.core.model import OwnerId, OwnerMark, ReconcilePolicy, ServiceRef
 
 MANAGER = "aks-apim-sync"
@@ -35,7 +37,13 @@ def parse_mark(description: str | None) -> OwnerMark | None:
         policy = ReconcilePolicy(fields.get("policy", ReconcilePolicy.MANAGE.value))
     except ValueError:
         return None
-    return OwnerMark(owner=OwnerId(fields["owner"]), source=ServiceRef(*source), policy=policy)
+    # Thousands of marks name the same owner, cluster and namespace: one copy of each (freed when unused).
+    cluster, namespace, name = source
+    return OwnerMark(
+        owner=OwnerId(sys.intern(fields["owner"])),
+        source=ServiceRef(sys.intern(cluster), sys.intern(namespace), name),
+        policy=policy,
+    )
 
 
 def is_owned(mark: OwnerMark | None, owner: OwnerId) -> bool:

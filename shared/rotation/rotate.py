@@ -245,13 +245,7 @@ def read_world(deps: Dependencies, exposure: Exposure) -> World:
     cas, ca_pems, bundle, store, bundle_secret = _read_trust(deps)
     certificates = _read_certificates(deps)
     observed = with_retries(deps, deps.backends.list_backends)
-    references = {
-        backend_id: tuple(
-            str(ref).rsplit("/", 1)[-1].lower()
-            for ref in (backend.raw_properties.get("credentials") or {}).get("certificateIds") or []  # type: ignore[attr-defined]
-        )
-        for backend_id, backend in observed.items()
-    }
+    references = {backend_id: backend.certificate_ids for backend_id, backend in observed.items()}
     owned = {b for b, o in observed.items() if o.mark is not None and o.mark.owner == owner}
     state = rotation.RotationState(
         cas=tuple(cas),

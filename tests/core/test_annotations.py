@@ -140,3 +140,14 @@ def test_invalid_annotation_names_object_field_and_reason(annotations: dict[str,
 def test_several_ports_without_a_port_annotation_is_invalid() -> None:
     result = outcome_for(service("orders", ports=[{"name": "a", "port": 1}, {"name": "b", "port": 2}]))
     assert isinstance(result, Invalid) and result.field == "apim-sync.io/port"
+
+
+def test_a_service_view_keeps_every_annotation_but_the_copy_kubectl_apply_leaves() -> None:
+    manifest = service("orders")
+    applied_copy = '{"apiVersion":"v1","kind":"Service","metadata":{"name":"orders"}}' * 40
+    manifest["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = applied_copy
+
+    view = service_view(manifest)
+
+    assert "kubectl.kubernetes.io/last-applied-configuration" not in view.annotations
+    assert view.annotations == {"apim-sync.io/expose": "true", "apim-sync.io/mode": "public"}

@@ -93,6 +93,20 @@ def test_address_change_updates_the_backend_and_keeps_fields_set_by_others(world
     assert report.to_json()["changes"][0]["diff"] == {"url": ["http://52.1.2.3", "http://52.9.9.9"]}
 
 
+def test_a_listed_backend_names_its_certificates_and_holds_no_copy_of_its_properties(world: World, make_deps: Any) -> None:
+    deps = make_deps()
+    world.kube.apply(service("orders"))
+    engine.reconcile(EVERYTHING, deps)
+    stored = world.apim.backends[backend_id("orders")]["properties"]
+    stored["credentials"] = {"certificateIds": ["/subscriptions/x/certificates/APIM-Client-1"]}
+
+    listed = deps.backends.list_backends()[backend_id("orders")]
+    read_alone = deps.backends.get_backend(backend_id("orders"))
+
+    assert listed.certificate_ids == ("apim-client-1",) and listed.raw_properties == {}
+    assert read_alone is not None and read_alone.raw_properties["credentials"] == stored["credentials"]
+
+
 def test_updates_carry_if_match_and_a_412_is_re_read_and_re_planned(world: World, make_deps: Any) -> None:
     world.kube.apply(service("orders", lb_ip="52.1.2.3"))
     deps = make_deps()

@@ -37,6 +37,8 @@ def test_a_run_out_of_time_defers_the_rest_and_the_next_run_finishes_it_without_
     assert 0 < outcomes.count("applied") < 40 and outcomes.count("applied") + outcomes.count("deferred") == 40
     assert first.counts["deferred"] == outcomes.count("deferred")
     assert all(c["error_reason"] == "TimeBudgetSpent" for c in first.changes if c["outcome"] == "deferred")
+    assert all(c["diff"] == {} for c in first.changes if c["outcome"] == "deferred"), "the run that makes it plans it"
+    assert all(c["diff"] for c in first.changes if c["outcome"] == "applied")
     assert first.to_json()["incomplete"] is True
     assert first.apis is not None and "time budget" in (first.apis.to_json().get("skipped") or "")
     assert any(note.startswith("incomplete:") for note in first.notes)
