@@ -4,9 +4,16 @@ buckets, emulated at a time scale, paced and unpaced.
 Run: `make bench` (or `python -m bench.paced_first_sync 1000 5000`). Prints one table; not a test. The emulators
 run in a process of their own (bench/emulators.py), so the peak RSS is the app's alone. Each run is one
 Functions invocation: its time budget is RUN_TIME_BUDGET_SECONDS (540 s) in simulated time, and runs follow
-each other until one has nothing left to do. Simulated time = real time x the time scale. The lower bound is
-what ARM's buckets allow for the requests made, at the app's share of them:
-max over read/write/delete of (requests - bucket x share) / (refill x share).
+each other. Simulated time = real time x the time scale. Two moments are measured:
+
+- converged: the end of the last run that wrote anything; APIM then holds what the cluster asks for. The
+  ratio is this time over the lower bound of what ARM's buckets allow for the requests made until then, at
+  the app's share of them: max over read/write/delete of (requests - bucket x share) / (refill x share).
+- confirmed: the end of the run by which the app has seen every object since that last write and found
+  nothing to do. A full pass over thousands of APIs costs two reads each, more than one run's read budget
+  at 10,000 Services, so it may take several runs, each starting where the last stopped.
+
+An untimed run after that must find nothing to write ("verified").
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from typing import Any
 from sandbox.throttling import ARM_BUCKETS
 from shared import deps, sync
 from shared.__main__ import load_env_file
+from shared.allowlists.report import AllowListReport
+from shared.apis.report import ApisReport
 from shared.core import settings
 from shared.core.reporting import Report
 from shared.core.scope import Scope
@@ -45,6 +54,28 @@ def _failed(report: Report) -> int:
     steps = (report.apis, report.allowlists)
     failed_steps = sum(1 for step in steps if step is not None for c in step.changes if c.get("outcome") == "failed")
     return int(report.counts["failed"]) + failed_steps
+
+
+def _wrote(report: Report) -> bool:
+    steps = (report.apis, report.allowlists)
+    entries = [*report.changes, *(c for step in steps if step is not None for c in step.changes)]
+    return any(c.get("outcome") == "applied" for c in entries)
+
+
+def _apis_seen_with_nothing_to_do(report: Report, apis: set[str]) -> set[str]:
+    """The APIs this run observed and left as they were (not put off for time, no change planned)."""
+    step = report.apis
+    if not isinstance(step, ApisReport) or step.skipped:
+        return set()
+    put_off = {p["object"].removeprefix("API ") for p in step.problems if p["reason"] == "TimeBudgetSpent"}
+    changed = {c["api"] for c in step.changes}
+    return apis - put_off - changed
+
+
+def _rest_seen_with_nothing_to_do(report: Report) -> bool:
+    """Every backend and allow-list seen in this run, none with anything to do."""
+    step = report.allowlists
+    return not report.changes and isinstance(step, AllowListReport) and not step.skipped and not step.changes
 
 
 def _stats(emulators: subprocess.Popen[str]) -> dict[str, Any]:
@@ -77,36 +108,46 @@ def converge(count: int, *, paced: bool) -> dict[str, Any]:
         }
         dependencies = deps.build_dependencies(settings.load_settings({**environ, **overrides}))
         scope = Scope(dependencies.settings.kube.cluster_name)
+        every_api = {f"api-{i:05}" for i in range(0, count, 2)}  # as bench/emulators.py seeds them
         started = time.perf_counter()
         runs = failed_changes = 0
+        converged_run, converged_at, seen_at_convergence = 0, 0.0, _stats(emulators)
+        unconfirmed_apis, rest_confirmed = set(every_api), False
         while runs < (MAX_RUNS if paced else MAX_UNPACED_RUNS):
             runs += 1
             run_started = time.perf_counter()
             report = sync.run(scope, dependencies)
+            now = (time.perf_counter() - started) * TIME_SCALE
             failed_changes += _failed(report)
             if os.environ.get("BENCH_VERBOSE"):
                 seconds = (time.perf_counter() - run_started) * TIME_SCALE
                 print(f"run {runs}: {seconds:.0f} s simulated, {json.dumps(report.requests)}", file=sys.stderr)
-            # Converged: a run that did all it planned (nothing deferred, nothing failed) leaves APIM as desired.
-            converged = not report.incomplete and not report.failed
+            if _wrote(report) or report.failed:
+                converged_run, converged_at, seen_at_convergence = runs, now, _stats(emulators)
+                unconfirmed_apis, rest_confirmed = set(every_api), False
+            else:
+                unconfirmed_apis -= _apis_seen_with_nothing_to_do(report, every_api)
+                rest_confirmed = rest_confirmed or _rest_seen_with_nothing_to_do(report)
             # Each run is an invocation of its own: the Functions host keeps no report after answering it.
             del report
-            if converged:
+            if not unconfirmed_apis and rest_confirmed:
                 break
-        simulated = (time.perf_counter() - started) * TIME_SCALE
+        confirmed = not unconfirmed_apis and rest_confirmed
+        confirmed_at = (time.perf_counter() - started) * TIME_SCALE
         seen = _stats(emulators)
-        # Proven, not assumed: one more run (not timed) must find nothing to do.
+        # Proven, not assumed: one more run (not timed) must find nothing to write.
         check = sync.run(scope, dependencies)
         verified = not check.has_changes and not check.failed
-        bound = lower_bound_seconds(seen["requests"], share)
+        bound = lower_bound_seconds(seen_at_convergence["requests"], share)
         if os.environ.get("BENCH_VERBOSE"):
             print(json.dumps(seen["reads"], indent=1, sort_keys=True), file=sys.stderr)
         return {
-            "simulated": simulated,
+            "converged": converged_at,
             "bound": bound,
+            "confirmed": confirmed_at if confirmed else float("nan"),
             "answered_429": seen["answered_429"],
             "failed": failed_changes,
-            "runs": runs,
+            "runs": f"{converged_run}/{runs if confirmed else '-'}",
             "writes": seen["requests"].get("writes", 0),
             "reads": seen["requests"].get("reads", 0),
             "verified": verified,
@@ -118,18 +159,19 @@ def converge(count: int, *, paced: bool) -> dict[str, Any]:
 
 def main(sizes: list[int]) -> None:
     print(
-        f"{'services':>8} {'mode':>8} {'ARM reads':>9} {'ARM writes':>10} {'sim. s':>8} {'bound s':>8} {'ratio':>6} {'429s':>6} "
-        f"{'failed':>6} {'runs':>5} {'verified':>8} {'app RSS MB':>10}"
+        f"{'services':>8} {'mode':>8} {'ARM reads':>9} {'ARM writes':>10} {'conv. s':>8} {'bound s':>8} {'ratio':>6} "
+        f"{'conf. s':>8} {'429s':>6} {'failed':>6} {'runs':>7} {'verified':>8} {'app RSS MB':>10}"
     )
     for size in sizes:
         for paced in (True, False)[: 1 if os.environ.get("BENCH_PACED_ONLY") else 2]:
             result = converge(size, paced=paced)
-            ratio = result["simulated"] / result["bound"] if result["bound"] else float("nan")
+            ratio = result["converged"] / result["bound"] if result["bound"] else float("nan")
             rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(
                 f"{size:>8} {'paced' if paced else 'unpaced':>8} {result['reads']:>9.0f} {result['writes']:>10.0f} "
-                f"{result['simulated']:>8.0f} {result['bound']:>8.0f} {ratio:>6.2f} {result['answered_429']:>6.0f} "
-                f"{result['failed']:>6.0f} {result['runs']:>5.0f} {'yes' if result['verified'] else 'NO':>8} {rss_mb:>10.0f}",
+                f"{result['converged']:>8.0f} {result['bound']:>8.0f} {ratio:>6.2f} {result['confirmed']:>8.0f} "
+                f"{result['answered_429']:>6.0f} {result['failed']:>6.0f} {result['runs']:>7} "
+                f"{'yes' if result['verified'] else 'NO':>8} {rss_mb:>10.0f}",
                 flush=True,
             )
 

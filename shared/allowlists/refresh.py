@@ -7,6 +7,7 @@ that meets a concurrent edit (409 on the resourceVersion) re-reads that object a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shared.allowlists import addresses
@@ -21,6 +22,7 @@ from shared.runtime.apply import NOTHING_TO_DO, NothingToDo, Writer, apply_chang
 from shared.runtime.cluster import read_cluster, with_retries
 from shared.runtime.deadline import Deadline
 from shared.runtime.ports import Dependencies
+from shared.runtime.workers import start_each
 
 
 def writers(deps: Dependencies, exposure: Exposure) -> list[allowlist.AllowListWriter]:
@@ -115,7 +117,11 @@ def refresh(
             with deadline.piece():
                 return _apply(change, writer, deps)
 
-        entries = [apply_in_time(change, writer) for change, writer in planned]
+        # Side by side (each patch carries the resourceVersion it was planned on, so two writers of one object
+        # meet as a 409, which is re-read and decided again): a first sync's thousands of patches end sooner.
+        workers = deps.settings.sync.apply_concurrency
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="allowlists") as pool:
+            entries = start_each(pool, lambda planned_change: apply_in_time(*planned_change), planned, workers=workers)()
         unchanged += sum(1 for e in entries if e["outcome"] == "noop")
         entries = [e for e in entries if e["outcome"] != "noop"]
     return AllowListReport(

@@ -6,6 +6,8 @@ that namespace's Services once. Claims whose backend is not there yet (pending, 
 
 from __future__ import annotations
 
+import bisect
+import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -136,7 +138,7 @@ def reconcile_apis(
         """Observe, plan and apply one claimed API: each API's reads and writes follow each other, while other
         APIs' go on beside them, so ARM's read and write buckets are spent at once, not one after the other."""
         if deadline.passed():
-            return _ApiResult(problems=[_deferred(api_id)])
+            return _ApiResult(problems=[_deferred(api_id)], not_reached=True)
         try:
             have = observe(api_id) if api_id in listed else None
         except SyncError as error:
@@ -150,10 +152,16 @@ def reconcile_apis(
 
     # New APIs (writes only) and existing ones (reads first, often nothing to write) go on side by side, each in
     # pools of their own, so a run spends ARM's write and read buckets together and new APIs never wait behind
-    # the reading of existing ones. Existing APIs start at a point that moves with the clock: when a run's read
-    # budget covers only part of them, the next runs read the others, rather than the first ones again.
+    # the reading of existing ones. When a run's read budget covers only part of the existing ones, the next run
+    # of the scope starts with the first it did not reach (shared.runtime.resume); a run with nothing to resume
+    # starts at a point that moves with the clock, so instances do not all read the same ones first.
     new = [a for a in sorted(desired.apis) if a not in listed]
-    existing = _rotated([a for a in sorted(desired.apis) if a in listed], int(deps.wall_clock().timestamp() // 60))
+    resume_key = "apis " + json.dumps(scope.to_json(), sort_keys=True)
+    existing = _rotated(
+        [a for a in sorted(desired.apis) if a in listed],
+        resume_at=deps.resume.get(resume_key),
+        turn=int(deps.wall_clock().timestamp() // 60),
+    )
     workers = sync_settings.apply_concurrency
     with (
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apis-new") as new_pool,
@@ -161,7 +169,11 @@ def reconcile_apis(
     ):
         made = start_each(new_pool, claimed, new, workers=workers)
         checked = start_each(existing_pool, claimed, existing, workers=workers)
-        by_id = {**dict(zip(new, made(), strict=True)), **dict(zip(existing, checked(), strict=True))}
+        checked_in_order = checked()
+        by_id = {**dict(zip(new, made(), strict=True)), **dict(zip(existing, checked_in_order, strict=True))}
+    if not dry_run:
+        not_reached = (a for a, result in zip(existing, checked_in_order, strict=True) if result.not_reached)
+        deps.resume.put(resume_key, next(not_reached, None))
     results = [by_id[a] for a in sorted(desired.apis)]  # the report in API order, however they ran
     failures = [r.error for r in results if r.error is not None]
     return ApisReport(
@@ -173,12 +185,16 @@ def reconcile_apis(
     )
 
 
-def _rotated(ids: list[str], turn: int) -> list[str]:
-    """The list started at a point that the golden ratio's stride moves from turn to turn, wrapping round: the
-    starts of successive turns spread evenly over the list, whatever its length."""
+def _rotated(ids: list[str], *, resume_at: str | None, turn: int) -> list[str]:
+    """The sorted list, wrapping round, from `resume_at` (or the first id after it, if it is gone); without one,
+    from a point that the golden ratio's stride moves from turn to turn, so the starts of successive turns
+    spread evenly over the list, whatever its length."""
     if not ids:
         return ids
-    start = int((turn * 0.6180339887498949) % 1.0 * len(ids))
+    if resume_at is not None:
+        start = bisect.bisect_left(ids, resume_at) % len(ids)
+    else:
+        start = int((turn * 0.6180339887498949) % 1.0 * len(ids))
     return ids[start:] + ids[:start]
 
 
@@ -188,6 +204,8 @@ class _ApiResult:
     problems: list[dict[str, str]] = field(default_factory=list)
     unchanged: int = 0
     error: SyncError | None = None
+    not_reached: bool = False
+    """The run's time was spent before this API was looked at."""
 
 
 def _deferred(api_id: str) -> dict[str, str]:

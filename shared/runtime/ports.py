@@ -18,6 +18,7 @@ from shared.core.model import BackendId, DesiredBackend, GatewayApiObjects, Ingr
 from shared.core.scope import Scope
 from shared.core.settings import Settings
 from shared.runtime.counters import RequestCounter
+from shared.runtime.resume import ResumePoints
 from shared.runtime.telemetry import NoTelemetry, Telemetry
 
 
@@ -268,6 +269,8 @@ class Dependencies:
     """The cluster side of doctor's checks."""
     telemetry: Telemetry = field(default_factory=NoTelemetry)
     counter: RequestCounter = field(default_factory=RequestCounter)
+    resume: ResumePoints = field(default_factory=ResumePoints)
+    """Where the last run of a scope stopped reading existing APIs for time: the next one starts there."""
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))

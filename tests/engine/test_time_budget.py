@@ -16,6 +16,7 @@ from tests.conftest import service
 CLUSTER = Scope("aks-sandbox")
 BUDGET_FOR_SOME_APIS = "46"
 BUDGET_FOR_SOME_ALLOWLISTS = "55"
+BUDGET_FOR_SOME_EXISTING_APIS = "30"
 """Clock ticks (one per look at the clock): past the backends, part-way through the APIs (or the allow-lists)."""
 
 
@@ -105,3 +106,38 @@ def test_allow_lists_not_written_in_time_are_deferred_and_the_next_run_writes_on
     second = sync.run(CLUSTER, make_deps(APIS_ENABLED="false")).to_json()
     assert {c["object"] for c in second["allowlists"]["changes"]} == deferred
     assert all(c["outcome"] == "applied" for c in second["allowlists"]["changes"])
+
+
+def test_when_a_run_reads_only_some_existing_apis_the_next_run_starts_with_the_first_it_did_not_reach(
+    world: World, make_deps: Any
+) -> None:
+    apis = [f"api-{i:02d}" for i in range(12)]
+    for i, api_id in enumerate(apis):
+        annotations = {"apim-sync.io/api-id": api_id, "apim-sync.io/operations": "GET /items"}
+        world.kube.apply(service(f"svc-{i:02d}", annotations=annotations))
+    sync.run(CLUSTER, make_deps(ALLOWLIST_ENABLED="false"))  # every API exists and is as the cluster asks
+    ticks = itertools.count()
+    # One worker's runs share their resume points (the worker builds its dependencies once).
+    worker = dataclasses.replace(
+        make_deps(RUN_TIME_BUDGET_SECONDS=BUDGET_FOR_SOME_EXISTING_APIS, APPLY_CONCURRENCY="1", ALLOWLIST_ENABLED="false"),
+        monotonic=lambda: float(next(ticks)),
+    )
+
+    def read_in_order() -> list[str]:
+        reads = [r.path.split("/apis/")[1].split("/")[0] for r in world.apim.log if r.method == "GET" and "/policies/" in r.path]
+        world.apim.clear_log()
+        return reads
+
+    world.apim.clear_log()
+    sync.run(CLUSTER, worker)
+    first = read_in_order()
+    sync.run(CLUSTER, worker)
+    second = read_in_order()
+
+    def wrapped_from(api_id: str) -> list[str]:
+        return apis[apis.index(api_id) :] + apis[: apis.index(api_id)]
+
+    assert 0 < len(first) < len(apis), "the first run's time covers only some of the APIs"
+    assert first == wrapped_from(first[0])[: len(first)]
+    first_not_reached = wrapped_from(first[0])[len(first)]
+    assert second == wrapped_from(first_not_reached)[: len(second)], "the next run starts where the last stopped"
