@@ -1,6 +1,7 @@
-"""A whole run for one scope: new and changed backends, APIs (policies re-pointed), old backends deleted, then
-allow-lists, on one read of the cluster and one answer to which Services are exposed and how
-(shared.backends.exposure). That order means no policy ever names a backend that is gone.
+"""A whole run for one scope: new and changed backends, APIs (policies re-pointed), old backends deleted, and
+beside the APIs the allow-lists, on one read of the cluster and one answer to which Services are exposed and how
+(shared.backends.exposure). That order means no policy ever names a backend that is gone; the allow-lists
+spend Kubernetes' budget, not ARM's, so they go alongside the ARM-paced APIs rather than after them.
 
 The entry point of every trigger (HTTP, timer, event). Each step is level-based and independent: a
 failing backend change does not stop the allow-lists, and the report shows both.
@@ -8,8 +9,10 @@ failing backend change does not stop the allow-lists, and the report shows both.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from shared.allowlists import refresh
@@ -171,10 +174,26 @@ def _steps(request: RunRequest, deps: Dependencies, asked: float) -> Report:
     except SyncError as error:
         return failed_report(scope, error, reason=Reason.SOURCE_READ_FAILED, dry_run=dry_run)
     apis: ApisReport | None = None
+    allowlists_running: Future[AllowListReport] | None = None
+    beside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="allowlists-step")
+
+    def allowlist_step() -> AllowListReport:
+        if out_of_time():
+            return AllowListReport(dry_run=dry_run, skipped=TIME_SPENT)
+        with span("aks_apim_sync.step.allowlists"):
+            return refresh.refresh(deps, scope=scope, dry_run=dry_run, exposure=exposure, deadline=deadline)
+
+    def start_allowlists() -> None:
+        """The allow-lists go beside the APIs: they spend Kubernetes' budget, not ARM's, so a large first sync
+        need not keep thousands of patches for after its last API (in the run's trace: the context goes along)."""
+        nonlocal allowlists_running
+        if steps is not Steps.BACKENDS and allowlists_running is None:
+            allowlists_running = beside.submit(contextvars.copy_context().run, allowlist_step)
 
     def api_step() -> bool:
         """Publish APIs and re-point their policies; backends are deleted only once this has succeeded."""
         nonlocal apis
+        start_allowlists()
         if steps is Steps.ALL and apis is None and out_of_time():
             apis = ApisReport(dry_run=dry_run, skipped=TIME_SPENT)
         if steps is Steps.ALL and apis is None:
@@ -190,36 +209,35 @@ def _steps(request: RunRequest, deps: Dependencies, asked: float) -> Report:
                 )
         return apis is None or not apis.failed
 
-    if steps is Steps.ALLOWLIST:
-        report = Report(
-            scope=scope,
-            dry_run=dry_run,
-            notes=("backends not reconciled: only the allow-list step was asked for",),
-            backends_reconciled=False,
-        )
-    else:
-        with span("aks_apim_sync.step.backends"):
-            report = backends_step.reconcile(
-                scope,
-                deps,
+    try:
+        if steps is Steps.ALLOWLIST:
+            report = Report(
+                scope=scope,
                 dry_run=dry_run,
-                allow_mass_delete=allow_mass_delete,
-                backend_hints=backend_hints,
-                exposure=exposure,
-                before_deletes=api_step,
-                deadline=deadline,
+                notes=("backends not reconciled: only the allow-list step was asked for",),
+                backends_reconciled=False,
             )
-    if not dry_run and deps.settings.mtls.source is not CertificateSource.NONE:
-        report = _present_certificate(report, deps, exposure)
-    api_step()  # when the backend step had no delete to wait for, the APIs come now
-    if apis is not None:
-        report = replace(report, apis=apis)
-    if steps is not Steps.BACKENDS and out_of_time():
-        report = replace(report, allowlists=AllowListReport(dry_run=dry_run, skipped=TIME_SPENT))
-    elif steps is not Steps.BACKENDS:
-        with span("aks_apim_sync.step.allowlists"):
-            allowlists = refresh.refresh(deps, scope=scope, dry_run=dry_run, exposure=exposure, deadline=deadline)
-        report = replace(report, allowlists=allowlists)
+        else:
+            with span("aks_apim_sync.step.backends"):
+                report = backends_step.reconcile(
+                    scope,
+                    deps,
+                    dry_run=dry_run,
+                    allow_mass_delete=allow_mass_delete,
+                    backend_hints=backend_hints,
+                    exposure=exposure,
+                    before_deletes=api_step,
+                    deadline=deadline,
+                )
+        if not dry_run and deps.settings.mtls.source is not CertificateSource.NONE:
+            report = _present_certificate(report, deps, exposure)
+        api_step()  # when the backend step had no delete to wait for, the APIs come now
+        if apis is not None:
+            report = replace(report, apis=apis)
+        if allowlists_running is not None:
+            report = replace(report, allowlists=allowlists_running.result())
+    finally:
+        beside.shutdown(wait=True)
     if out_of_time():
         report = replace(report, notes=(*report.notes, f"incomplete: {TIME_SPENT}"))
     if scope.service is not None and not exposure.services:
