@@ -107,8 +107,9 @@ def refresh(
                 allowlist.Finding(f"Service {settings.ingress_controller}", Reason.INGRESS_CONTROLLER_UNREADABLE, str(error))
             )
 
-    entries = [_entry(change, "planned") for change, _ in planned]
-    if not dry_run:
+    if dry_run:
+        entries = [_entry(change, "planned") for change, _ in planned]
+    else:
         deadline = deadline or Deadline.never()
 
         def apply_in_time(change: allowlist.AllowListChange, writer: allowlist.AllowListWriter) -> dict[str, Any]:

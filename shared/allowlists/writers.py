@@ -56,7 +56,12 @@ class Finding:
 class AllowListChange:
     target: Target
     cidrs: tuple[str, ...]
-    patch: Mapping[str, Any]
+    writer: AllowListWriter
+
+    @property
+    def patch(self) -> Mapping[str, Any]:
+        """Made when written, not when planned: a first sync plans thousands, and their bodies need not wait."""
+        return self.writer.patch(self.target, self.cidrs)
 
     @property
     def restored(self) -> bool:
@@ -111,9 +116,12 @@ def _source_ranges_findings(service: ServiceView, where: str) -> tuple[bool, lis
         message = f"{AZURE_ALLOWED_IP_RANGES} is set; it excludes {SOURCE_RANGES_FIELD}, so nothing was written"
         return False, [Finding(where, Reason.EXCLUSIVE_ALLOW_LIST_ANNOTATION, message)]
     if service.annotations.get(DENY_ALL_EXCEPT_SOURCE_RANGES, "").strip().lower() != "true":
-        message = f'without {DENY_ALL_EXCEPT_SOURCE_RANGES}: "true" traffic from inside the VNet still gets in'
-        return True, [Finding(where, Reason.VNET_TRAFFIC_NOT_DENIED, message)]
+        return True, [Finding(where, Reason.VNET_TRAFFIC_NOT_DENIED, _VNET_TRAFFIC_GETS_IN)]
     return True, []
+
+
+_VNET_TRAFFIC_GETS_IN = f'without {DENY_ALL_EXCEPT_SOURCE_RANGES}: "true" traffic from inside the VNet still gets in'
+"""One text for every Service it applies to (thousands at a first sync)."""
 
 
 class LoadBalancerWriter:
@@ -382,7 +390,7 @@ def change_for(target: Target, cidrs: tuple[str, ...], writer: AllowListWriter) 
     assert cidrs, "an empty allow-list admits everyone; never planned"
     if all(parse_list(value) == cidrs for _, value in target.held):
         return None
-    return AllowListChange(target, cidrs, writer.patch(target, cidrs))
+    return AllowListChange(target, cidrs, writer)
 
 
 def controller_findings(controller: ServiceView | None, name: str) -> list[Finding]:
